@@ -1,0 +1,284 @@
+"""The Broker object: what every handler reaches through `ctx.broker`.
+
+It owns the topic store (`metadata`), the partition logs (`logs`, a storage LogManager), the
+per-partition serving state (high watermark, fetch waiters), the ingest path (`ingest`: rings and
+the writer task) and the idempotent-producer state (`producer_state`).
+
+Operations for handlers (all raise `broker.errors.KafkaError` with the code to answer):
+    broker.node_id, broker.cluster_id, broker.host, broker.port, broker.bootstrap
+    broker.config                       BrokerConfig
+    broker.metadata                     broker.metadata.TopicStore (get(name) -> TopicInfo | None)
+    broker.logs                         storage.manager.LogManager
+    broker.now_ms()
+    broker.partition_log(topic, p)      PartitionLog | None
+    broker.high_watermark(topic, p)     int (offsets below it are committed and visible)
+    broker.log_config_for(topic)        effective storage LogConfig (defaults + overrides)
+    broker.validate_topic_configs(configs)  -> LogConfig (KafkaError INVALID_CONFIG)
+    await broker.ensure_topic(name)     TopicInfo | None: auto-creates when enabled
+    await broker.create_topic(name, num_partitions=None, configs=None, *, validate_only=False)
+    await broker.delete_topic(name)
+    await broker.create_partitions(name, total, *, validate_only=False)
+    await broker.alter_topic_configs(name, configs, *, validate_only=False)  # replaces overrides
+    await broker.delete_records(topic, p, before_offset) -> new log start offset
+    async with broker.log_lock: ...     hold it to change a log other than by appending
+                                        (the writer holds it for each group commit)
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import trio
+from kio.schema.errors import ErrorCode
+
+from .config import BrokerConfig
+from .errors import KafkaError
+from .metadata import TopicInfo, TopicStore, topic_name_error
+
+log = logging.getLogger("ringlog.broker")
+
+TopicPartition = tuple[str, int]
+
+
+@attrs.define(eq=False)
+class PartitionState:
+    """Serving state of one partition: the high watermark and the fetchers waiting for data."""
+
+    topic: str
+    partition: int
+    high_watermark: int = 0
+    # Events of fetch requests waiting for new data here; set and cleared on each commit.
+    waiters: set[trio.Event] = attrs.field(factory=set)
+
+    def notify(self) -> None:
+        waiters, self.waiters = self.waiters, set()
+        for event in waiters:
+            event.set()
+
+
+def _load_producer_state(broker: Broker) -> Any:
+    """broker.idempotence.ProducerStateManager when present, else a pass-through."""
+    try:
+        from . import idempotence
+    except ImportError:
+        return PassThroughProducerState()
+    factory = getattr(idempotence, "ProducerStateManager", None)
+    if factory is None:
+        return PassThroughProducerState()
+    try:
+        return factory(broker)
+    except TypeError:
+        return factory()
+
+
+class PassThroughProducerState:
+    """No idempotence checks: every batch is accepted (used until broker/idempotence.py exists).
+
+    The interface the real one implements:
+      check(tp, header) -> None (accept) | DuplicateBatch-like object with `.base_offset`
+                           (answer with the original offset, do not append) | ErrorCode (reject)
+        called in the connection task, in request order, before the batch enters the ring;
+      update(tp, header, info) called by the writer after the batch is written (info is the
+        storage AppendInfo: base_offset, last_offset, ...);
+      abort(tp, header) called when a checked batch is not written after all (append failed or
+        the topic was deleted).
+    """
+
+    def check(self, tp: TopicPartition, header: Any) -> Any:
+        return None
+
+    def update(self, tp: TopicPartition, header: Any, info: Any) -> None:
+        return None
+
+    def abort(self, tp: TopicPartition, header: Any) -> None:
+        return None
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig, logs: Any, metadata: TopicStore) -> None:
+        self.config = config
+        self.logs = logs
+        self.metadata = metadata
+        self.node_id = config.node_id
+        self.cluster_id = config.cluster_id
+        self.host = config.advertised_host or config.listen_host
+        self.port = config.advertised_port or config.listen_port
+        self.default_log_config = config.log_config()
+        self.log_lock = trio.Lock()
+        self.partitions: dict[TopicPartition, PartitionState] = {}
+        for (topic, partition), plog in self._all_logs():
+            self.partitions[(topic, partition)] = PartitionState(topic, partition, plog.log_end_offset)
+        self.producer_state = _load_producer_state(self)
+        from .ingest import Ingest
+
+        self.ingest = Ingest(self)
+
+    # --- small queries -------------------------------------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @staticmethod
+    def now_ms() -> int:
+        return time.time_ns() // 1_000_000
+
+    def _all_logs(self):
+        logs = self.logs.logs
+        items = logs.items() if isinstance(logs, Mapping) else ((k, v) for k, v in logs)
+        return list(items)
+
+    def partition_log(self, topic: str, partition: int) -> Any | None:
+        try:
+            return self.logs.get(topic, partition)
+        except KeyError:
+            return None
+
+    def partition_state(self, topic: str, partition: int) -> PartitionState | None:
+        return self.partitions.get((topic, partition))
+
+    def high_watermark(self, topic: str, partition: int) -> int:
+        state = self.partitions.get((topic, partition))
+        return state.high_watermark if state is not None else -1
+
+    def log_config_for(self, topic: str) -> Any:
+        info = self.metadata.get(topic)
+        if info is None or not info.configs:
+            return self.default_log_config
+        return self.default_log_config.with_topic_configs(info.configs)
+
+    def validate_topic_configs(self, configs: Mapping[str, str] | None) -> Any:
+        try:
+            return self.default_log_config.with_topic_configs(dict(configs or {}))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise KafkaError(ErrorCode.invalid_config, str(exc)) from None
+
+    # --- topic operations ----------------------------------------------------------------------
+
+    async def ensure_topic(self, name: str) -> TopicInfo | None:
+        """The topic, auto-created with num.partitions when enabled and the name is legal."""
+        info = self.metadata.get(name)
+        if info is not None or not self.config.auto_create_topics:
+            return info
+        if topic_name_error(name):
+            return None
+        try:
+            return await self.create_topic(name)
+        except KafkaError as exc:
+            if exc.code == ErrorCode.topic_already_exists:
+                return self.metadata.get(name)
+            raise
+
+    async def create_topic(
+        self,
+        name: str,
+        num_partitions: int | None = None,
+        configs: Mapping[str, str] | None = None,
+        *,
+        validate_only: bool = False,
+    ) -> TopicInfo:
+        error = topic_name_error(name)
+        if error:
+            raise KafkaError(ErrorCode.invalid_topic_exception, error)
+        if num_partitions is None or num_partitions == -1:
+            num_partitions = self.config.num_partitions
+        if num_partitions < 1:
+            raise KafkaError(ErrorCode.invalid_partitions, f"number of partitions {num_partitions} must be >= 1")
+        config = self.validate_topic_configs(configs)
+        if name in self.metadata:
+            raise KafkaError(ErrorCode.topic_already_exists, f"topic {name!r} already exists")
+        if validate_only:
+            from .metadata import TopicInfo as _TI
+            import uuid
+
+            return _TI(name=name, partitions=num_partitions, topic_id=uuid.uuid4(), configs=configs or {})
+        async with self.log_lock:
+            if name in self.metadata:
+                raise KafkaError(ErrorCode.topic_already_exists, f"topic {name!r} already exists")
+            # Logs first, then the store: a crash in between leaves directories that start-up
+            # adopts (TopicStore.reconcile), never a topic without logs.
+            for p in range(num_partitions):
+                self._create_partition(name, p, config)
+            info = self.metadata.add(name, num_partitions, configs or {})
+        log.info("created topic %s with %d partition(s)", name, num_partitions)
+        return info
+
+    def _create_partition(self, name: str, p: int, config: Any) -> None:
+        try:
+            plog = self.logs.get(name, p)
+        except KeyError:
+            plog = None
+        if plog is None:
+            plog = self.logs.create(name, p, config)
+        self.partitions[(name, p)] = PartitionState(name, p, plog.log_end_offset)
+
+    async def delete_topic(self, name: str) -> TopicInfo:
+        info = self.metadata.get(name)
+        if info is None:
+            raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {name!r} does not exist")
+        async with self.log_lock:
+            self.ingest.drop_topic(name)
+            self.metadata.remove(name)
+            self.logs.delete_topic(name)
+            for p in range(info.partitions):
+                state = self.partitions.pop((name, p), None)
+                if state is not None:
+                    state.notify()
+        log.info("deleted topic %s", name)
+        return info
+
+    async def create_partitions(self, name: str, total: int, *, validate_only: bool = False) -> TopicInfo:
+        info = self.metadata.get(name)
+        if info is None:
+            raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {name!r} does not exist")
+        if total <= info.partitions:
+            raise KafkaError(
+                ErrorCode.invalid_partitions,
+                f"topic {name!r} has {info.partitions} partitions; the new count must be larger, got {total}",
+            )
+        if validate_only:
+            return attrs.evolve(info, partitions=total)
+        async with self.log_lock:
+            config = self.log_config_for(name)
+            for p in range(info.partitions, total):
+                self._create_partition(name, p, config)
+            info = self.metadata.set_partitions(name, total)
+        log.info("topic %s now has %d partitions", name, total)
+        return info
+
+    async def alter_topic_configs(
+        self, name: str, configs: Mapping[str, str], *, validate_only: bool = False
+    ) -> TopicInfo:
+        """Replace the topic's config overrides with `configs` and apply them to its logs."""
+        info = self.metadata.get(name)
+        if info is None:
+            raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {name!r} does not exist")
+        config = self.validate_topic_configs(configs)
+        if validate_only:
+            return attrs.evolve(info, configs=dict(configs))
+        async with self.log_lock:
+            info = self.metadata.set_configs(name, configs)
+            for p in range(info.partitions):
+                plog = self.partition_log(name, p)
+                if plog is not None:
+                    plog.update_config(config)
+        return info
+
+    async def delete_records(self, topic: str, partition: int, before_offset: int) -> int:
+        """Advance the log start offset to `before_offset` (-1: the high watermark)."""
+        plog = self.partition_log(topic, partition)
+        if plog is None:
+            raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{topic}-{partition} does not exist")
+        hwm = self.high_watermark(topic, partition)
+        if before_offset == -1:
+            before_offset = hwm
+        if before_offset < 0 or before_offset > hwm:
+            raise KafkaError(
+                ErrorCode.offset_out_of_range, f"offset {before_offset} is outside [0, {hwm}] of {topic}-{partition}"
+            )
+        async with self.log_lock:
+            plog.delete_records_before(before_offset)
+            return plog.log_start_offset

@@ -1,0 +1,253 @@
+"""The handler registry: one module per Kafka API, ApiVersions generated from it.
+
+Writing a handler
+-----------------
+Put a module in this package (any name not starting with "_"); `load_handlers()` imports every
+module here, and importing one registers its handlers::
+
+    from kio.schema.errors import ErrorCode
+    from broker.handlers import RequestContext, handler
+
+    @handler(api_key=19, min_version=2, max_version=5)
+    async def create_topics(ctx: RequestContext, request):
+        Response = ctx.response_class()      # kio response class for ctx.api_version
+        ...
+        return Response(...)
+
+A handler is `async def (ctx: RequestContext, request) -> response`, where `request` is the kio
+request entity of `ctx.api_version` (decoded by client.wire.decode_request) and the return value is
+one of:
+  * a kio response entity of the same API/version (the connection encodes it with
+    client.wire.encode_response; the response header is chosen from the request);
+  * `RawResponse(chunks)`: a hand-framed response body (bytes and storage FileRegion pieces, sent
+    with os.sendfile), without the size prefix or response header, which the connection adds;
+  * `NO_RESPONSE`: send nothing (Produce with acks=0).
+
+Rules every handler follows:
+  * Kafka errors are data: convert exceptions into error codes in the response
+    (`broker.errors.KafkaError(code, message)` is what broker operations raise,
+    `broker.errors.error_code_for(exc)` converts anything). An exception escaping a handler is
+    logged and closes that one connection; the broker keeps serving everyone else.
+    Raise `broker.errors.CloseConnection` when dropping the connection is the right answer.
+  * Handlers on one connection run concurrently (a long-polling Fetch must not stop the next
+    request being read); responses still leave in request order. A handler registered with
+    `sequential=True` holds the reading of the next request on its connection until it returns
+    or calls `ctx.release_reader()` (Produce uses this so that pipelined batches enter the
+    partition rings in request order and so that a full ring stops the reading, "block" mode).
+  * `advertise_min_version` lets a handler advertise versions below `min_version` in ApiVersions
+    that are answered with UNSUPPORTED_VERSION (librdkafka needs Produce 0 in the range before it
+    compresses).
+  * Never block the Trio thread: file or CPU heavy work goes through trio.to_thread.run_sync.
+
+What a handler receives: `RequestContext`
+  ctx.broker        the running `broker.core.Broker` (see its docstring for the operations:
+                    topics store `broker.metadata`, `broker.logs` (storage.manager.LogManager),
+                    create_topic/delete_topic/create_partitions/alter_topic_configs/
+                    delete_records, high_watermark, producer_state, config, node_id, ...)
+  ctx.header        client.wire.RequestHeader (api_key, api_version, correlation_id, client_id)
+  ctx.api_version   int
+  ctx.client_id     str | None
+  ctx.peer          "host:port" of the client
+  ctx.connection_id int, unique per connection for the broker's lifetime
+  ctx.now_ms()      wall clock in milliseconds
+  ctx.response_class()  the kio response class of this API and version
+  ctx.release_reader()  (sequential handlers) let the connection read its next request
+
+`error_response(cls, code)` builds any kio response with every error_code field set to `code` and
+everything else empty; the router uses it for UNSUPPORTED_VERSION answers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib
+import pkgutil
+import time
+import typing
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+from kio.schema.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from broker.core import Broker
+    from client.wire import RequestHeader
+
+Handler = Callable[["RequestContext", Any], Awaitable[Any]]
+
+
+@attrs.frozen
+class HandlerSpec:
+    api_key: int
+    name: str
+    min_version: int
+    max_version: int
+    advertise_min_version: int
+    func: Handler
+    sequential: bool = False
+
+    def supports(self, version: int) -> bool:
+        return self.min_version <= version <= self.max_version
+
+    def advertises(self, version: int) -> bool:
+        return self.advertise_min_version <= version <= self.max_version
+
+
+# api_key -> spec. Filled by importing the handler modules (load_handlers()).
+HANDLERS: dict[int, HandlerSpec] = {}
+
+
+def handler(
+    *,
+    api_key: int,
+    min_version: int,
+    max_version: int,
+    advertise_min_version: int | None = None,
+    sequential: bool = False,
+    name: str | None = None,
+) -> Callable[[Handler], Handler]:
+    """Register `func` as the handler of `api_key` for versions min..max (inclusive)."""
+
+    def register(func: Handler) -> Handler:
+        if api_key in HANDLERS and HANDLERS[api_key].func is not func:
+            existing = HANDLERS[api_key]
+            if existing.func.__qualname__ != func.__qualname__ or existing.func.__module__ != func.__module__:
+                raise RuntimeError(f"api key {api_key} registered twice ({existing.name}, {func.__qualname__})")
+        HANDLERS[api_key] = HandlerSpec(
+            api_key=api_key,
+            name=name or func.__name__,
+            min_version=min_version,
+            max_version=max_version,
+            advertise_min_version=min_version if advertise_min_version is None else advertise_min_version,
+            func=func,
+            sequential=sequential,
+        )
+        return func
+
+    return register
+
+
+_loaded = False
+
+
+def load_handlers() -> dict[int, HandlerSpec]:
+    """Import every handler module of this package (once) and return the registry."""
+    global _loaded
+    if not _loaded:
+        for info in pkgutil.iter_modules(__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{info.name}")
+        _loaded = True
+    return HANDLERS
+
+
+class _NoResponse:
+    def __repr__(self) -> str:
+        return "NO_RESPONSE"
+
+
+NO_RESPONSE: Any = _NoResponse()
+
+
+@attrs.frozen
+class RawResponse:
+    """A response body framed by the handler: bytes and FileRegion(file, position, length) pieces.
+
+    The connection prefixes the frame size and the response header, then sends the bytes with
+    send_all and the file regions with os.sendfile.
+    """
+
+    chunks: Sequence[Any]
+
+    @property
+    def size(self) -> int:
+        return sum(len(c) if isinstance(c, (bytes, bytearray, memoryview)) else c.length for c in self.chunks)
+
+
+@attrs.define(eq=False)
+class RequestContext:
+    broker: Broker
+    header: RequestHeader
+    peer: str = ""
+    connection_id: int = 0
+    _reader_released: trio.Event = attrs.field(factory=trio.Event)
+
+    @property
+    def api_version(self) -> int:
+        return self.header.api_version
+
+    @property
+    def api_key(self) -> int:
+        return self.header.api_key
+
+    @property
+    def client_id(self) -> str | None:
+        return self.header.client_id
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def response_class(self) -> type:
+        return response_class(self.header.api_key, self.header.api_version)
+
+    def release_reader(self) -> None:
+        self._reader_released.set()
+
+
+def response_class(api_key: int, api_version: int) -> type:
+    """The kio response entity class for an API key and version (KeyError-like kio errors if none)."""
+    from kio.index import load_response_schema
+
+    return load_response_schema(api_key, api_version)
+
+
+# --- generic error responses ----------------------------------------------------------------
+
+
+def error_response(cls: type, code: ErrorCode) -> Any:
+    """An instance of kio entity `cls` with every error_code field = `code`, the rest empty.
+
+    Arrays are empty, numbers 0 (-1 for ids/offsets is not needed: arrays are empty), strings
+    empty or null, durations zero, nested entities built the same way.
+    """
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+            if f.metadata.get("kafka_type") != "error_code":
+                continue
+        values[f.name] = _empty_value(f, hints[f.name], code)
+    return cls(**values)
+
+
+def _empty_value(f: dataclasses.Field, hint: Any, code: ErrorCode) -> Any:
+    kafka_type = f.metadata.get("kafka_type")
+    if kafka_type == "error_code":
+        return code
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is tuple:
+        return ()
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
+        return None
+    if kafka_type in ("timedelta_i32", "timedelta_i64"):
+        return datetime.timedelta(0)
+    if kafka_type in ("datetime_i64",):
+        return None
+    if kafka_type == "string":
+        return ""
+    if kafka_type == "bool":
+        return False
+    if kafka_type == "uuid":
+        return None
+    if kafka_type in ("bytes", "records"):
+        return b""
+    if dataclasses.is_dataclass(hint):
+        return error_response(hint, code)
+    if isinstance(hint, type) and issubclass(hint, int):
+        return hint(0)
+    if isinstance(hint, type) and issubclass(hint, float):
+        return hint(0.0)
+    return hint()

@@ -1,0 +1,212 @@
+"""The topic metadata store: which topics exist, their partition counts, ids and config overrides.
+
+File format: `<data dir>/topics.json`, UTF-8 JSON, replaced atomically (write temp file, fsync,
+rename, fsync the directory) on every change, so a crash leaves either the old or the new file::
+
+    {"version": 1,
+     "topics": {"<name>": {"partitions": 3,
+                           "topic_id": "8c6f1d2e-...",      # uuid4, stable for the topic's life
+                           "configs": {"retention.ms": "1000"}}}}
+
+Owner: the broker (one Trio task at a time touches it; no locking). The partition logs on disk are
+the truth for data; this file is the truth for names, ids and overrides. `reconcile(logs)` on start
+adopts partition directories that exist on disk but are missing here (a crash between creating the
+log directory and saving this file) and reports topics whose directories are missing so the broker
+recreates them empty.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import attrs
+
+FILE_NAME = "topics.json"
+FORMAT_VERSION = 1
+
+MAX_TOPIC_NAME_LENGTH = 249
+_LEGAL = re.compile(r"^[a-zA-Z0-9._-]+$")
+
+
+def topic_name_error(name: str | None) -> str | None:
+    """Why `name` is not a legal Kafka topic name, or None when it is."""
+    if not name:
+        return "topic name is empty"
+    if name in (".", ".."):
+        return f"topic name cannot be {name!r}"
+    if len(name) > MAX_TOPIC_NAME_LENGTH:
+        return f"topic name is {len(name)} characters, the limit is {MAX_TOPIC_NAME_LENGTH}"
+    if not _LEGAL.match(name):
+        return f"topic name {name!r} has characters outside [a-zA-Z0-9._-]"
+    return None
+
+
+def is_internal(name: str) -> bool:
+    return name.startswith("__")
+
+
+@attrs.frozen
+class TopicInfo:
+    name: str
+    partitions: int
+    topic_id: uuid.UUID
+    configs: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(m))
+
+    @property
+    def internal(self) -> bool:
+        return is_internal(self.name)
+
+    def to_json(self) -> dict:
+        return {"partitions": self.partitions, "topic_id": str(self.topic_id), "configs": dict(self.configs)}
+
+    @classmethod
+    def from_json(cls, name: str, data: Mapping) -> TopicInfo:
+        return cls(
+            name=name,
+            partitions=int(data["partitions"]),
+            topic_id=uuid.UUID(data["topic_id"]),
+            configs={str(k): str(v) for k, v in dict(data.get("configs") or {}).items()},
+        )
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    try:
+        from storage.checkpoint import atomic_write
+    except ImportError:  # the storage helper predates this store
+        atomic_write = None
+    if atomic_write is not None:
+        atomic_write(path, data)
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class TopicStore:
+    """Topics by name, persisted to `<data_dir>/topics.json` on every change."""
+
+    def __init__(self, data_dir: str | os.PathLike, topics: Iterable[TopicInfo] = ()) -> None:
+        self.path = Path(data_dir) / FILE_NAME
+        self._topics: dict[str, TopicInfo] = {t.name: t for t in topics}
+
+    @classmethod
+    def load(cls, data_dir: str | os.PathLike) -> TopicStore:
+        path = Path(data_dir) / FILE_NAME
+        if not path.exists():
+            return cls(data_dir)
+        raw = json.loads(path.read_text("utf-8"))
+        if raw.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: unknown topics file version {raw.get('version')!r}")
+        return cls(data_dir, (TopicInfo.from_json(n, d) for n, d in raw.get("topics", {}).items()))
+
+    def save(self) -> None:
+        data = {
+            "version": FORMAT_VERSION,
+            "topics": {name: t.to_json() for name, t in sorted(self._topics.items())},
+        }
+        _atomic_write(self.path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def get(self, name: str) -> TopicInfo | None:
+        return self._topics.get(name)
+
+    def by_id(self, topic_id: uuid.UUID) -> TopicInfo | None:
+        for t in self._topics.values():
+            if t.topic_id == topic_id:
+                return t
+        return None
+
+    def names(self) -> list[str]:
+        return sorted(self._topics)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._topics
+
+    def __iter__(self) -> Iterator[TopicInfo]:
+        return iter(sorted(self._topics.values(), key=lambda t: t.name))
+
+    def __len__(self) -> int:
+        return len(self._topics)
+
+    # --- changes (each one persisted) ----------------------------------------------------------
+
+    def add(
+        self,
+        name: str,
+        partitions: int,
+        configs: Mapping[str, str] | None = None,
+        *,
+        topic_id: uuid.UUID | None = None,
+    ) -> TopicInfo:
+        error = topic_name_error(name)
+        if error:
+            raise ValueError(error)
+        if name in self._topics:
+            raise KeyError(f"topic {name!r} already exists")
+        if partitions < 1:
+            raise ValueError(f"partition count {partitions} must be at least 1")
+        info = TopicInfo(name=name, partitions=partitions, topic_id=topic_id or uuid.uuid4(), configs=configs or {})
+        self._topics[name] = info
+        self.save()
+        return info
+
+    def remove(self, name: str) -> TopicInfo:
+        info = self._topics.pop(name)
+        self.save()
+        return info
+
+    def set_partitions(self, name: str, partitions: int) -> TopicInfo:
+        info = attrs.evolve(self._topics[name], partitions=partitions)
+        self._topics[name] = info
+        self.save()
+        return info
+
+    def set_configs(self, name: str, configs: Mapping[str, str]) -> TopicInfo:
+        info = attrs.evolve(self._topics[name], configs=dict(configs))
+        self._topics[name] = info
+        self.save()
+        return info
+
+    # --- start-up ------------------------------------------------------------------------------
+
+    def reconcile(self, on_disk: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Match the store with the (topic, partition) logs found on disk.
+
+        Topics present on disk but unknown here are adopted with a fresh id and as many partitions
+        as the highest partition number found + 1. Returns the (topic, partition) pairs this store
+        names that have no log on disk: the caller creates them empty.
+        """
+        found: dict[str, set[int]] = {}
+        for topic, partition in on_disk:
+            found.setdefault(topic, set()).add(partition)
+        changed = False
+        for topic, parts in found.items():
+            info = self._topics.get(topic)
+            if info is None:
+                if topic_name_error(topic):
+                    continue
+                self._topics[topic] = TopicInfo(name=topic, partitions=max(parts) + 1, topic_id=uuid.uuid4())
+                changed = True
+            elif max(parts) + 1 > info.partitions:
+                self._topics[topic] = attrs.evolve(info, partitions=max(parts) + 1)
+                changed = True
+        if changed:
+            self.save()
+        missing = []
+        for info in self._topics.values():
+            have = found.get(info.name, set())
+            missing.extend((info.name, p) for p in range(info.partitions) if p not in have)
+        return missing
