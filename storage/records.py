@@ -130,7 +130,9 @@ def decompress(codec: int, data: bytes | memoryview) -> bytes:
         raise
     except Exception as exc:  # cramjam raises its own DecompressionError
         raise CorruptBatchError(f"cannot decompress {codec=}: {exc}") from exc
-    raise InvalidBatchError(f"unknown compression codec {codec}")
+    # Codecs 5-7 do not exist: in bytes read back (validate_batch rejects them from clients
+    # first) that is damage. CorruptBatchError is an InvalidBatchError, so callers stay correct.
+    raise CorruptBatchError(f"unknown compression codec {codec}")
 
 
 def compress(codec: int, data: bytes) -> bytes:
@@ -166,6 +168,17 @@ def decode_records(batch: bytes | bytearray | memoryview, header: BatchHeader | 
     """Decode every record of one whole batch (decompressing it). Raises CorruptBatchError."""
     if header is None:
         header = parse_header(batch)
+    # A damaged batchLength must not silently shorten or empty the records block.
+    if header.batch_length < HEADER_SIZE - 12 or header.size > len(batch):
+        raise CorruptBatchError(
+            f"batchLength {header.batch_length} does not fit the {len(batch)} bytes given"
+        )
+    # validate_batch reports a wrong magic from a client as unsupported; in bytes that passed it
+    # (or were read back from disk) a wrong magic or a negative count is damage.
+    if header.magic != 2:
+        raise CorruptBatchError(f"magic {header.magic} where 2 was expected")
+    if header.records_count < 0:
+        raise CorruptBatchError(f"negative recordsCount {header.records_count}")
     body = decompress(header.compression, memoryview(batch)[HEADER_SIZE : header.size])
     out: list[Record] = []
     pos = 0
