@@ -251,3 +251,26 @@ def _empty_value(f: dataclasses.Field, hint: Any, code: ErrorCode) -> Any:
     if isinstance(hint, type) and issubclass(hint, float):
         return hint(0.0)
     return hint()
+
+
+# --- building version-independent responses ---------------------------------------------------
+
+
+def make(cls: type, **values: Any) -> Any:
+    """Instantiate kio entity `cls`, dropping the keyword arguments its version does not have.
+
+    Lets one handler body serve a whole version window: pass every field any version knows about.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def nested(entity_cls: type, name: str) -> type:
+    """A class defined next to `entity_cls` in its kio module (e.g. the response's partition type)."""
+    import sys
+
+    return getattr(sys.modules[entity_cls.__module__], name)
+
+
+def has_field(entity_cls: type, name: str) -> bool:
+    return any(f.name == name for f in dataclasses.fields(entity_cls))

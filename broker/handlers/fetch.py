@@ -1,0 +1,182 @@
+"""Fetch (1) v4-12, answered with a hand-framed response whose record bytes are sent with sendfile.
+
+Rules (Kafka's, KIP-74):
+  * each partition's slice starts at the batch holding fetch_offset and ends at the high watermark
+    (= last stable offset: no transactions yet) and the byte budget: min(partition_max_bytes,
+    what is left of the request's max_bytes);
+  * the first partition that has data gets at least one whole batch even above both limits;
+    later partitions only get what fits (their first batch cut -> an empty set);
+  * min_bytes / max_wait long-poll: if fewer than min_bytes are available and no partition has an
+    error, wait until a commit touches one of the partitions (PartitionState waiters, woken by the
+    writer task) or max_wait passes, then answer with what there is;
+  * fetch sessions are declined: session_id 0 in every response, every request is a full fetch,
+    and the response lists exactly the requested partitions in request order;
+  * empty record sets are length 0, never null.
+
+Response layout (v4-12; "flex" = v12: compact arrays/strings are uvarint N+1, tagged-field sections
+are one 0 byte)::
+
+    throttle_time_ms i32 | [v7+] error_code i16, session_id i32
+    | topics: array of
+        name string
+        | partitions: array of
+            partition_index i32 | error_code i16 | high_watermark i64 | last_stable_offset i64
+            | [v5+] log_start_offset i64 | aborted_transactions array (always empty)
+            | [v11+] preferred_read_replica i32 (-1)
+            | records: i32 length (flex: uvarint length+1) then the bytes, straight from the segment
+              files | [flex] tagged fields
+        | [flex] tagged fields
+    | [flex] tagged fields
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import attrs
+import trio
+from kio.schema.errors import ErrorCode
+
+from client.wire import write_unsigned_varint
+
+from storage.errors import OffsetOutOfRangeError, StorageError
+
+from ..errors import error_code_for
+from . import RawResponse, RequestContext, handler
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_PART_FIXED = struct.Struct(">ihqq")  # partition_index, error_code, high_watermark, last_stable_offset
+_I64 = struct.Struct(">q")
+
+
+@attrs.define
+class PartitionSlice:
+    index: int
+    error: ErrorCode = ErrorCode.none
+    high_watermark: int = -1
+    last_stable_offset: int = -1
+    log_start_offset: int = -1
+    regions: tuple = ()
+    size: int = 0
+
+
+def plan_fetch(broker: Any, request: Any) -> tuple[list[tuple[str, list[PartitionSlice]]], int, bool]:
+    """Read every requested partition's slice; (topics, total bytes, any error)."""
+    remaining = int(request.max_bytes) if request.max_bytes is not None else 0x7FFFFFFF
+    if remaining <= 0:
+        remaining = 0x7FFFFFFF
+    total = 0
+    any_error = False
+    topics = []
+    for topic in request.topics:
+        name = topic.topic
+        info = broker.metadata.get(name)
+        parts = []
+        for p in topic.partitions:
+            s = PartitionSlice(int(p.partition))
+            parts.append(s)
+            plog = broker.partition_log(name, s.index) if info is not None and s.index < info.partitions else None
+            if plog is None:
+                s.error = ErrorCode.unknown_topic_or_partition
+                any_error = True
+                continue
+            hwm = broker.high_watermark(name, s.index)
+            s.high_watermark = s.last_stable_offset = hwm
+            s.log_start_offset = plog.log_start_offset
+            offset = int(p.fetch_offset)
+            if offset < plog.log_start_offset or offset > plog.log_end_offset:
+                s.error = ErrorCode.offset_out_of_range
+                any_error = True
+                continue
+            budget = min(int(p.partition_max_bytes), remaining)
+            if offset >= hwm or (budget <= 0 and total > 0):
+                continue
+            try:
+                result = plog.read(offset, max(budget, 0), upper_bound=hwm, min_one_batch=(total == 0))
+            except OffsetOutOfRangeError:
+                s.error = ErrorCode.offset_out_of_range
+                any_error = True
+                continue
+            except StorageError as exc:
+                s.error = error_code_for(exc)
+                any_error = True
+                continue
+            s.regions = tuple(result.regions)
+            s.size = int(result.size)
+            total += s.size
+            remaining -= s.size
+        topics.append((name, parts))
+    return topics, total, any_error
+
+
+def encode_fetch(version: int, topics: list[tuple[str, list[PartitionSlice]]], *, throttle_ms: int = 0,
+                 error: int = 0, session_id: int = 0) -> list[Any]:
+    """The response body as chunks: bytes and the storage file regions, in order."""
+    flex = version >= 12
+    chunks: list[Any] = []
+    buf = bytearray(_I32.pack(throttle_ms))
+    if version >= 7:
+        buf += _I16.pack(error) + _I32.pack(session_id)
+    buf += _array_len(len(topics), flex)
+    for name, parts in topics:
+        raw = name.encode("utf-8")
+        buf += (write_unsigned_varint(len(raw) + 1) if flex else _I16.pack(len(raw))) + raw
+        buf += _array_len(len(parts), flex)
+        for s in parts:
+            buf += _PART_FIXED.pack(s.index, int(s.error), s.high_watermark, s.last_stable_offset)
+            if version >= 5:
+                buf += _I64.pack(s.log_start_offset)
+            buf += _array_len(0, flex)  # aborted transactions: none
+            if version >= 11:
+                buf += _I32.pack(-1)  # preferred read replica
+            buf += write_unsigned_varint(s.size + 1) if flex else _I32.pack(s.size)
+            if s.size:
+                chunks.append(bytes(buf))
+                buf = bytearray()
+                chunks.extend(s.regions)
+            if flex:
+                buf += b"\x00"
+        if flex:
+            buf += b"\x00"
+    if flex:
+        buf += b"\x00"
+    chunks.append(bytes(buf))
+    return chunks
+
+
+def _array_len(n: int, flex: bool) -> bytes:
+    return write_unsigned_varint(n + 1) if flex else _I32.pack(n)
+
+
+@handler(api_key=1, min_version=4, max_version=12)
+async def fetch(ctx: RequestContext, request) -> RawResponse:
+    broker = ctx.broker
+    max_wait_s = max(0.0, request.max_wait.total_seconds())
+    min_bytes = max(1, int(request.min_bytes))
+    deadline = trio.current_time() + max_wait_s
+    while True:
+        topics, total, any_error = plan_fetch(broker, request)
+        if total >= min_bytes or any_error or trio.current_time() >= deadline:
+            break
+        # Long-poll: one event registered with every requested partition; the writer sets it on
+        # the next commit to any of them (no polling).
+        event = trio.Event()
+        states = []
+        for topic in request.topics:
+            for p in topic.partitions:
+                state = broker.partition_state(topic.topic, int(p.partition))
+                if state is not None:
+                    state.waiters.add(event)
+                    states.append(state)
+        if not states:
+            with trio.move_on_at(deadline):
+                await trio.sleep_forever()
+        else:
+            try:
+                with trio.move_on_at(deadline):
+                    await event.wait()
+            finally:
+                for state in states:
+                    state.waiters.discard(event)
+    return RawResponse(encode_fetch(ctx.api_version, topics))

@@ -1,0 +1,64 @@
+"""ListOffsets (2) v1-7: earliest (-2), latest (-1), max timestamp (-3) and by timestamp.
+
+"Latest" is the high watermark, which is also the last stable offset (no transactions yet), so
+read_committed and read_uncommitted answer the same.
+"""
+from __future__ import annotations
+
+import datetime
+
+from kio.schema.errors import ErrorCode
+
+from storage.errors import StorageError
+
+from ..errors import error_code_for
+from . import RequestContext, handler, make, nested
+
+LATEST, EARLIEST, MAX_TIMESTAMP = -1, -2, -3
+LEADER_EPOCH = 0
+
+
+@handler(api_key=2, min_version=1, max_version=7)
+async def list_offsets(ctx: RequestContext, request) -> object:
+    broker = ctx.broker
+    Response = ctx.response_class()
+    TopicResp = nested(Response, "ListOffsetsTopicResponse")
+    PartResp = nested(Response, "ListOffsetsPartitionResponse")
+    topics = []
+    for topic in request.topics:
+        parts = []
+        for p in topic.partitions:
+            index = int(p.partition_index)
+            error, offset, timestamp = ErrorCode.none, -1, -1
+            plog = broker.partition_log(topic.name, index)
+            info = broker.metadata.get(topic.name)
+            if plog is None or info is None or index >= info.partitions:
+                error = ErrorCode.unknown_topic_or_partition
+            else:
+                hwm = broker.high_watermark(topic.name, index)
+                ts = int(p.timestamp)
+                try:
+                    if ts == LATEST:
+                        offset = hwm
+                    elif ts == EARLIEST:
+                        offset = plog.log_start_offset
+                    elif ts == MAX_TIMESTAMP:
+                        found = plog.max_timestamp_and_offset()
+                        if found is not None:
+                            timestamp, offset = int(found[0]), int(found[1])
+                            if offset >= hwm:
+                                timestamp, offset = -1, -1
+                    elif ts >= 0:
+                        found = plog.offset_for_timestamp(ts)
+                        if found is not None and int(found[0]) < hwm:
+                            offset, timestamp = int(found[0]), int(found[1])
+                    else:
+                        error = ErrorCode.invalid_request
+                except StorageError as exc:
+                    error = error_code_for(exc)
+            parts.append(
+                make(PartResp, partition_index=index, error_code=error, timestamp=timestamp,
+                     offset=offset, leader_epoch=LEADER_EPOCH if error == ErrorCode.none else -1)
+            )
+        topics.append(make(TopicResp, name=topic.name, partitions=tuple(parts)))
+    return make(Response, throttle_time=datetime.timedelta(0), topics=tuple(topics))

@@ -1,0 +1,93 @@
+"""Metadata (3) v1-12: the single broker, topics, partitions; auto-creates topics when enabled.
+
+Single node: controller id = leader = this node, replicas/ISR = [this node], leader epoch 0.
+"""
+from __future__ import annotations
+
+import datetime
+import uuid
+
+from kio.schema.errors import ErrorCode
+
+from ..errors import KafkaError
+from ..metadata import topic_name_error
+from . import RequestContext, handler, make, nested
+
+LEADER_EPOCH = 0
+ZERO_UUID = uuid.UUID(int=0)
+
+
+@handler(api_key=3, min_version=1, max_version=12)
+async def metadata(ctx: RequestContext, request) -> object:
+    broker = ctx.broker
+    Response = ctx.response_class()
+    Broker_ = nested(Response, "MetadataResponseBroker")
+    Topic = nested(Response, "MetadataResponseTopic")
+    Partition = nested(Response, "MetadataResponsePartition")
+    node = broker.node_id
+    # v1-3 have no allow_auto_topic_creation field: Kafka auto-creates for them.
+    allow_auto = getattr(request, "allow_auto_topic_creation", True)
+
+    def topic_entry(name, info, error=ErrorCode.none):
+        partitions = ()
+        if info is not None:
+            partitions = tuple(
+                make(
+                    Partition,
+                    error_code=ErrorCode.none,
+                    partition_index=p,
+                    leader_id=node,
+                    leader_epoch=LEADER_EPOCH,
+                    replica_nodes=(node,),
+                    isr_nodes=(node,),
+                    offline_replicas=(),
+                )
+                for p in range(info.partitions)
+            )
+        return make(
+            Topic,
+            error_code=error,
+            name=name,
+            topic_id=info.topic_id if info is not None else ZERO_UUID,
+            is_internal=info.internal if info is not None else False,
+            partitions=partitions,
+        )
+
+    topics = []
+    if request.topics is None:
+        for info in broker.metadata:
+            topics.append(topic_entry(info.name, info))
+    else:
+        for wanted in request.topics:
+            name = getattr(wanted, "name", None)
+            topic_id = getattr(wanted, "topic_id", None)
+            if name is None and topic_id not in (None, ZERO_UUID):
+                info = broker.metadata.by_id(topic_id)
+                if info is None:
+                    topics.append(make(Topic, error_code=ErrorCode.unknown_topic_id, name=None,
+                                       topic_id=topic_id, partitions=()))
+                else:
+                    topics.append(topic_entry(info.name, info))
+                continue
+            if name is None or topic_name_error(name):
+                topics.append(topic_entry(name or "", None, ErrorCode.invalid_topic_exception))
+                continue
+            info = broker.metadata.get(name)
+            if info is None and allow_auto:
+                try:
+                    info = await broker.ensure_topic(name)
+                except KafkaError as exc:
+                    topics.append(topic_entry(name, None, exc.code))
+                    continue
+            if info is None:
+                topics.append(topic_entry(name, None, ErrorCode.unknown_topic_or_partition))
+            else:
+                topics.append(topic_entry(name, info))
+    return make(
+        Response,
+        throttle_time=datetime.timedelta(0),
+        brokers=(make(Broker_, node_id=node, host=broker.host, port=broker.port, rack=None),),
+        cluster_id=broker.cluster_id,
+        controller_id=node,
+        topics=tuple(topics),
+    )

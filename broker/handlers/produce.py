@@ -1,0 +1,196 @@
+"""Produce (0) v3-9 (v0-2 advertised for librdkafka's feature detection, answered UNSUPPORTED_VERSION).
+
+Per partition: split the records into batches and validate each (framing, CRC-32C, counts, size
+limit, client rules: storage.batch.validate_batch), ask the idempotent-producer state, then push
+the batches into the partition's ring (broker.ingest). The handler is `sequential`: the connection
+reads its next request only after this one's batches are in the rings, so pipelined batches keep
+their order, and in "block" backpressure mode a full ring stops the reading. Then it waits for the
+group commit (acks 1/all are the same on a single node: written, and fsynced under fsync=always).
+
+acks=0: no response at all; an error closes the connection (the only signal the client gets).
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+
+from kio.schema.errors import ErrorCode
+
+from storage.batch import split_batches, validate_batch
+from storage.errors import StorageError
+
+from ..errors import CloseConnection, KafkaError, error_code_for
+from ..ingest import PendingAppend, RingFull
+from . import RequestContext, handler, make, nested
+
+log = logging.getLogger("ringlog.produce")
+
+
+class _Result:
+    __slots__ = ("index", "error", "message", "entry", "base_offset", "log_append_time", "record_errors")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.error = ErrorCode.none
+        self.message: str | None = None
+        self.entry: PendingAppend | None = None
+        self.base_offset = -1
+        self.log_append_time = -1
+
+
+@handler(api_key=0, min_version=3, max_version=9, advertise_min_version=0, sequential=True)
+async def produce(ctx: RequestContext, request) -> object:
+    broker = ctx.broker
+    acks = int(request.acks)
+    block = broker.config.backpressure == "block"
+    throttle_ms = 0
+    results: list[tuple[str, list[_Result]]] = []
+    try:
+        for topic_data in request.topic_data:
+            name = topic_data.name
+            info = broker.metadata.get(name)
+            config = broker.log_config_for(name) if info is not None else None
+            per_topic: list[_Result] = []
+            results.append((name, per_topic))
+            for pdata in topic_data.partition_data:
+                res = _Result(int(pdata.index))
+                per_topic.append(res)
+                if acks not in (0, 1, -1):
+                    res.error = ErrorCode.invalid_required_acks
+                    continue
+                if request.transactional_id is not None:
+                    res.error = ErrorCode.transactional_id_authorization_failed
+                    res.message = "transactions are not supported"
+                    continue
+                if info is None or not 0 <= res.index < info.partitions:
+                    res.error = ErrorCode.unknown_topic_or_partition
+                    continue
+                tp = (name, res.index)
+                try:
+                    entry = _validate(tp, pdata.records, config.max_message_bytes)
+                except StorageError as exc:
+                    res.error = error_code_for(exc)
+                    res.message = str(exc)
+                    log.info("produce from %s to %s-%d rejected: %s", ctx.peer, name, res.index, exc)
+                    continue
+                except KafkaError as exc:
+                    res.error, res.message = exc.code, exc.message
+                    continue
+                verdict = _check_producer_state(broker, tp, entry)
+                if verdict is not None:
+                    if isinstance(verdict, ErrorCode):
+                        res.error = verdict
+                    else:  # a duplicate: answer with the offset it got the first time
+                        res.base_offset = int(verdict.base_offset)
+                    continue
+                try:
+                    await broker.ingest.submit(entry, block=block)
+                except RingFull as exc:
+                    for header in entry.headers:
+                        broker.producer_state.abort(tp, header)
+                    res.error = ErrorCode.not_enough_replicas
+                    res.message = f"broker is busy, retry: {exc}"
+                    throttle_ms = broker.config.backpressure_throttle_ms
+                    continue
+                res.entry = entry
+    finally:
+        ctx.release_reader()
+
+    if acks == 0:
+        failed = [(t, r) for t, rs in results for r in rs if r.error != ErrorCode.none]
+        if failed:
+            topic, res = failed[0]
+            raise CloseConnection(f"acks=0 produce to {topic}-{res.index} failed: {res.error.name}")
+        return _no_response()
+
+    for topic, per_topic in results:
+        for res in per_topic:
+            if res.entry is None:
+                continue
+            await res.entry.done.wait()
+            if res.entry.error is not None:
+                res.error = error_code_for(res.entry.error)
+                res.message = str(res.entry.error)
+            else:
+                first = res.entry.infos[0]
+                res.base_offset = int(first.base_offset)
+                if broker.log_config_for(topic).message_timestamp_type == "LogAppendTime":
+                    res.log_append_time = int(first.log_append_time)
+
+    Response = ctx.response_class()
+    TopicResp = nested(Response, "TopicProduceResponse")
+    PartResp = nested(Response, "PartitionProduceResponse")
+    return make(
+        Response,
+        responses=tuple(
+            make(
+                TopicResp,
+                name=topic,
+                partition_responses=tuple(
+                    make(
+                        PartResp,
+                        index=res.index,
+                        error_code=res.error,
+                        base_offset=res.base_offset,
+                        log_append_time=_ts(res.log_append_time),
+                        log_start_offset=_log_start(broker, topic, res.index),
+                        record_errors=(),
+                        error_message=res.message,
+                    )
+                    for res in per_topic
+                ),
+            )
+            for topic, per_topic in results
+        ),
+        throttle_time=datetime.timedelta(milliseconds=throttle_ms),
+    )
+
+
+def _validate(tp, records, max_size: int) -> PendingAppend:
+    if not records:
+        raise KafkaError(ErrorCode.invalid_record, "no record batches in the request")
+    batches: list[bytearray] = []
+    headers = []
+    size = 0
+    for _, view in split_batches(records):
+        header = validate_batch(view, max_size=max_size, from_client=True)
+        batches.append(bytearray(view))
+        headers.append(header)
+        size += len(view)
+    return PendingAppend(tp=tp, batches=batches, headers=headers, size=size)
+
+
+def _check_producer_state(broker, tp, entry: PendingAppend):
+    """None to accept, an ErrorCode to refuse, an object with .base_offset for a duplicate."""
+    for header in entry.headers:
+        if header.producer_id < 0:
+            continue
+        verdict = broker.producer_state.check(tp, header)
+        if verdict is not None:
+            # undo the checks of the batches before this one in the same request
+            for earlier in entry.headers:
+                if earlier is header:
+                    break
+                if earlier.producer_id >= 0:
+                    broker.producer_state.abort(tp, earlier)
+            if isinstance(verdict, int) and not isinstance(verdict, ErrorCode):
+                verdict = ErrorCode(verdict)
+            return verdict
+    return None
+
+
+def _ts(ms: int):
+    if ms < 0:
+        return None
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+
+
+def _log_start(broker, topic: str, partition: int) -> int:
+    plog = broker.partition_log(topic, partition)
+    return int(plog.log_start_offset) if plog is not None else -1
+
+
+def _no_response():
+    from . import NO_RESPONSE
+
+    return NO_RESPONSE
