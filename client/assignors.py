@@ -1,0 +1,441 @@
+"""Consumer-group partition assignors and the ConsumerProtocol encoding.
+
+Pure functions and values, no I/O: the group leader (a client) runs an assignor over the members'
+subscriptions and hands the coordinator one assignment blob per member in SyncGroup. The broker
+never runs an assignor; it only stores and forwards these blobs (and may decode them for lag
+reports and DescribeGroups tooling).
+
+Wire formats (Kafka's ConsumerProtocolSubscription / ConsumerProtocolAssignment, never flexible;
+all integers big-endian; STRING = i16 length + UTF-8; BYTES = i32 length + data, -1 = null;
+ARRAY = i32 count + items):
+
+ConsumerProtocolSubscription (the JoinGroup protocol metadata of protocol type "consumer")
+    version          i16   0..3 (we write 3, read any; unknown trailing bytes are ignored)
+    topics           ARRAY of STRING
+    user_data        BYTES (nullable)
+    owned_partitions ARRAY of (topic STRING, partitions ARRAY of i32)       v1+
+    generation_id    i32 (default -1)                                       v2+
+    rack_id          STRING (nullable)                                      v3+
+
+ConsumerProtocolAssignment (the SyncGroup assignment blob)
+    version             i16  0..3 (same layout in every version; we write 0 for maximal reach)
+    assigned_partitions ARRAY of (topic STRING, partitions ARRAY of i32)
+    user_data           BYTES (nullable)
+
+`EMPTY_ASSIGNMENT` is the encoded assignment with no partitions (10 bytes). Coordinators send it
+instead of a zero-length blob, which librdkafka rejects.
+
+Assignors (all deterministic: the same input always gives the same output):
+  * RangeAssignor ("range"): per topic, members subscribed to it in sorted order each get a
+    contiguous range; the first `partitions % members` get one extra. Eager.
+  * RoundRobinAssignor ("roundrobin"): all subscribed partitions sorted by (topic, partition) are
+    dealt to the sorted members in turn, skipping members not subscribed to the topic. Eager.
+  * CooperativeStickyAssignor ("cooperative-sticky"): keeps each member's previously owned
+    partitions where that stays balanced, moves as few as possible, and (cooperative protocol)
+    never hands a partition straight from one member to another in one round: a partition
+    changing owner is left out of the new owner's assignment so the old owner revokes it first;
+    the follow-up rebalance gives it to the new owner.
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+
+import attrs
+
+# --- primitive codec -------------------------------------------------------------------------
+
+
+class ProtocolDecodeError(ValueError):
+    """The blob is not a valid ConsumerProtocol message."""
+
+
+class _Reader:
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = memoryview(buf)
+        self.pos = 0
+
+    def _take(self, n: int) -> memoryview:
+        if n < 0 or self.pos + n > len(self.buf):
+            raise ProtocolDecodeError(f"truncated: need {n} bytes at {self.pos} of {len(self.buf)}")
+        out = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.buf)
+
+    def i16(self) -> int:
+        return struct.unpack(">h", self._take(2))[0]
+
+    def i32(self) -> int:
+        return struct.unpack(">i", self._take(4))[0]
+
+    def string(self) -> str | None:
+        n = self.i16()
+        if n == -1:
+            return None
+        try:
+            return bytes(self._take(n)).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolDecodeError(f"bad UTF-8 string: {exc}") from None
+
+    def bytes_(self) -> bytes | None:
+        n = self.i32()
+        if n == -1:
+            return None
+        return bytes(self._take(n))
+
+    def count(self) -> int:
+        n = self.i32()
+        if n == -1:
+            return 0
+        if n < 0 or n > len(self.buf):
+            raise ProtocolDecodeError(f"bad array length {n}")
+        return n
+
+
+def _w_string(out: bytearray, s: str | None) -> None:
+    if s is None:
+        out += struct.pack(">h", -1)
+        return
+    data = s.encode("utf-8")
+    out += struct.pack(">h", len(data))
+    out += data
+
+
+def _w_bytes(out: bytearray, b: bytes | None) -> None:
+    if b is None:
+        out += struct.pack(">i", -1)
+        return
+    out += struct.pack(">i", len(b))
+    out += b
+
+
+def _w_topic_partitions(out: bytearray, tps: Mapping[str, Sequence[int]]) -> None:
+    out += struct.pack(">i", len(tps))
+    for topic in sorted(tps):
+        _w_string(out, topic)
+        parts = sorted(tps[topic])
+        out += struct.pack(">i", len(parts))
+        for p in parts:
+            out += struct.pack(">i", p)
+
+
+def _r_topic_partitions(r: _Reader) -> dict[str, tuple[int, ...]]:
+    out: dict[str, tuple[int, ...]] = {}
+    for _ in range(r.count()):
+        topic = r.string() or ""
+        parts = tuple(r.i32() for _ in range(r.count()))
+        out[topic] = tuple(sorted(set(out.get(topic, ())) | set(parts)))
+    return out
+
+
+def _freeze_tps(tps: Mapping[str, Iterable[int]] | None) -> dict[str, tuple[int, ...]]:
+    if not tps:
+        return {}
+    return {t: tuple(sorted(set(ps))) for t, ps in tps.items() if ps}
+
+
+# --- messages ----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Subscription:
+    """What a member sends in JoinGroup: the topics it wants and what it owns now."""
+
+    topics: tuple[str, ...] = attrs.field(converter=lambda ts: tuple(sorted(set(ts))), default=())
+    user_data: bytes | None = None
+    # topic -> partitions the member owns now (cooperative protocol; v1+)
+    owned_partitions: Mapping[str, tuple[int, ...]] = attrs.field(converter=_freeze_tps, factory=dict)
+    generation_id: int = -1
+    rack_id: str | None = None
+    version: int = 3
+
+    def encode(self) -> bytes:
+        return encode_subscription(self)
+
+
+@attrs.frozen
+class Assignment:
+    """What a member receives in SyncGroup: its partitions."""
+
+    partitions: Mapping[str, tuple[int, ...]] = attrs.field(converter=_freeze_tps, factory=dict)
+    user_data: bytes | None = None
+    version: int = 0
+
+    def encode(self) -> bytes:
+        return encode_assignment(self)
+
+    def topic_partitions(self) -> list[tuple[str, int]]:
+        return [(t, p) for t in sorted(self.partitions) for p in self.partitions[t]]
+
+
+def encode_subscription(sub: Subscription) -> bytes:
+    version = max(0, min(sub.version, 3))
+    out = bytearray(struct.pack(">h", version))
+    out += struct.pack(">i", len(sub.topics))
+    for t in sub.topics:
+        _w_string(out, t)
+    _w_bytes(out, sub.user_data)
+    if version >= 1:
+        _w_topic_partitions(out, sub.owned_partitions)
+    if version >= 2:
+        out += struct.pack(">i", sub.generation_id)
+    if version >= 3:
+        _w_string(out, sub.rack_id)
+    return bytes(out)
+
+
+def decode_subscription(blob: bytes) -> Subscription:
+    """Decode any version; fields of versions above 3 (appended by newer clients) are ignored."""
+    r = _Reader(blob)
+    version = r.i16()
+    if version < 0:
+        raise ProtocolDecodeError(f"negative subscription version {version}")
+    topics = tuple(t for t in (r.string() for _ in range(r.count())) if t is not None)
+    user_data = r.bytes_()
+    owned: dict[str, tuple[int, ...]] = {}
+    generation = -1
+    rack = None
+    if version >= 1 and not r.at_end():
+        owned = _r_topic_partitions(r)
+    if version >= 2 and not r.at_end():
+        generation = r.i32()
+    if version >= 3 and not r.at_end():
+        rack = r.string()
+    return Subscription(
+        topics=topics,
+        user_data=user_data,
+        owned_partitions=owned,
+        generation_id=generation,
+        rack_id=rack,
+        version=version,
+    )
+
+
+def encode_assignment(assignment: Assignment) -> bytes:
+    version = max(0, min(assignment.version, 3))
+    out = bytearray(struct.pack(">h", version))
+    _w_topic_partitions(out, assignment.partitions)
+    _w_bytes(out, assignment.user_data)
+    return bytes(out)
+
+
+def decode_assignment(blob: bytes) -> Assignment:
+    """Decode an assignment blob; a zero-length blob (Kafka's "no assignment") is empty."""
+    if not blob:
+        return Assignment()
+    r = _Reader(blob)
+    version = r.i16()
+    if version < 0:
+        raise ProtocolDecodeError(f"negative assignment version {version}")
+    partitions = _r_topic_partitions(r)
+    user_data = r.bytes_() if not r.at_end() else None
+    return Assignment(partitions=partitions, user_data=user_data, version=version)
+
+
+EMPTY_ASSIGNMENT: bytes = encode_assignment(Assignment())
+
+# --- assignors ---------------------------------------------------------------------------------
+
+EAGER = "eager"
+COOPERATIVE = "cooperative"
+
+
+def _member_order(member_id: str, subscriptions: Mapping[str, Subscription]) -> tuple:
+    return (member_id,)
+
+
+def _subscribed_topics(
+    partitions_per_topic: Mapping[str, int], subscriptions: Mapping[str, Subscription]
+) -> dict[str, list[str]]:
+    """topic -> sorted member ids subscribed to it (topics unknown to the cluster are skipped)."""
+    out: dict[str, list[str]] = {}
+    for member in sorted(subscriptions):
+        for topic in subscriptions[member].topics:
+            if partitions_per_topic.get(topic, 0) > 0:
+                out.setdefault(topic, []).append(member)
+    return out
+
+
+def _to_assignments(
+    members: Iterable[str], owned: Mapping[str, Iterable[tuple[str, int]]], user_data: Mapping[str, bytes | None] | None = None
+) -> dict[str, Assignment]:
+    out: dict[str, Assignment] = {}
+    for m in members:
+        tps: dict[str, list[int]] = {}
+        for t, p in owned.get(m, ()):
+            tps.setdefault(t, []).append(p)
+        out[m] = Assignment(partitions=tps, user_data=(user_data or {}).get(m))
+    return out
+
+
+class RangeAssignor:
+    name = "range"
+    rebalance_protocols = (EAGER,)
+
+    def subscription(self, topics: Iterable[str], owned: Mapping[str, Iterable[int]] | None = None,
+                     generation_id: int = -1) -> Subscription:
+        return Subscription(topics=tuple(topics), owned_partitions=dict(owned or {}), generation_id=generation_id)
+
+    def assign(
+        self, partitions_per_topic: Mapping[str, int], subscriptions: Mapping[str, Subscription]
+    ) -> dict[str, Assignment]:
+        result: dict[str, list[tuple[str, int]]] = {m: [] for m in subscriptions}
+        for topic, members in sorted(_subscribed_topics(partitions_per_topic, subscriptions).items()):
+            n = partitions_per_topic[topic]
+            per, extra = divmod(n, len(members))
+            start = 0
+            for i, m in enumerate(members):
+                count = per + (1 if i < extra else 0)
+                result[m].extend((topic, p) for p in range(start, start + count))
+                start += count
+        return _to_assignments(subscriptions, result)
+
+
+class RoundRobinAssignor:
+    name = "roundrobin"
+    rebalance_protocols = (EAGER,)
+
+    def subscription(self, topics: Iterable[str], owned: Mapping[str, Iterable[int]] | None = None,
+                     generation_id: int = -1) -> Subscription:
+        return Subscription(topics=tuple(topics), owned_partitions=dict(owned or {}), generation_id=generation_id)
+
+    def assign(
+        self, partitions_per_topic: Mapping[str, int], subscriptions: Mapping[str, Subscription]
+    ) -> dict[str, Assignment]:
+        members = sorted(subscriptions)
+        result: dict[str, list[tuple[str, int]]] = {m: [] for m in members}
+        if not members:
+            return {}
+        subscribed = _subscribed_topics(partitions_per_topic, subscriptions)
+        i = 0
+        for topic in sorted(subscribed):
+            wanted = set(subscribed[topic])
+            for p in range(partitions_per_topic[topic]):
+                # advance the ring to the next member subscribed to this topic
+                while members[i % len(members)] not in wanted:
+                    i += 1
+                result[members[i % len(members)]].append((topic, p))
+                i += 1
+        return _to_assignments(members, result)
+
+
+class CooperativeStickyAssignor:
+    """Balanced, sticky, and safe for the cooperative rebalance protocol.
+
+    Ownership claims come from each subscription's owned_partitions and generation_id (for
+    subscriptions older than v2 the generation is read from a 4-byte user_data, as Kafka's Java
+    assignor writes it). Of members claiming the same partition the highest generation wins; an
+    equal claim is void. Claims of members whose generation is below the group's newest are
+    stale and ignored (they lost their partitions in a rebalance they missed).
+    """
+
+    name = "cooperative-sticky"
+    rebalance_protocols = (COOPERATIVE, EAGER)
+
+    def subscription(self, topics: Iterable[str], owned: Mapping[str, Iterable[int]] | None = None,
+                     generation_id: int = -1) -> Subscription:
+        return Subscription(
+            topics=tuple(topics),
+            owned_partitions=dict(owned or {}),
+            generation_id=generation_id,
+            user_data=struct.pack(">i", generation_id),
+        )
+
+    @staticmethod
+    def _generation(sub: Subscription) -> int:
+        if sub.version >= 2 or sub.generation_id != -1:
+            return sub.generation_id
+        if sub.user_data is not None and len(sub.user_data) == 4:
+            return struct.unpack(">i", sub.user_data)[0]
+        return -1
+
+    def assign(
+        self, partitions_per_topic: Mapping[str, int], subscriptions: Mapping[str, Subscription]
+    ) -> dict[str, Assignment]:
+        members = sorted(subscriptions)
+        if not members:
+            return {}
+        eligible: dict[tuple[str, int], list[str]] = {}
+        for topic, subs in _subscribed_topics(partitions_per_topic, subscriptions).items():
+            for p in range(partitions_per_topic[topic]):
+                eligible[(topic, p)] = subs
+        generations = {m: self._generation(subscriptions[m]) for m in members}
+        newest = max(generations.values())
+
+        # 1. previous owners, resolving conflicting and stale claims
+        claims: dict[tuple[str, int], tuple[int, str | None]] = {}
+        for m in members:
+            gen = generations[m]
+            if gen < newest:
+                continue
+            for topic, parts in subscriptions[m].owned_partitions.items():
+                for p in parts:
+                    tp = (topic, p)
+                    if tp not in eligible or m not in eligible[tp]:
+                        continue
+                    prev = claims.get(tp)
+                    if prev is None or gen > prev[0]:
+                        claims[tp] = (gen, m)
+                    elif gen == prev[0]:
+                        claims[tp] = (gen, None)  # two owners, same generation: nobody keeps it
+        previous_owner = {tp: owner for tp, (_, owner) in claims.items() if owner is not None}
+
+        owned: dict[str, list[tuple[str, int]]] = {m: [] for m in members}
+        for tp in sorted(previous_owner):
+            owned[previous_owner[tp]].append(tp)
+
+        # 2. unassigned partitions go to the least loaded eligible member
+        for tp in sorted(eligible):
+            if tp in previous_owner:
+                continue
+            target = min(eligible[tp], key=lambda m: (len(owned[m]), m))
+            owned[target].append(tp)
+
+        # 3. move partitions while some member could take one from a member with 2+ more. Each
+        # move strictly lowers the sum of squared loads, so this ends; it moves the fewest
+        # partitions needed and prefers moving ones that were not owned before.
+        owner = {tp: m for m, tps in owned.items() for tp in tps}
+        while True:
+            best: tuple | None = None
+            for tp, src in owner.items():
+                for dst in eligible[tp]:
+                    gap = len(owned[src]) - len(owned[dst])
+                    if gap >= 2:
+                        key = (gap, previous_owner.get(tp) != src, -len(owned[dst]), tp, dst)
+                        if best is None or key > best[0]:
+                            best = (key, tp, src, dst)
+            if best is None:
+                break
+            _, tp, src, dst = best
+            owned[src].remove(tp)
+            owned[dst].append(tp)
+            owner[tp] = dst
+
+        # 4. cooperative: a partition moving between two live owners is withheld this round
+        for tp, new_owner in list(owner.items()):
+            prev = previous_owner.get(tp)
+            if prev is not None and prev != new_owner:
+                owned[new_owner].remove(tp)
+
+        gen_bytes = {m: None for m in members}
+        return _to_assignments(members, owned, gen_bytes)
+
+
+ASSIGNORS: dict[str, type] = {
+    RangeAssignor.name: RangeAssignor,
+    RoundRobinAssignor.name: RoundRobinAssignor,
+    CooperativeStickyAssignor.name: CooperativeStickyAssignor,
+}
+
+
+def get_assignor(name: str):
+    """An assignor instance by its protocol name ("range", "roundrobin", "cooperative-sticky")."""
+    try:
+        return ASSIGNORS[name]()
+    except KeyError:
+        raise ValueError(f"unknown assignor {name!r}; known: {', '.join(sorted(ASSIGNORS))}") from None

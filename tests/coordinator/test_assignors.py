@@ -1,0 +1,273 @@
+"""Assignors and the ConsumerProtocol encoding: known answers, cross-checks against kio and
+aiokafka's codecs, and properties over random groups."""
+from __future__ import annotations
+
+import io
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from client.assignors import (
+    EMPTY_ASSIGNMENT,
+    Assignment,
+    CooperativeStickyAssignor,
+    ProtocolDecodeError,
+    RangeAssignor,
+    RoundRobinAssignor,
+    Subscription,
+    decode_assignment,
+    decode_subscription,
+    encode_assignment,
+    encode_subscription,
+    get_assignor,
+)
+
+
+def _parts(assignment: Assignment) -> list[tuple[str, int]]:
+    return assignment.topic_partitions()
+
+
+# --- encoding ----------------------------------------------------------------------------------
+
+
+def test_empty_assignment_is_ten_bytes_and_decodes_empty() -> None:
+    assert EMPTY_ASSIGNMENT == b"\x00\x00" + b"\x00\x00\x00\x00" + b"\xff\xff\xff\xff"
+    assert decode_assignment(EMPTY_ASSIGNMENT) == Assignment()
+    # Kafka's own "no assignment" is zero bytes: we read that as empty too
+    assert decode_assignment(b"") == Assignment()
+
+
+@pytest.mark.parametrize("version", [0, 1, 2, 3])
+def test_subscription_matches_kio(version: int) -> None:
+    from importlib import import_module
+
+    from kio.serial import entity_writer
+
+    mod = import_module(f"kio.schema.consumer_protocol_subscription.v{version}")
+    sub = Subscription(
+        topics=("b", "a"),
+        user_data=b"ud",
+        owned_partitions={"a": [2, 0]},
+        generation_id=7,
+        rack_id="r1",
+        version=version,
+    )
+    blob = encode_subscription(sub)
+    # kio encodes the body without the version prefix
+    kw = {"topics": ("a", "b"), "user_data": b"ud"}
+    if version >= 1:
+        kw["owned_partitions"] = (mod.data.TopicPartition(topic="a", partitions=(0, 2)),)
+    if version >= 2:
+        kw["generation_id"] = 7
+    if version >= 3:
+        kw["rack_id"] = "r1"
+    buf = io.BytesIO()
+    entity_writer(mod.ConsumerProtocolSubscription)(buf, mod.ConsumerProtocolSubscription(**kw))
+    assert blob == struct.pack(">h", version) + buf.getvalue()
+    back = decode_subscription(blob)
+    assert back.topics == ("a", "b")
+    assert back.user_data == b"ud"
+    assert back.version == version
+    if version >= 1:
+        assert dict(back.owned_partitions) == {"a": (0, 2)}
+    if version >= 2:
+        assert back.generation_id == 7
+    if version >= 3:
+        assert back.rack_id == "r1"
+
+
+def test_aiokafka_reads_our_blobs_and_we_read_theirs() -> None:
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
+
+    # a v3 subscription read by a v0-only decoder: trailing fields are ignored there
+    blob = encode_subscription(Subscription(topics=("t",), user_data=b"", owned_partitions={"t": [1]}))
+    meta = ConsumerProtocolMemberMetadata.decode(blob)
+    assert meta.subscription == ["t"]
+
+    theirs = ConsumerProtocolMemberMetadata(0, ["x", "y"], b"").encode()
+    assert decode_subscription(theirs).topics == ("x", "y")
+
+    blob = encode_assignment(Assignment(partitions={"t": [3, 1], "u": [0]}))
+    got = ConsumerProtocolMemberAssignment.decode(blob)
+    assert sorted((tp.topic, tp.partition) for tp in got.partitions()) == [("t", 1), ("t", 3), ("u", 0)]
+    got = ConsumerProtocolMemberAssignment.decode(EMPTY_ASSIGNMENT)
+    assert got.partitions() == []
+
+    theirs = ConsumerProtocolMemberAssignment(0, [("t", [0, 1])], b"").encode()
+    assert decode_assignment(theirs).partitions == {"t": (0, 1)}
+
+
+@pytest.mark.parametrize("blob", [b"\x00", b"\x00\x00\x00\x00\x00\x05ab", b"\xff\xff", b"\x00\x00\x7f\xff\xff\xff"])
+def test_garbage_raises_decode_error(blob: bytes) -> None:
+    with pytest.raises(ProtocolDecodeError):
+        decode_subscription(blob)
+    with pytest.raises(ProtocolDecodeError):
+        decode_assignment(blob)
+
+
+def test_newer_version_trailing_fields_are_ignored() -> None:
+    blob = encode_subscription(Subscription(topics=("t",), rack_id="r", version=3))
+    blob = b"\x00\x09" + blob[2:] + b"future-field"
+    sub = decode_subscription(blob)
+    assert sub.topics == ("t",) and sub.rack_id == "r"
+
+
+# --- known answers (the examples of Kafka's assignor docs) --------------------------------------
+
+
+def test_range_known_answer() -> None:
+    subs = {"c0": Subscription(topics=["t0", "t1"]), "c1": Subscription(topics=["t0", "t1"])}
+    got = RangeAssignor().assign({"t0": 3, "t1": 3}, subs)
+    assert _parts(got["c0"]) == [("t0", 0), ("t0", 1), ("t1", 0), ("t1", 1)]
+    assert _parts(got["c1"]) == [("t0", 2), ("t1", 2)]
+
+
+def test_roundrobin_known_answer() -> None:
+    subs = {"c0": Subscription(topics=["t0", "t1"]), "c1": Subscription(topics=["t0", "t1"])}
+    got = RoundRobinAssignor().assign({"t0": 3, "t1": 3}, subs)
+    assert _parts(got["c0"]) == [("t0", 0), ("t0", 2), ("t1", 1)]
+    assert _parts(got["c1"]) == [("t0", 1), ("t1", 0), ("t1", 2)]
+
+
+def test_roundrobin_skips_unsubscribed_members() -> None:
+    subs = {
+        "c0": Subscription(topics=["t0"]),
+        "c1": Subscription(topics=["t0", "t1"]),
+        "c2": Subscription(topics=["t0", "t1", "t2"]),
+    }
+    got = RoundRobinAssignor().assign({"t0": 1, "t1": 2, "t2": 3}, subs)
+    assert _parts(got["c0"]) == [("t0", 0)]
+    assert _parts(got["c1"]) == [("t1", 0)]
+    assert _parts(got["c2"]) == [("t1", 1), ("t2", 0), ("t2", 1), ("t2", 2)]
+
+
+def test_unknown_topics_and_empty_groups() -> None:
+    assert RangeAssignor().assign({}, {}) == {}
+    got = RangeAssignor().assign({}, {"m": Subscription(topics=["nope"])})
+    assert got == {"m": Assignment()}
+    assert get_assignor("range").name == "range"
+    with pytest.raises(ValueError):
+        get_assignor("nope")
+
+
+def test_sticky_keeps_owned_and_withholds_moves() -> None:
+    a = CooperativeStickyAssignor()
+    # generation 1: m1 owns all six partitions; m2 joins
+    subs = {
+        "m1": a.subscription(["t"], {"t": range(6)}, generation_id=1),
+        "m2": a.subscription(["t"], {}, generation_id=-1),
+    }
+    first = a.assign({"t": 6}, subs)
+    # m1 keeps three, the three moving to m2 are withheld from m2 this round
+    assert len(_parts(first["m1"])) == 3
+    assert _parts(first["m2"]) == []
+    # the follow-up round: m1 revoked the three, now m2 gets them
+    kept = first["m1"].partitions
+    subs = {
+        "m1": a.subscription(["t"], kept, generation_id=2),
+        "m2": a.subscription(["t"], {}, generation_id=2),
+    }
+    second = a.assign({"t": 6}, subs)
+    assert second["m1"].partitions == kept
+    assert len(_parts(second["m2"])) == 3
+    assert set(_parts(second["m1"])) | set(_parts(second["m2"])) == {("t", p) for p in range(6)}
+
+
+def test_sticky_stale_and_conflicting_claims() -> None:
+    a = CooperativeStickyAssignor()
+    subs = {
+        "old": a.subscription(["t"], {"t": [0, 1]}, generation_id=1),
+        "new": a.subscription(["t"], {"t": [1]}, generation_id=3),
+        "x": a.subscription(["t"], {"t": [2]}, generation_id=3),
+        "y": a.subscription(["t"], {"t": [2]}, generation_id=3),
+    }
+    got = a.assign({"t": 4}, subs)
+    # stale "old" loses its claims; "new" keeps 1; 2 is claimed twice at the same generation: free
+    assert ("t", 1) in _parts(got["new"])
+    owners = [m for m in got for tp in _parts(got[m])]
+    assert len(owners) == 4
+    # v0/v1 subscriptions carry the generation in user_data (the Java layout)
+    sub = Subscription(topics=["t"], owned_partitions={"t": [0]}, user_data=struct.pack(">i", 9), version=1)
+    assert CooperativeStickyAssignor._generation(decode_subscription(sub.encode())) == 9
+
+
+# --- properties ------------------------------------------------------------------------------
+
+groups = st.fixed_dictionaries(
+    {
+        "topics": st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), st.integers(1, 12), min_size=1),
+        "members": st.lists(
+            st.sets(st.sampled_from(["a", "b", "c", "d", "zz"]), min_size=1), min_size=1, max_size=8
+        ),
+    }
+)
+
+
+def _check_exact_cover(counts, subs, got) -> None:
+    seen: dict[tuple[str, int], str] = {}
+    for m, asg in got.items():
+        for t, p in _parts(asg):
+            assert t in subs[m].topics, "assigned a topic the member did not subscribe to"
+            assert (t, p) not in seen, f"{(t, p)} assigned twice"
+            seen[(t, p)] = m
+    expected = {(t, p) for t, n in counts.items() for p in range(n) if any(t in s.topics for s in subs.values())}
+    assert set(seen) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(groups)
+def test_range_and_roundrobin_cover_exactly_once(group) -> None:
+    counts = group["topics"]
+    subs = {f"m{i}": Subscription(topics=ts) for i, ts in enumerate(group["members"])}
+    for assignor in (RangeAssignor(), RoundRobinAssignor()):
+        got = assignor.assign(counts, subs)
+        assert set(got) == set(subs)
+        _check_exact_cover(counts, subs, got)
+        # encoding round trip of every assignment
+        for asg in got.values():
+            assert decode_assignment(asg.encode()).partitions == asg.partitions
+
+
+@settings(max_examples=150, deadline=None)
+@given(groups, st.data())
+def test_sticky_is_balanced_sticky_and_cooperative(group, data) -> None:
+    a = CooperativeStickyAssignor()
+    counts = group["topics"]
+    topics = {f"m{i}": ts for i, ts in enumerate(group["members"])}
+    # round 1 from nothing: a complete, balanced cover
+    subs = {m: a.subscription(ts) for m, ts in topics.items()}
+    got = a.assign(counts, subs)
+    _check_exact_cover(counts, subs, got)
+    if all(ts == next(iter(topics.values())) for ts in topics.values()):
+        loads = [len(_parts(x)) for x in got.values()]
+        assert max(loads) - min(loads) <= 1
+    # round 2: a random member leaves, another joins; owners report what they hold
+    leaving = data.draw(st.sampled_from(sorted(topics)))
+    owned = {m: got[m].partitions for m in topics if m != leaving}
+    topics2 = {m: ts for m, ts in topics.items() if m != leaving}
+    topics2["new"] = data.draw(st.sets(st.sampled_from(["a", "b", "c", "d"]), min_size=1))
+    subs2 = {m: a.subscription(ts, owned.get(m, {}), generation_id=1 if m in owned else -1) for m, ts in topics2.items()}
+    got2 = a.assign(counts, subs2)
+    # cooperative safety: nobody receives a partition another live member still owns
+    for m, asg in got2.items():
+        for t, p in _parts(asg):
+            for other, o in owned.items():
+                if other != m and p in o.get(t, ()):
+                    raise AssertionError(f"{(t, p)} handed from {other} to {m} without revocation")
+    # stickiness: a surviving member keeps its partitions unless its load must shrink
+    uniform = all(ts == topics2["new"] for ts in topics2.values())
+    total = sum(n for t, n in counts.items() if t in topics2["new"])
+    for m in owned:
+        kept = set(_parts(got2[m]))
+        before = {(t, p) for t, ps in owned[m].items() for p in ps}
+        if uniform:
+            assert len(kept & before) >= min(len(before), total // len(topics2))
+    # round 3 (after revocations): the cover is complete again
+    subs3 = {m: a.subscription(ts, got2[m].partitions, generation_id=2) for m, ts in topics2.items()}
+    got3 = a.assign(counts, subs3)
+    _check_exact_cover(counts, subs3, got3)
+    # and nothing moves at round 3 that was kept at round 2
+    for m in topics2:
+        assert set(_parts(got2[m])) <= set(_parts(got3[m]))
