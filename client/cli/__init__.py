@@ -7,7 +7,7 @@ import sys
 
 
 # Each module has register(subparsers), adding its subcommand with `func` set.
-COMMAND_MODULES: list[str] = ["log"]
+COMMAND_MODULES: list[str] = ["log", "broker"]
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,95 @@
+"""`ringlog broker`: run a broker in the foreground until SIGTERM/SIGINT.
+
+Settings come from the defaults, then `--config FILE` (TOML, see docs/configuration.md), then the
+flags here, then repeated `--set key=value` (any configuration key).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+BACKPRESSURE = ("block", "reject")
+FSYNC = ("always", "interval", "never")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("broker", help="run a Kafka-compatible broker",
+                              description="Run a ringlog broker in the foreground.")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    p.add_argument("--data-dir", help="where the partition logs live (default ./ringlog-data)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="listen address (default 127.0.0.1:9092; port 0 picks one)")
+    p.add_argument("--advertise", metavar="HOST:PORT", help="address given to clients in Metadata")
+    p.add_argument("--fsync", choices=FSYNC, help="flush policy (default interval)")
+    p.add_argument("--node-id", type=int, help="this broker's node id (default 0)")
+    p.add_argument("--message-max-bytes", type=int, help="largest accepted record batch")
+    p.add_argument("--socket-request-max-bytes", type=int, help="largest accepted request frame")
+    p.add_argument("--max-connections", type=int)
+    p.add_argument("--ring-bytes", type=int, help="in-memory ring size per partition, bytes")
+    p.add_argument("--backpressure", choices=BACKPRESSURE, help="when a ring is full: block or reject")
+    p.add_argument("--num-partitions", type=int, help="partitions of auto-created topics")
+    auto = p.add_mutually_exclusive_group()
+    auto.add_argument("--auto-create", dest="auto_create", action="store_true", default=None,
+                      help="create unknown topics on Metadata requests (default)")
+    auto.add_argument("--no-auto-create", dest="auto_create", action="store_false")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any configuration key, e.g. --set log.retention.ms=60000")
+    p.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ...")
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace):
+    from broker.config import BrokerConfig, apply_settings, load_toml, validate
+
+    config = load_toml(args.config) if args.config else BrokerConfig()
+    settings: dict[str, object] = {}
+    flag_keys = {
+        "data_dir": "data.dir",
+        "listen": "listen",
+        "advertise": "advertise",
+        "fsync": "fsync",
+        "node_id": "node.id",
+        "message_max_bytes": "message.max.bytes",
+        "socket_request_max_bytes": "socket.request.max.bytes",
+        "max_connections": "max.connections",
+        "ring_bytes": "ring.bytes.per.partition",
+        "backpressure": "backpressure",
+        "num_partitions": "num.partitions",
+        "auto_create": "auto.create.topics.enable",
+        "log_level": "log.level",
+    }
+    for attr, key in flag_keys.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            settings[key] = value
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        settings[key.strip()] = value.strip()
+    return validate(apply_settings(config, settings))
+
+
+def run(args: argparse.Namespace) -> int:
+    import trio
+
+    from broker.server import run_broker
+
+    try:
+        config = build_config(args)
+    except (ValueError, OSError) as exc:
+        print(f"ringlog broker: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        trio.run(run_broker, config)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        logging.getLogger("ringlog").error("cannot start: %s", exc)
+        return 1
+    return 0
