@@ -1,0 +1,352 @@
+"""Sparse, mmap'd indexes of one segment: the offset index and the time index.
+
+File formats (big-endian, fixed-size entries, no header, named after the segment's base offset)::
+
+    <base>.index       8-byte entries:  relativeOffset u32 | position u32
+                       "the batch whose baseOffset is base+relativeOffset starts at byte `position`
+                       of the .log file"
+    <base>.timeindex  12-byte entries:  timestamp i64 | relativeOffset u32
+                       "every record at or below offset base+relativeOffset has a timestamp <=
+                       `timestamp`" (the timestamp is the segment's max timestamp so far, so entries
+                       are strictly increasing in both fields)
+
+Entries are sparse: one every `index.interval.bytes` of log data. Both indexes are only hints that
+make lookups start close to the answer; a missing entry makes a lookup start earlier, never wrong.
+
+Life cycle:
+- The active segment's index files are preallocated to `segment.index.bytes` (rounded down to whole
+  entries; blocks really allocated with posix_fallocate so a write through the mapping can never
+  hit a full disk and SIGBUS) and mapped read-write. Unused slots are all zero: an offset-index
+  entry never has position 0 (the segment start needs no entry) and a time-index entry is never
+  all zero after the first, so the first all-zero slot marks the end of the entries.
+- On roll and close the files are trimmed to their entries and mapped read-only.
+- After an unclean shutdown the indexes of every segment from the recovery point on are rebuilt
+  from the .log; the indexes of older segments are sanity-checked on load (`IndexCorruptError`
+  makes the caller rebuild them from the .log).
+
+Who owns it: the Segment that created it, on the owning thread. Flushing goes through the file
+handle (fdatasync of the fd also writes the pages dirtied through a shared mapping on Linux), so a
+flush token can sync from a worker thread while the owner keeps appending.
+"""
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import struct
+from typing import Protocol
+
+from .errors import StorageError
+
+OFFSET_ENTRY_SIZE = 8
+TIME_ENTRY_SIZE = 12
+# Never preallocate fewer than this many slots: the last slot is reserved for the final
+# time-index entry written on roll/close, so an index needs room for at least one more.
+MIN_SLOTS = 2
+
+
+class IndexCorruptError(StorageError):
+    """An index file fails its sanity check; the caller rebuilds it from the log."""
+
+
+class FileHandle(Protocol):
+    """What an index needs from its file: an fd that stays open as long as the handle lives."""
+
+    path: os.PathLike[str] | str
+
+    def fileno(self) -> int: ...
+
+
+def preallocate(fd: int, size: int) -> None:
+    """Grow the file to `size` bytes with blocks allocated up front (no sparse holes).
+
+    Falls back to a sparse ftruncate on file systems that do not support fallocate.
+    """
+    os.ftruncate(fd, size)
+    if size <= 0:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+
+
+class _MmapIndex:
+    """Shared machinery: a file of fixed-size entries, a mapping, a count of valid entries."""
+
+    ENTRY: struct.Struct
+    SIZE: int
+
+    def __init__(self, handle: FileHandle, base_offset: int) -> None:
+        self.handle = handle
+        self.base_offset = base_offset
+        self.entries = 0
+        self.max_entries = 0
+        self.mutable = False
+        self._mm: mmap.mmap | None = None
+
+    # --- mapping ------------------------------------------------------------------------------
+
+    def _map(self, writable: bool) -> None:
+        self._unmap()
+        size = os.fstat(self.handle.fileno()).st_size
+        self.max_entries = size // self.SIZE
+        self.mutable = writable
+        if size == 0:
+            return
+        access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+        self._mm = mmap.mmap(self.handle.fileno(), size, access=access)
+
+    def _unmap(self) -> None:
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+
+    def _is_empty_slot(self, i: int) -> bool:
+        raise NotImplementedError
+
+    def load(self, *, writable: bool, max_bytes: int) -> None:
+        """Map an existing file and count its entries (see the module doc for the empty slot)."""
+        size = os.fstat(self.handle.fileno()).st_size
+        if size % self.SIZE:
+            raise IndexCorruptError(f"{self.handle.path}: size {size} is not a multiple of {self.SIZE}")
+        self._map(False)
+        # The valid entries are a prefix; find the first empty slot by bisection.
+        lo, hi = 0, self.max_entries
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._is_empty_slot(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        self.entries = lo
+        if writable:
+            self.make_mutable(max_bytes)
+
+    def reset(self, *, max_bytes: int) -> None:
+        """Drop every entry and preallocate a fresh writable file (used when rebuilding)."""
+        self._unmap()
+        os.ftruncate(self.handle.fileno(), 0)
+        self.entries = 0
+        self.make_mutable(max_bytes)
+
+    def make_mutable(self, max_bytes: int) -> None:
+        """(Re)grow the file to its preallocated size and map it read-write (active segment)."""
+        slots = max(MIN_SLOTS, max_bytes // self.SIZE, self.entries + MIN_SLOTS)
+        self._unmap()
+        fd = self.handle.fileno()
+        size = os.fstat(fd).st_size
+        want = slots * self.SIZE
+        if size < want:
+            preallocate(fd, want)
+        elif size > want:
+            os.ftruncate(fd, want)
+        self._map(True)
+        # Slots past the entries must read as empty (a previous truncate may have left data).
+        start = self.entries * self.SIZE
+        if self._mm is not None and start < len(self._mm):
+            tail = self._mm[start:]
+            if tail.count(0) != len(tail):
+                self._mm[start:] = bytes(len(tail))
+
+    def trim(self) -> None:
+        """Shrink the file to its entries and map it read-only (roll and close)."""
+        self._unmap()
+        os.ftruncate(self.handle.fileno(), self.entries * self.SIZE)
+        self._map(False)
+
+    def release(self) -> None:
+        """Unmap; the file handle closes when the last reference to it goes."""
+        self._unmap()
+
+    @property
+    def is_full(self) -> bool:
+        # One slot stays free for the final time-index entry written on roll.
+        return self.entries >= self.max_entries - 1
+
+    @property
+    def size_bytes(self) -> int:
+        return self.entries * self.SIZE
+
+    def _entry(self, i: int) -> tuple[int, int]:
+        assert self._mm is not None
+        return self.ENTRY.unpack_from(self._mm, i * self.SIZE)
+
+    def _append_raw(self, a: int, b: int) -> None:
+        assert self._mm is not None and self.mutable
+        self.ENTRY.pack_into(self._mm, self.entries * self.SIZE, a, b)
+        self.entries += 1
+
+    def _truncate_entries(self, n: int) -> None:
+        if n >= self.entries:
+            return
+        if self.mutable and self._mm is not None:
+            self._mm[n * self.SIZE : self.entries * self.SIZE] = bytes((self.entries - n) * self.SIZE)
+            self.entries = n
+        else:
+            self.entries = n
+            self.trim()
+
+    def all_entries(self) -> list[tuple[int, int]]:
+        if not self.entries:
+            return []
+        assert self._mm is not None
+        return list(self.ENTRY.iter_unpack(self._mm[: self.entries * self.SIZE]))
+
+
+class OffsetIndex(_MmapIndex):
+    """relativeOffset u32 -> position u32, 8-byte entries."""
+
+    ENTRY = struct.Struct(">II")
+    SIZE = OFFSET_ENTRY_SIZE
+
+    def _is_empty_slot(self, i: int) -> bool:
+        return self._entry(i)[1] == 0
+
+    def append(self, offset: int, position: int) -> None:
+        """Index the batch with baseOffset `offset` starting at `position` (> 0)."""
+        if self.entries >= self.max_entries - 1 or position <= 0:
+            return
+        rel = offset - self.base_offset
+        if self.entries:
+            last_rel, last_pos = self._entry(self.entries - 1)
+            if rel <= last_rel or position <= last_pos:
+                return
+        self._append_raw(rel, position)
+
+    def last(self) -> tuple[int, int]:
+        """(absolute offset, position) of the last entry, (base, 0) without entries."""
+        if not self.entries:
+            return self.base_offset, 0
+        rel, pos = self._entry(self.entries - 1)
+        return self.base_offset + rel, pos
+
+    def lookup(self, offset: int) -> tuple[int, int]:
+        """Largest entry with offset <= `offset` as (absolute offset, position); else (base, 0)."""
+        rel = offset - self.base_offset
+        lo, hi = 0, self.entries
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._entry(mid)[0] <= rel:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == 0:
+            return self.base_offset, 0
+        r, pos = self._entry(lo - 1)
+        return self.base_offset + r, pos
+
+    def lookup_position(self, position: int) -> tuple[int, int]:
+        """Largest entry with position <= `position` as (absolute offset, position); else (base, 0)."""
+        lo, hi = 0, self.entries
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._entry(mid)[1] <= position:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == 0:
+            return self.base_offset, 0
+        r, pos = self._entry(lo - 1)
+        return self.base_offset + r, pos
+
+    def truncate_to_position(self, position: int) -> None:
+        """Drop entries pointing at or past `position` (the log was cut there)."""
+        lo, hi = 0, self.entries
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._entry(mid)[1] < position:
+                lo = mid + 1
+            else:
+                hi = mid
+        self._truncate_entries(lo)
+
+    def sanity_check(self, log_size: int) -> None:
+        """Cheap checks Kafka also makes: increasing entries, positions inside the log."""
+        if not self.entries:
+            return
+        step = max(1, self.entries // 64)
+        prev: tuple[int, int] | None = None
+        for i in sorted(set(range(0, self.entries, step)) | {self.entries - 1}):
+            rel, pos = self._entry(i)
+            if prev is not None and (rel <= prev[0] or pos <= prev[1]):
+                raise IndexCorruptError(f"{self.handle.path}: entries not increasing at {i}")
+            prev = (rel, pos)
+        if self._entry(self.entries - 1)[1] >= log_size:
+            raise IndexCorruptError(f"{self.handle.path}: last entry points past the log end {log_size}")
+
+
+class TimeIndex(_MmapIndex):
+    """timestamp i64 -> relativeOffset u32, 12-byte entries."""
+
+    ENTRY = struct.Struct(">qI")
+    SIZE = TIME_ENTRY_SIZE
+
+    def _is_empty_slot(self, i: int) -> bool:
+        ts, rel = self._entry(i)
+        return ts == 0 and rel == 0
+
+    def append(self, timestamp: int, offset: int, *, final: bool = False) -> None:
+        """Add (timestamp, offset) if the timestamp grew; `final` may use the reserved slot."""
+        limit = self.max_entries if final else self.max_entries - 1
+        if self.entries >= limit or timestamp < 0:
+            return
+        rel = offset - self.base_offset
+        if self.entries:
+            last_ts, last_rel = self._entry(self.entries - 1)
+            if timestamp <= last_ts or rel <= last_rel:
+                return
+        if timestamp == 0 and rel == 0:
+            return  # would read back as an empty slot
+        self._append_raw(timestamp, rel)
+
+    def last(self) -> tuple[int, int] | None:
+        """(timestamp, absolute offset) of the last entry, None without entries."""
+        if not self.entries:
+            return None
+        ts, rel = self._entry(self.entries - 1)
+        return ts, self.base_offset + rel
+
+    def lookup_below(self, timestamp: int) -> tuple[int, int] | None:
+        """Largest entry with timestamp < `timestamp` as (timestamp, absolute offset), or None.
+
+        Every record at or below that offset is older than `timestamp`, so a search for the first
+        record with a timestamp >= `timestamp` may start right after it.
+        """
+        lo, hi = 0, self.entries
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._entry(mid)[0] < timestamp:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == 0:
+            return None
+        ts, rel = self._entry(lo - 1)
+        return ts, self.base_offset + rel
+
+    def truncate_to_offset(self, offset: int) -> None:
+        """Drop entries at or past `offset`."""
+        rel = offset - self.base_offset
+        lo, hi = 0, self.entries
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._entry(mid)[1] < rel:
+                lo = mid + 1
+            else:
+                hi = mid
+        self._truncate_entries(lo)
+
+    def sanity_check(self, last_offset: int) -> None:
+        if not self.entries:
+            return
+        step = max(1, self.entries // 64)
+        prev: tuple[int, int] | None = None
+        for i in sorted(set(range(0, self.entries, step)) | {self.entries - 1}):
+            ts, rel = self._entry(i)
+            if prev is not None and (ts <= prev[0] or rel <= prev[1]):
+                raise IndexCorruptError(f"{self.handle.path}: entries not increasing at {i}")
+            prev = (ts, rel)
+        if self.base_offset + self._entry(self.entries - 1)[1] > last_offset:
+            raise IndexCorruptError(f"{self.handle.path}: last entry is past the last offset {last_offset}")
