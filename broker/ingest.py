@@ -183,8 +183,9 @@ class Ingest:
                     continue
                 written.append((tp, plog, entries, list(infos)))
             sync_error: BaseException | None = None
-            if written and broker.default_log_config.flush_policy == "always":
-                sync_error = await self._fsync([plog for _, plog, _, _ in written])
+            always = [plog for _, plog, _, _ in written if plog.config.flush_policy == "always"]
+            if always:
+                sync_error = await self._fsync(always)
             for tp, plog, entries, infos in written:
                 state = broker.partition_state(*tp)
                 if sync_error is not None:

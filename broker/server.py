@@ -44,6 +44,8 @@ log = logging.getLogger("ringlog.server")
 SHUTDOWN_GRACE_S = 5.0
 RECEIVE_SIZE = 256 * 1024
 _conn_ids = itertools.count(1)
+# What a vanished client looks like from either side of a connection.
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, OSError)
 
 
 @attrs.define(eq=False)
@@ -87,11 +89,11 @@ class Connection:
                 nursery.start_soon(self._write_loop, recv_slots, nursery.cancel_scope)
                 async with send_slots:
                     with self.read_scope:
-                        await self._read_loop(send_slots, nursery)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        except OSError as exc:
-            log.info("connection %d from %s: %s", self.id, self.peer, exc)
+                        try:
+                            await self._read_loop(send_slots, nursery)
+                        except _GONE as exc:
+                            log.debug("connection %d from %s: %r", self.id, self.peer, exc)
+                            nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(1):
@@ -163,6 +165,14 @@ class Connection:
                 slot.fail("cancelled")
 
     async def _write_loop(self, recv_slots: trio.MemoryReceiveChannel, scope: trio.CancelScope) -> None:
+        try:
+            await self._write_slots(recv_slots, scope)
+        except _GONE as exc:
+            # the client went away (or a segment vanished under sendfile): drop the connection
+            log.debug("connection %d from %s: %r", self.id, self.peer, exc)
+            scope.cancel()
+
+    async def _write_slots(self, recv_slots: trio.MemoryReceiveChannel, scope: trio.CancelScope) -> None:
         async with recv_slots:
             async for slot in recv_slots:
                 await slot.done.wait()
@@ -271,6 +281,9 @@ async def _serve_listeners(broker: Broker, router: Router, conn_scope_nursery: t
             broker.connections.add(conn)
             try:
                 await conn.serve()
+            except Exception:
+                # a bug in one connection must not take the listener (and everyone else) down
+                log.exception("connection %d from %s failed", conn.id, conn.peer)
             finally:
                 broker.connections.discard(conn)
 
