@@ -224,6 +224,9 @@ def _data_field(obj: dict, name: str, data: bytes | None) -> None:
         obj[f"{name}_encoding"] = "base64"
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def record_to_json(rec) -> str:
     """The dump's JSON line for one ReplayRecord (format: DUMP_FORMAT)."""
     obj: dict = {
@@ -241,7 +244,7 @@ def record_to_json(rec) -> str:
         _data_field(h, "value", hv)
         headers.append(h)
     obj["headers"] = headers
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _JSON.encode(obj)
 
 
 def _dump(args: argparse.Namespace) -> int:
