@@ -37,7 +37,7 @@ from .batch import (
     parse_header,
 )
 from .errors import CorruptBatchError, StorageIOError
-from .index import OffsetIndex, TimeIndex
+from .index import IndexCorruptError, OffsetIndex, TimeIndex
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
@@ -211,6 +211,7 @@ class Segment:
     offset_of_max_timestamp: int = -1   # last offset of the (first) batch holding it
     roll_base_ms: int | None = None     # when the first batch arrived (drives segment.ms)
     bytes_since_index: int = 0
+    indexes_missing: bool = False
 
     # --- creation / opening -------------------------------------------------------------------
 
@@ -253,10 +254,12 @@ class Segment:
         """Open the files of an existing segment; indexes are not loaded yet (see load/recover)."""
         log_path, index_path, time_path = cls.paths(directory, base_offset)
         log = SegmentFile.open(log_path)
+        missing = not index_path.exists() or not time_path.exists()
         index = OffsetIndex(SegmentFile.open(index_path, create=True), base_offset)
         time_index = TimeIndex(SegmentFile.open(time_path, create=True), base_offset)
         seg = cls(directory, base_offset, log, index, time_index, next_offset=base_offset)
         seg.size = log.size()
+        seg.indexes_missing = missing
         return seg
 
     def load_trusted(self, *, next_offset: int | None, active: bool, index_max_bytes: int) -> None:
@@ -266,6 +269,8 @@ class Segment:
         whose end is found by walking batch headers from the last index entry. Raises
         IndexCorruptError (rebuild by recover()) or CorruptBatchError (recover()).
         """
+        if self.indexes_missing and self.size:
+            raise IndexCorruptError(f"{self.log.path}: index files missing")
         self.index.load(writable=False, max_bytes=index_max_bytes)
         self.time_index.load(writable=False, max_bytes=index_max_bytes)
         self.index.sanity_check(max(self.size, 1))
