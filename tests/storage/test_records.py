@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import SLOW
 from storage.batch import (
     CODEC_GZIP,
     CODEC_LZ4,
@@ -361,7 +362,7 @@ mutation_st = st.lists(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=6000 if SLOW else 400, deadline=None)
 @given(
     items=st.lists(record_st, min_size=1, max_size=6),
     codec=st.sampled_from(ALL_CODECS),
