@@ -1,0 +1,132 @@
+"""LogManager (data dir lock, partition dirs, topic deletion, clean marker) and checkpoint files."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import storage.checkpoint as checkpoint_module
+from storage import DataDirLockedError, LogConfig, LogManager, atomic_write
+from storage.checkpoint import PartitionCheckpoint, read_partition_checkpoint
+from storage.records import build_batch
+
+NOW = 1_700_000_000_000
+
+
+def batch(i: int) -> bytes:
+    return build_batch([(None, b"v%d" % i, [], NOW)])
+
+
+def test_second_manager_on_same_dir_is_refused(tmp_path: Path) -> None:
+    first = LogManager.open(tmp_path, LogConfig(), now_ms=NOW)
+    with pytest.raises(DataDirLockedError, match="in use"):
+        LogManager.open(tmp_path, LogConfig(), now_ms=NOW)
+    first.close()
+    LogManager.open(tmp_path, LogConfig(), now_ms=NOW).close()
+
+
+def test_partition_dirs_and_topic_names(tmp_path: Path) -> None:
+    m = LogManager.open(tmp_path / "data", LogConfig(), now_ms=NOW)
+    for topic, parts in [("a-b-c", 3), ("x.y_z", 2), ("__consumer_offsets", 1)]:
+        for p in range(parts):
+            m.create(topic, p).append(batch(p), now_ms=NOW)
+    assert m.create("a-b-c", 1) is m.get("a-b-c", 1)  # idempotent
+    assert m.get("nope", 0) is None
+    (tmp_path / "data" / "not-a-partition-dir").mkdir()
+    (tmp_path / "data" / "stray-file-0").write_text("a file, not a dir")
+    m.close()
+    m = LogManager.open(tmp_path / "data", LogConfig(), now_ms=NOW)
+    assert m.topics() == {"a-b-c": 3, "x.y_z": 2, "__consumer_offsets": 1}
+    log = m.get("a-b-c", 2)
+    assert log is not None and log.log_end_offset == 1
+    assert (tmp_path / "data" / "not-a-partition-dir").exists()  # unknown things are left alone
+    m.close()
+
+
+def test_delete_topic(tmp_path: Path) -> None:
+    m = LogManager.open(tmp_path, LogConfig(), now_ms=NOW)
+    for p in range(2):
+        m.create("gone", p).append(batch(p), now_ms=NOW)
+    keep = m.create("gone-2", 0)  # a topic whose name extends the deleted one
+    keep.append(batch(0), now_ms=NOW)
+    reader = m.get("gone", 0).read(0, 100)  # type: ignore[union-attr]
+    m.delete_topic("gone")
+    assert m.topics() == {"gone-2": 1}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["gone-2-0"]
+    # a region read before the deletion still reads the (now unlinked) file
+    assert reader.read_bytes() == batch(0)
+    m.close()
+
+
+def test_leftover_delete_dirs_are_removed_on_open(tmp_path: Path) -> None:
+    doomed = tmp_path / "t-0.0123456789abcdef-delete"
+    doomed.mkdir()
+    (doomed / f"{0:020d}.log").write_bytes(b"junk")
+    m = LogManager.open(tmp_path, LogConfig(), now_ms=NOW)
+    assert not doomed.exists() and m.topics() == {}
+    m.close()
+
+
+def test_topic_configs_apply(tmp_path: Path) -> None:
+    m = LogManager.open(
+        tmp_path, LogConfig(), now_ms=NOW, topic_configs={"fast": {"ringlog.flush.policy": "always"}}
+    )
+    assert m.create("fast", 0).config.flush_policy == "always"
+    assert m.create("slow", 0).config.flush_policy == "never"
+    m.set_topic_config("slow", {"retention.ms": "5"})
+    assert m.get("slow", 0).config.retention_ms == 5  # type: ignore[union-attr]
+    m.close()
+
+
+def test_failed_open_releases_the_lock(tmp_path: Path) -> None:
+    m = LogManager.open(tmp_path, LogConfig(), now_ms=NOW)
+    m.create("t", 0)
+    m.close()
+    with pytest.raises(ValueError):
+        LogManager.open(tmp_path, LogConfig(), now_ms=NOW, topic_configs={"t": {"retention.ms": "x"}})
+    LogManager.open(tmp_path, LogConfig(), now_ms=NOW).close()  # not left locked
+
+
+def test_atomic_write_replaces_whole_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "state"
+    atomic_write(target, b"one")
+    atomic_write(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in tmp_path.iterdir()] == ["state"]
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        atomic_write(target, b"three")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"two"  # the old content stays whole
+    assert [p.name for p in tmp_path.iterdir()] == ["state"]
+
+
+def test_partition_checkpoint_format(tmp_path: Path) -> None:
+    cp = PartitionCheckpoint(recovery_point=42, log_start_offset=7)
+    assert PartitionCheckpoint.decode(cp.encode()) == cp
+    assert cp.encode().decode().splitlines()[0] == "ringlog-partition-checkpoint 1"
+    for bad in [b"", b"junk", b"ringlog-partition-checkpoint 1\nrecovery-point x\n", b"\xff\xfe"]:
+        assert PartitionCheckpoint.decode(bad) is None
+    assert read_partition_checkpoint(tmp_path) is None
+    (tmp_path / "ringlog.checkpoint").write_bytes(b"garbage")
+    assert read_partition_checkpoint(tmp_path) is None
+
+
+def test_garbage_checkpoint_means_full_recovery(tmp_path: Path) -> None:
+    m = LogManager.open(tmp_path, LogConfig(), now_ms=NOW)
+    log = m.create("t", 0)
+    for i in range(3):
+        log.append(batch(i), now_ms=NOW)
+    m.abandon()
+    (tmp_path / "t-0" / "ringlog.checkpoint").write_bytes(b"\x00" * 10)
+    os.remove(tmp_path / "t-0" / f"{0:020d}.timeindex")
+    m = LogManager.open(tmp_path, LogConfig(), now_ms=NOW)
+    [report] = m.recovery_reports
+    assert report.segments_scanned == 1 and report.batches_scanned == 3
+    assert m.get("t", 0).log_end_offset == 3  # type: ignore[union-attr]
+    m.close()
