@@ -156,6 +156,21 @@ class Cluster:
                 raise NoBrokersAvailable(f"broker {node_id} is not in the cluster metadata")
         return await self._open(node_id, info.host, info.port, node_id)
 
+    def connected(self, node_id: int) -> Connection | None:
+        """The open connection to `node_id`, or None (no waiting)."""
+        conn = self._conns.get(node_id)
+        if conn is None or conn.is_closed:
+            return None
+        return conn
+
+    async def ensure_connection(self, node_id: int) -> None:
+        """Open the connection to `node_id` if it is not open; errors are swallowed (callers
+        notice the node stays unconnected and refresh metadata)."""
+        try:
+            await self.connection(node_id)
+        except (ConnectionLost, NoBrokersAvailable, RequestTimedOut, KafkaError):
+            pass
+
     async def any_connection(self) -> Connection:
         """A connection to any live broker: an open one if there is, else try known brokers, then
         the bootstrap list."""

@@ -6,15 +6,15 @@ What happens on the socket:
   and UNSUPPORTED_VERSION, and the request is repeated as v0). For every API the connection then
   uses the highest version inside both the broker's range and `API_WINDOWS` (what this client
   implements); `conn.version(key)` raises UnsupportedApi when the ranges do not meet.
-- requests are pipelined: each gets the next correlation id, is written under a send lock, and the
-  caller waits for its own response, which one reader task matches by correlation id. Kafka answers
-  a connection's requests in order, so the pending table stays short.
+- requests are pipelined: `submit()` gives each the next correlation id and queues its frame
+  synchronously, so requests leave in call order; one writer task writes whatever is queued in one
+  send_all, and one reader task matches responses to waiters by correlation id. Cancelling a caller
+  never cuts a frame in half, since only the writer writes.
 - a request that gets no answer within its timeout breaks the connection (the stream position is
-  lost), which fails every other pending request with ConnectionLost; so does a cancelled write
-  (half a frame may have left).
+  lost), which fails every other pending request with ConnectionLost.
 - Produce with acks=0 has no response: `request(..., expect_response=False)` returns after the write.
 
-The reader task runs in a nursery the caller passes in (the owning client's), so the connection
+The reader and writer tasks run in a nursery the caller passes in (the owning client's), so the connection
 never outlives its client. `aclose()` cancels it and closes the socket.
 
 `Request builders`: kio has one dataclass per API version, and field sets differ between versions.
@@ -189,7 +189,7 @@ def td_ms(value: Any) -> int:
 
 
 class _Pending:
-    __slots__ = ("api_key", "version", "event", "frame", "error")
+    __slots__ = ("api_key", "version", "event", "frame", "error", "cid")
 
     def __init__(self, api_key: int, version: int) -> None:
         self.api_key = api_key
@@ -222,8 +222,10 @@ class Connection:
         self._decoder = FrameDecoder(max_frame_size)
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
-        self._send_lock = trio.Lock()
+        self._outbox: list[bytes] = []
+        self._outbox_lot = trio.lowlevel.ParkingLot()
         self._reader_scope: trio.CancelScope | None = None
+        self._writer_scope: trio.CancelScope | None = None
         self._closed_error: BaseException | None = None
         self.closed = trio.Event()
         self.broker_versions: dict[int, tuple[int, int]] = {}
@@ -320,21 +322,59 @@ class Connection:
             p.event.set()
         if self._reader_scope is not None:
             self._reader_scope.cancel()
+        if self._writer_scope is not None:
+            self._writer_scope.cancel()
         self.closed.set()
 
-    async def send_frame(self, frame: bytes) -> None:
-        async with self._send_lock:
-            if self._closed_error is not None:
-                raise ConnectionLost(str(self._closed_error))
+    async def _writer(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Write queued frames in submission order; several frames go out in one send_all."""
+        with trio.CancelScope() as scope:
+            self._writer_scope = scope
+            task_status.started()
             try:
-                await self._stream.send_all(frame)
+                while True:
+                    while not self._outbox:
+                        await self._outbox_lot.park()
+                    data = b"".join(self._outbox) if len(self._outbox) > 1 else self._outbox[0]
+                    self._outbox.clear()
+                    await self._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._fail(ConnectionLost(f"{self.host}:{self.port}: {exc!r}"))
-                raise ConnectionLost(str(self._closed_error)) from exc
-            except BaseException:
-                # cancelled half-way through a frame: the stream cannot be used any more
-                self._fail(ConnectionLost(f"{self.host}:{self.port}: write interrupted"))
-                raise
+
+    def submit(self, request: Any, *, expect_response: bool = True) -> _Pending | None:
+        """Queue `request` for writing now, in call order, without waiting: pipelining callers
+        that must keep their requests in order (the producer's per-partition batches) call this
+        synchronously, then `await conn.wait(pending)`."""
+        if self._closed_error is not None:
+            raise ConnectionLost(str(self._closed_error))
+        api_key = int(request.__api_key__)
+        version = int(request.__version__)
+        cid = next(self._ids) & 0x7FFFFFFF
+        self._outbox.append(encode_request(request, cid, self.client_id))
+        self._outbox_lot.unpark_all()
+        if not expect_response:
+            return None
+        p = _Pending(api_key, version)
+        p.cid = cid
+        self._pending[cid] = p
+        return p
+
+    async def wait(self, p: _Pending, *, timeout: float | None = None) -> Any:
+        """The decoded response to a submitted request."""
+        try:
+            timeout = self.request_timeout if timeout is None else timeout
+            with trio.move_on_after(timeout) as scope:
+                await p.event.wait()
+            if scope.cancelled_caught:
+                self._fail(ConnectionLost(f"{self.host}:{self.port}: request timed out"))
+                raise RequestTimedOut(f"no response to API {p.api_key} v{p.version} within {timeout}s")
+        finally:
+            # on cancellation the response (if any) is dropped by the reader
+            self._pending.pop(p.cid, None)
+        if p.error is not None:
+            raise ConnectionLost(str(p.error))
+        _cid, entity = decode_response(p.frame, p.api_key, p.version)
+        return entity
 
     async def request(
         self,
@@ -344,32 +384,11 @@ class Connection:
         expect_response: bool = True,
     ) -> Any:
         """Send a kio request entity and return the decoded response entity."""
-        if self._closed_error is not None:
-            raise ConnectionLost(str(self._closed_error))
-        api_key = int(request.__api_key__)
-        version = int(request.__version__)
-        cid = next(self._ids) & 0x7FFFFFFF
-        frame = encode_request(request, cid, self.client_id)
-        if not expect_response:
-            await self.send_frame(frame)
+        p = self.submit(request, expect_response=expect_response)
+        if p is None:
+            await trio.lowlevel.checkpoint()
             return None
-        p = _Pending(api_key, version)
-        self._pending[cid] = p
-        try:
-            await self.send_frame(frame)
-            timeout = self.request_timeout if timeout is None else timeout
-            with trio.move_on_after(timeout) as scope:
-                await p.event.wait()
-            if scope.cancelled_caught:
-                self._fail(ConnectionLost(f"{self.host}:{self.port}: request timed out"))
-                raise RequestTimedOut(f"no response to API {api_key} v{version} within {timeout}s")
-        finally:
-            # on cancellation the response (if any) is dropped by the reader
-            self._pending.pop(cid, None)
-        if p.error is not None:
-            raise ConnectionLost(str(p.error))
-        _cid, entity = decode_response(p.frame, api_key, version)
-        return entity
+        return await self.wait(p, timeout=timeout)
 
     async def aclose(self) -> None:
         self._fail(ConnectionLost(f"{self.host}:{self.port}: connection closed"))
@@ -400,6 +419,7 @@ async def open_connection(
     conn = Connection(stream, host, port, node_id=node_id, client_id=client_id, request_timeout=request_timeout)
     try:
         await nursery.start(conn._reader)
+        await nursery.start(conn._writer)
         await conn._negotiate()
     except BaseException:
         await conn.aclose()
