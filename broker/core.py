@@ -198,6 +198,8 @@ class Broker:
         async with self.log_lock:
             if name in self.metadata:
                 raise KafkaError(ErrorCode.topic_already_exists, f"topic {name!r} already exists")
+            if configs:
+                self.logs.set_topic_config(name, dict(configs))
             # Logs first, then the store: a crash in between leaves directories that start-up
             # adopts (TopicStore.reconcile), never a topic without logs.
             for p in range(num_partitions):
@@ -261,10 +263,7 @@ class Broker:
             return attrs.evolve(info, configs=dict(configs))
         async with self.log_lock:
             info = self.metadata.set_configs(name, configs)
-            for p in range(info.partitions):
-                plog = self.partition_log(name, p)
-                if plog is not None:
-                    plog.update_config(config)
+            self.logs.set_topic_config(name, dict(configs))
         return info
 
     async def delete_records(self, topic: str, partition: int, before_offset: int) -> int:

@@ -243,20 +243,29 @@ def _open_storage(config: BrokerConfig):
     os.makedirs(config.data_dir, exist_ok=True)
     metadata = TopicStore.load(config.data_dir)
     default = config.log_config()
-    topic_configs: dict[str, Any] = {}
+    topic_configs: dict[str, dict[str, str]] = {}
     for info in metadata:
         if info.configs:
             try:
-                topic_configs[info.name] = default.with_topic_configs(info.configs)
+                default.with_topic_configs(info.configs)
+                topic_configs[info.name] = dict(info.configs)
             except ValueError as exc:
                 log.error("topic %s: ignoring bad stored configs: %s", info.name, exc)
     logs = LogManager.open(config.data_dir, default, now_ms=Broker.now_ms(), topic_configs=topic_configs)
-    for report in getattr(logs, "recovery_reports", None) or ():
-        log.warning("recovery: %s", report)
+    for report in logs.recovery_reports:
+        if not report.clean:
+            log.warning("recovered %s-%d: %s", report.topic, report.partition, _describe(report))
     missing = metadata.reconcile(_log_keys(logs))
     for topic, p in missing:
-        logs.create(topic, p, topic_configs.get(topic, default))
+        logs.create(topic, p)
     return logs, metadata
+
+
+def _describe(report: Any) -> str:
+    text = f"scanned {report.segments_scanned} segment(s), {report.batches_scanned} batches"
+    if report.truncated:
+        text += f"; cut {report.truncated_bytes} bytes at offset {report.truncated_offset} ({report.reason})"
+    return text
 
 
 def _log_keys(logs: Any) -> list[tuple[str, int]]:
@@ -368,6 +377,13 @@ async def open_broker(config: BrokerConfig) -> AsyncIterator[Broker]:
                     await _graceful_stop(broker, listener_scope)
                 root.cancel_scope.cancel()
         with trio.CancelScope(shield=True):
+            # Producer-state snapshots at the log ends, so the next start need not replay logs.
+            close_state = getattr(broker.producer_state, "close", None)
+            if close_state is not None:
+                try:
+                    await trio.to_thread.run_sync(close_state)
+                except Exception:
+                    log.exception("writing producer-state snapshots failed")
             await trio.to_thread.run_sync(logs.close)
             closed = True
     finally:

@@ -48,4 +48,5 @@ def test_produce_consume_roundtrip(live_broker, codec: str) -> None:
     plog = live_broker.broker.partition_log(topic, 0)
     raw = plog.read_records_bytes(0, 1 << 20)
     codecs = {h.compression for h, _ in split_batches(raw)}
-    assert codecs == {CODECS.index(codec)}
+    # (librdkafka sends a batch uncompressed when compressing did not make it smaller)
+    assert CODECS.index(codec) in codecs and codecs <= {0, CODECS.index(codec)}
