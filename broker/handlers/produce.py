@@ -92,6 +92,13 @@ async def produce(ctx: RequestContext, request) -> object:
                     res.message = f"broker is busy, retry: {exc}"
                     throttle_ms = broker.config.backpressure_throttle_ms
                     continue
+                except BaseException:
+                    # Cancelled while waiting for ring space (connection gone, shutdown): the
+                    # batches will not be written, so they must not stay "in flight" for the
+                    # producer state (its retry would be refused as an in-flight duplicate).
+                    for header in entry.headers:
+                        broker.producer_state.abort(tp, header)
+                    raise
                 res.entry = entry
     finally:
         ctx.release_reader()

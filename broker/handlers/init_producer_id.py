@@ -1,0 +1,51 @@
+"""InitProducerId (22) v0-4: producer ids for idempotent producers.
+
+* no transactional id, no producer id: a new Snowflake producer id (broker.idempotence) at epoch 0.
+* v3+ with producer id and epoch (KIP-360 re-initialisation after an error): the same id with the
+  next epoch, so the partitions restart its sequences at 0; a new id when the epoch is exhausted.
+  An epoch older than one the partitions have seen is a zombie: PRODUCER_FENCED (v4+) or
+  INVALID_PRODUCER_EPOCH (older versions, which do not know PRODUCER_FENCED). An id this broker
+  never issued: INVALID_PRODUCER_ID_MAPPING.
+* a transactional id: ringlog has no transaction coordinator, so TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+  a non-retriable error that makes clients fail fast with a clear message instead of retrying a
+  coordinator lookup forever.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+
+from kio.schema.errors import ErrorCode
+
+from ..errors import KafkaError
+from . import RequestContext, handler, make
+
+log = logging.getLogger("ringlog.init_producer_id")
+
+
+@handler(api_key=22, min_version=0, max_version=4)
+async def init_producer_id(ctx: RequestContext, request) -> object:
+    Response = ctx.response_class()
+
+    def answer(code: ErrorCode, pid: int = -1, epoch: int = -1) -> object:
+        return make(Response, throttle_time=datetime.timedelta(0), error_code=code,
+                    producer_id=pid, producer_epoch=epoch)
+
+    if request.transactional_id is not None:
+        log.info("InitProducerId from %s with transactional id %r refused: transactions are not supported",
+                 ctx.peer, request.transactional_id)
+        return answer(ErrorCode.transactional_id_authorization_failed)
+    state = ctx.broker.producer_state
+    if not hasattr(state, "init_producer_id"):
+        return answer(ErrorCode.cluster_authorization_failed)
+    pid = int(getattr(request, "producer_id", -1))
+    epoch = int(getattr(request, "producer_epoch", -1))
+    try:
+        new_pid, new_epoch = state.init_producer_id(pid, epoch)
+    except KafkaError as exc:
+        code = exc.code
+        if code == ErrorCode.producer_fenced and ctx.api_version < 4:
+            code = ErrorCode.invalid_producer_epoch
+        log.info("InitProducerId from %s (producer %d epoch %d): %s", ctx.peer, pid, epoch, exc)
+        return answer(code)
+    return answer(ErrorCode.none, new_pid, new_epoch)
