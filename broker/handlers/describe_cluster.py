@@ -1,0 +1,38 @@
+"""DescribeCluster (60) v0-2: the cluster id, this node as the only broker and the controller.
+
+endpoint_type 1 (brokers) is the only kind there is; asking for controllers (2) ->
+UNSUPPORTED_ENDPOINT_TYPE, as a Kafka broker answers. Authorized operations are not computed
+(no ACLs): the field keeps Kafka's "not requested" value.
+"""
+from __future__ import annotations
+
+import datetime
+
+from kio.schema.errors import ErrorCode
+
+from . import RequestContext, handler, make, nested
+
+ENDPOINT_BROKERS = 1
+
+
+@handler(api_key=60, min_version=0, max_version=2)
+async def describe_cluster(ctx: RequestContext, request) -> object:
+    broker = ctx.broker
+    Response = ctx.response_class()
+    BrokerCls = nested(Response, "DescribeClusterBroker")
+    endpoint_type = int(getattr(request, "endpoint_type", ENDPOINT_BROKERS))
+    if endpoint_type != ENDPOINT_BROKERS:
+        return make(Response, throttle_time=datetime.timedelta(0), error_code=ErrorCode.unsupported_endpoint_type,
+                    error_message="only the brokers endpoint type is supported", endpoint_type=endpoint_type,
+                    cluster_id=broker.cluster_id, controller_id=-1, brokers=())
+    node = make(BrokerCls, broker_id=broker.node_id, host=broker.host, port=broker.port, rack=None, is_fenced=False)
+    return make(
+        Response,
+        throttle_time=datetime.timedelta(0),
+        error_code=ErrorCode.none,
+        error_message=None,
+        endpoint_type=ENDPOINT_BROKERS,
+        cluster_id=broker.cluster_id,
+        controller_id=broker.node_id,
+        brokers=(node,),
+    )
