@@ -578,9 +578,11 @@ class ProducerStateManager:
             plog = loaded.plog
             if getattr(plog, "closed", False) or self.broker.partition_log(*tp) is not plog:
                 continue
-            # Batches still in flight are not in the log and not in the snapshot: only written
-            # batches are, and the writer has reported every one of them by now.
-            self._snapshot(tp, loaded, plog.log_end_offset, now)
+            # The snapshot covers what the state has applied (every written batch the writer
+            # reported). Not the log end: a writer round cut short by shutdown may have appended
+            # batches it never reported; the next start replays them from the log.
+            offset = min(loaded.state.applied_offset, plog.log_end_offset)
+            self._snapshot(tp, loaded, offset, now)
         return self.snapshots_written - written
 
     def close(self) -> None:

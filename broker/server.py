@@ -377,19 +377,25 @@ async def open_broker(config: BrokerConfig) -> AsyncIterator[Broker]:
                     await _graceful_stop(broker, listener_scope)
                 root.cancel_scope.cancel()
         with trio.CancelScope(shield=True):
-            # Producer-state snapshots at the log ends, so the next start need not replay logs.
-            close_state = getattr(broker.producer_state, "close", None)
-            if close_state is not None:
-                try:
-                    await trio.to_thread.run_sync(close_state)
-                except Exception:
-                    log.exception("writing producer-state snapshots failed")
+            await _close_producer_state(broker)
             await trio.to_thread.run_sync(logs.close)
             closed = True
     finally:
         if not closed:
             with trio.CancelScope(shield=True):
+                # Also when the caller cancelled us (BrokerThread.stop, a test's cancel scope).
+                await _close_producer_state(locals().get("broker"))
                 await trio.to_thread.run_sync(logs.close)
+
+
+async def _close_producer_state(broker: Broker | None) -> None:
+    """Producer-state snapshots, so the next start need not replay the logs."""
+    close_state = getattr(getattr(broker, "producer_state", None), "close", None)
+    if close_state is not None:
+        try:
+            await trio.to_thread.run_sync(close_state)
+        except Exception:
+            log.exception("writing producer-state snapshots failed")
 
 
 async def _graceful_stop(broker: Broker, listener_scope: trio.CancelScope) -> None:
