@@ -50,7 +50,7 @@ from storage.records import decompress
 
 from . import assignors as _assignors
 from .cluster import LEADERSHIP_ERRORS, Cluster
-from .connection import ApiKey, td_ms
+from .connection import ApiKey
 from .errors import (
     ClientClosed,
     ConnectionLost,
