@@ -104,6 +104,9 @@ class Connection:
         while True:
             data = await self.stream.receive_some(RECEIVE_SIZE)
             if not data:
+                # EOF: like Kafka, treat it as the end of the connection; pending answers
+                # (e.g. a long-poll fetch) have nobody to go to.
+                nursery.cancel_scope.cancel()
                 return
             try:
                 decoder.feed(data)

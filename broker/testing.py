@@ -31,6 +31,17 @@ from .server import open_broker
 
 READY_RE = re.compile(r"ringlog broker ready on (\S+):(\d+)")
 
+# `ringlog broker ARGS...` without building the other subcommands' parsers: the crash tests only
+# depend on the broker.
+_ENTRY = (
+    "import argparse, sys\n"
+    "from client.cli import broker as command\n"
+    "parser = argparse.ArgumentParser(prog='ringlog broker')\n"
+    "command.register(parser.add_subparsers(dest='command'))\n"
+    "args = parser.parse_args(['broker', *sys.argv[1:]])\n"
+    "sys.exit(args.func(args))\n"
+)
+
 
 class BrokerThread:
     def __init__(self, config: BrokerConfig | None = None, **overrides: Any) -> None:
@@ -128,8 +139,7 @@ class BrokerProcess:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> BrokerProcess:
-        cmd = [sys.executable, "-c", "import sys; from client.cli import main; sys.exit(main())",
-               "broker", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir, *self.args]
+        cmd = [sys.executable, "-c", _ENTRY, "--listen", "127.0.0.1:0", "--data-dir", self.data_dir, *self.args]
         env = dict(os.environ)
         env.update(self.env or {})
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
