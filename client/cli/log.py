@@ -1,4 +1,5 @@
-"""`ringlog log`: read segment files offline, without a broker (dump, verify, stats).
+"""`ringlog log`: read segment files offline, without a broker (dump, verify, stats), and
+re-publish them into a running broker (replay).
 
 PATH is either a partition directory (`<topic>-<partition>`, holding `<base offset>.log` files)
 or a data directory holding partition directories. Output is streamed: a dump of a big log is
@@ -144,6 +145,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_selection(stats)
     stats.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     stats.set_defaults(func=_guard(_stats))
+
+    _register_replay(sub)
 
 
 # --- plumbing -------------------------------------------------------------------------------
@@ -439,4 +442,308 @@ def _stats(args: argparse.Namespace) -> int:
     for ps in all_stats:
         if ps.torn_tail is not None:
             sys.stdout.write(f"note: {_name(ps.topic, ps.partition)}: {ps.torn_tail.describe()}\n")
+    return 0
+
+
+# --- replay ---------------------------------------------------------------------------------
+
+REPLAY_HELP = """\
+what is kept: keys, values, headers and timestamps (a LogAppendTime record is re-sent with its
+append time as its CreateTime; a target topic configured for LogAppendTime stamps its own).
+Offsets are the target's own: the table shows both ranges. Control batches (transaction
+markers) are not replayed; records of aborted transactions are (the dump's rule).
+
+partitions: source partition P goes to target partition P when the target topic has more than
+P partitions; otherwise to P modulo the target's partition count (a note on stderr says so):
+each source partition still lands in one target partition, in order, but several may share
+one. --by-key instead spreads records by key like any producer (murmur2; keyless records
+spread evenly). A missing target topic is created with as many partitions as the source has
+(highest partition number + 1), unless --no-create.
+
+delivery: an idempotent producer with acks=all by default, so a retry never duplicates a
+record and each partition's order is kept. A torn tail ends a partition's replay (note on
+stderr); a damaged batch stops the replay with exit 1 after everything before it is delivered.
+"""
+
+
+def _register_replay(sub) -> None:
+    from ._common import add_json, add_progress
+
+    replay = sub.add_parser(
+        "replay",
+        help="re-publish a topic's segments into a running broker",
+        description="Read the segments of --topic in DATA_DIR (offline, no broker needed there) "
+        "and produce their records to the Kafka-compatible broker at --to (ringlog or any "
+        "other). Prints a table per source partition (or --json) when done.",
+        epilog=REPLAY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    replay.add_argument("path", metavar="DATA_DIR", help="a data directory or one partition directory")
+    replay.add_argument("--topic", required=True, metavar="TOPIC", help="the topic to replay")
+    replay.add_argument("--partition", action="append", type=_partition_number, metavar="N",
+                        help="only this source partition (repeatable)")
+    replay.add_argument("--from", dest="from_offset", type=_offset, default=0, metavar="OFFSET",
+                        help="first source offset to replay (default 0; per partition)")
+    replay.add_argument("--to", dest="bootstrap", required=True, metavar="HOST:PORT",
+                        help="the target broker's bootstrap address(es)")
+    replay.add_argument("--to-topic", metavar="TOPIC", help="target topic (default: the same name)")
+    replay.add_argument("--by-key", action="store_true",
+                        help="partition by key in the target instead of keeping partition numbers")
+    replay.add_argument("--no-create", action="store_true",
+                        help="fail instead of creating a missing target topic")
+    replay.add_argument("--acks", choices=("0", "1", "all"), default="all",
+                        help="acks of the producer (default all, idempotent)")
+    replay.add_argument("--compression", choices=("none", "gzip", "snappy", "lz4", "zstd"),
+                        default="none", help="codec of the batches sent to the target")
+    add_json(replay, "summary")
+    add_progress(replay)
+    replay.set_defaults(func=_run_replay)
+
+
+def _replay_sources(args: argparse.Namespace) -> list[PartitionDir]:
+    kind = classify(args.path)
+    numbers = set(args.partition) if args.partition else None
+    if kind == "partition":
+        part = partition_of(args.path)
+        found = [part] if part.topic == args.topic and (numbers is None or part.partition in numbers) else []
+    else:
+        found = select_partitions(args.path, {args.topic}, numbers)
+    if not found:
+        wanted = f"topic {args.topic!r}" + (
+            f" partition {', '.join(map(str, sorted(numbers)))}" if numbers else ""
+        )
+        raise _UserError(f"{args.path}: no partition of {wanted}")
+    return found
+
+
+def _estimate_records(part: PartitionDir, from_offset: int) -> int:
+    """Records at or above from_offset, from the batch headers (a fast estimate for the bar)."""
+    total = 0
+    for seg in partition_stats(part.path).segments:
+        if seg.records == 0 or seg.last_offset is None or seg.last_offset < from_offset:
+            continue
+        first = seg.first_offset if seg.first_offset is not None else seg.base_offset
+        if first >= from_offset:
+            total += seg.records
+        else:
+            total += min(seg.records, seg.last_offset - from_offset + 1)
+    return total
+
+
+class _Replayed:
+    __slots__ = ("source", "target", "records", "first_offset", "last_offset", "first", "last")
+
+    def __init__(self, source: int, target: int | None) -> None:
+        self.source = source
+        self.target = target
+        self.records = 0
+        self.first_offset: int | None = None
+        self.last_offset: int | None = None
+        self.first = None  # delivery handles of the first and last record sent
+        self.last = None
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from ._common import command
+
+    # The offline part's errors (missing path, not a ringlog dir) come first, with log's codes.
+    try:
+        args._sources = _replay_sources(args)
+    except (_UserError, FileNotFoundError, NotADirectoryError, NotALogDirectoryError) as exc:
+        _error("ringlog log replay", _plain(exc))
+        return 2
+    return command("ringlog log replay")(_replay_async)(args)
+
+
+async def _target_partitions(bootstrap: str, topic: str, want: int, create: bool) -> tuple[int, bool]:
+    """(partition count of the target topic, created?); creates it with `want` partitions when
+    it is missing and `create`."""
+    from client.admin import Admin
+    from client.errors import KafkaError
+
+    from ._common import CliError, connected, CONNECT_TIMEOUT
+
+    async with connected(Admin(bootstrap, client_id="ringlog-cli", connect_timeout_ms=CONNECT_TIMEOUT * 1000)) as admin:
+        info = await _describe_one(admin, topic)
+        if info is not None:
+            return len(info), False
+        if not create:
+            raise CliError(f"unknown topic {topic!r} at {bootstrap} (and --no-create)")
+        try:
+            await admin.create_topics([_new_topic(topic, want)])
+        except KafkaError as exc:
+            if exc.code != 36:  # TOPIC_ALREADY_EXISTS: someone else was quicker, fine
+                raise
+        for _ in range(50):
+            info = await _describe_one(admin, topic)
+            if info:
+                return len(info), True
+            import trio
+
+            await trio.sleep(0.1)
+        raise CliError(f"created topic {topic!r} at {bootstrap} but it does not show up")
+
+
+async def _describe_one(admin, topic: str):
+    """The target topic's partitions (a dict), or None when it does not exist."""
+    from client.errors import KafkaError
+
+    try:
+        info = (await admin.describe_topics([topic]))[topic]
+    except KafkaError as exc:
+        if exc.code == 3:  # UNKNOWN_TOPIC_OR_PARTITION
+            return None
+        raise
+    return info.partitions
+
+
+def _new_topic(name: str, partitions: int):
+    from client.admin import NewTopic
+
+    return NewTopic(name, partitions)
+
+
+async def _replay_async(args: argparse.Namespace) -> int:
+    import trio
+
+    from client.producer import Producer
+
+    from ._common import (
+        CONNECT_TIMEOUT,
+        CliError,
+        Progress,
+        bootstrap_of,
+        connected,
+        print_json,
+        print_table,
+    )
+    from .produce import _Delivery
+
+    bootstrap = bootstrap_of(args)
+    sources: list[PartitionDir] = args._sources
+    target_topic = args.to_topic or args.topic
+    need = max(p.partition for p in sources) + 1
+    count, created = await _target_partitions(bootstrap, target_topic, need, not args.no_create)
+    if created:
+        print(f"ringlog log replay: created topic {target_topic!r} with {count} partitions at {bootstrap}",
+              file=sys.stderr)
+
+    def target_of(p: int) -> int | None:
+        if args.by_key:
+            return None
+        return p if p < count else p % count
+
+    moved = [p.partition for p in sources if not args.by_key and p.partition >= count]
+    if moved:
+        print(
+            f"ringlog log replay: note: {target_topic!r} has {count} partition{'s' if count != 1 else ''}; "
+            + ", ".join(f"{p}->{p % count}" for p in moved)
+            + " (each source partition stays in order; shared target partitions interleave)",
+            file=sys.stderr,
+        )
+
+    total = 0
+    for part in sources:
+        total += await trio.to_thread.run_sync(_estimate_records, part, args.from_offset)
+    progress = Progress.for_args(args, "replay", total or None, "records")
+    delivery = _Delivery()
+    done: list[_Replayed] = []
+    torn: list[TornTail] = []
+    acks = "all" if args.acks == "all" else int(args.acks)
+    sent = 0
+    damage: SegmentCorruptError | None = None
+    async with connected(Producer(
+        bootstrap,
+        client_id="ringlog-replay",
+        acks=acks,
+        compression_type=args.compression,
+        linger_ms=10,
+        connect_timeout_ms=CONNECT_TIMEOUT * 1000,
+        request_timeout_ms=15000,
+        delivery_timeout_ms=120000,
+        retries=50,
+    )) as producer:
+        for part in sources:
+            r = _Replayed(part.partition, target_of(part.partition))
+            done.append(r)
+            it = iter_partition(part.path, args.from_offset, on_torn_tail=torn.append)
+
+            def chunk(it=it):
+                # reading and decoding happen off the event loop, a thousand records at a time
+                out = []
+                for rec in it:
+                    out.append(rec)
+                    if len(out) >= 1000:
+                        break
+                return out
+
+            while True:
+                try:
+                    recs = await trio.to_thread.run_sync(chunk)
+                except SegmentCorruptError as exc:
+                    damage = exc
+                    break
+                if not recs:
+                    break
+                for rec in recs:
+                    h = await producer.send(
+                        target_topic, rec.value, rec.key, rec.headers, r.target, rec.timestamp
+                    )
+                    delivery.add(h)
+                    if r.first is None:
+                        r.first = h
+                        r.first_offset = rec.offset
+                    r.last = h
+                    r.last_offset = rec.offset
+                    r.records += 1
+                sent += len(recs)
+                progress.update(sent)
+            if damage is not None:
+                break
+        await producer.flush()
+        await delivery.finish()
+    progress.finish()
+    for t in torn:
+        print(f"ringlog log replay: note: {t.describe()}; the partition's replay ends there", file=sys.stderr)
+    if delivery.failed:
+        raise CliError(f"{delivery.failed} of {sent} records were not delivered: {delivery.first_error}")
+
+    def target_range(r: _Replayed) -> tuple[int | None, int | None]:
+        if r.first is None:
+            return None, None
+        a, b = r.first.result().offset, r.last.result().offset
+        return (a if a >= 0 else None), (b if b >= 0 else None)
+
+    rows = []
+    docs = []
+    for r in done:
+        t_first, t_last = target_range(r)
+        target = "by key" if r.target is None else r.target
+        rows.append([
+            f"{args.topic}-{r.source}",
+            f"{target_topic}-{target}" if r.target is not None else f"{target_topic} (by key)",
+            r.records,
+            "-" if r.first_offset is None else f"{r.first_offset}..{r.last_offset}",
+            "-" if t_first is None else f"{t_first}..{t_last}",
+        ])
+        docs.append({
+            "source_partition": r.source, "target_partition": r.target, "records": r.records,
+            "source_first_offset": r.first_offset, "source_last_offset": r.last_offset,
+            "target_first_offset": t_first, "target_last_offset": t_last,
+        })
+    if args.json:
+        print_json({
+            "source": {"path": str(args.path), "topic": args.topic},
+            "target": {"bootstrap": bootstrap, "topic": target_topic, "partitions": count,
+                       "created": created},
+            "records": sent,
+            "partitions": docs,
+            "torn_tails": [_torn_json(t) for t in torn],
+        })
+    else:
+        print_table(["SOURCE", "TARGET", "RECORDS", "SOURCE-OFFSETS", "TARGET-OFFSETS"], rows,
+                    right=["RECORDS"])
+        print(f"replayed {sent} record{'s' if sent != 1 else ''} to {target_topic} at {bootstrap}")
+    if damage is not None:
+        raise CliError(f"stopped at damaged data: {damage} ({sent} records before it were delivered)")
     return 0
