@@ -235,3 +235,42 @@ def test_confluent_kafka_idempotent_producer(data_dir):
         [(pid, entry)] = state.producers.items()
         assert entry.epoch == 0 and entry.batches[-1].last_seq == 499
     assert stored_values(data_dir, "ck") == [b"v%d" % i for i in range(500)]
+
+
+def test_periodic_snapshot_while_producing(data_dir):
+    from broker.idempotence import PartitionProducers
+
+    with BrokerThread(BrokerConfig(listen_port=0, data_dir=data_dir)) as b:
+        b.broker.producer_state.snapshot_interval_ms = 0  # snapshot after every write
+        w = Wire(b.bootstrap)
+        w.create_topic("periodic")
+        _, pid, epoch = w.init_producer_id()
+        for seq in (0, 3, 6):
+            assert w.produce("periodic", batch(pid, epoch, seq))[0] == ErrorCode.none
+        part = __import__("pathlib").Path(data_dir) / "periodic-0"
+        snaps = list_snapshots(part)
+        assert [o for o, _ in snaps] == [6, 9]  # the newest two are kept
+        offset, state = PartitionProducers.decode_snapshot(snaps[-1][1].read_bytes())
+        assert offset == 9
+        assert [(m.first_seq, m.first_offset) for m in state.producers[pid].batches] == [(0, 0), (3, 3), (6, 6)]
+        w.close()
+
+
+def test_delete_records_forgets_producers_below_the_log_start(data_dir):
+    from kio.schema.delete_records.v2.request import (
+        DeleteRecordsPartition,
+        DeleteRecordsRequest,
+        DeleteRecordsTopic,
+    )
+
+    with BrokerThread(BrokerConfig(listen_port=0, data_dir=data_dir)) as b:
+        w = Wire(b.bootstrap)
+        w.create_topic("dr")
+        _, pid, epoch = w.init_producer_id()
+        assert w.produce("dr", batch(pid, epoch, 0))[0] == ErrorCode.none
+        r = w.call(DeleteRecordsRequest(topics=(DeleteRecordsTopic(name="dr", partitions=(
+            DeleteRecordsPartition(partition_index=0, offset=-1),)),), timeout=datetime.timedelta(seconds=5)))
+        assert r.topics[0].partitions[0].low_watermark == 3
+        # Kafka's rule: nothing of the producer is left, so any sequence is accepted.
+        assert w.produce("dr", batch(pid, epoch, 40)) == (ErrorCode.none, 3)
+        w.close()
