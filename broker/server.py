@@ -310,33 +310,36 @@ async def _maintenance(broker: Broker) -> None:
     while True:
         await trio.sleep(tick_s)
         now = broker.now_ms()
-        to_flush = []
+        retention_due = now - last_retention >= config.retention_check_interval_ms
+        tokens = []
         async with broker.log_lock:
             for (topic, p), plog in broker._all_logs():
                 try:
                     plog.maybe_roll(now)
-                    if now - last_retention >= config.retention_check_interval_ms:
+                    if retention_due:
                         plog.apply_retention(now)
                     if plog.needs_flush(now):
-                        to_flush.append(plog)
+                        tokens.append((plog, plog.flush_begin()))
                 except Exception:
                     log.exception("maintenance of %s-%d failed", topic, p)
-            if now - last_retention >= config.retention_check_interval_ms:
-                last_retention = now
-            if to_flush:
-                tokens = [(plog, plog.flush_begin()) for plog in to_flush]
+        if retention_due:
+            last_retention = now
+        if not tokens:
+            continue
 
-                def sync_all() -> None:
-                    for _, token in tokens:
-                        token.sync()
+        def sync_all() -> None:
+            for _, token in tokens:
+                token.sync()
 
-                try:
-                    await trio.to_thread.run_sync(sync_all)
-                except OSError as exc:
-                    log.error("interval flush failed: %r", exc)
-                finally:
-                    for plog, token in tokens:
-                        plog.flush_end(token)
+        # The fsyncs run without the lock so the writer keeps appending meanwhile (the tokens
+        # hold their files open; flush_end ignores a log deleted in between).
+        try:
+            await trio.to_thread.run_sync(sync_all)
+        except Exception as exc:  # StorageIOError: the logs stay dirty and are retried
+            log.error("interval flush failed: %r", exc)
+        finally:
+            for plog, token in tokens:
+                plog.flush_end(token)
 
 
 @asynccontextmanager
