@@ -167,10 +167,8 @@ def decode_request_body(header: RequestHeader, data: bytes | memoryview) -> Any:
     except (SerialError, KeyError, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         # kio raises KeyError for unknown tagged fields, its own errors for underflow and the like.
         raise InvalidRequest(f"cannot decode {cls.__name__} v{header.api_version}: {exc!r}") from exc
-    if header.header_size + size != len(data):
-        raise InvalidRequest(
-            f"{len(data) - header.header_size - size} unexpected bytes after {cls.__name__}"
-        )
+    # Bytes after the body are ignored, as Kafka's own parser does: librdkafka 2.x sends three
+    # extra bytes after a Metadata v12 request that asks for all topics.
     return entity
 
 
