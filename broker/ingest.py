@@ -188,7 +188,7 @@ class Ingest:
                 sync_error = await self._fsync(always)
             for tp, plog, entries, infos in written:
                 state = broker.partition_state(*tp)
-                if sync_error is not None:
+                if sync_error is not None and plog.config.flush_policy == "always":
                     # Written but not durable: the client must not take it as acknowledged.
                     for entry in entries:
                         self._abort(entry, sync_error)
