@@ -167,13 +167,14 @@ class Ingest:
                 return
             self.rounds += 1
             now = broker.now_ms()
-            written: list[tuple[TopicPartition, Any, list[PendingAppend], list[Any]]] = []
+            written: list[tuple[TopicPartition, Any, list[PendingAppend], list[Any], int]] = []
             for tp, plog, entries in work:
                 if plog is None:
                     for entry in entries:
                         self._abort(entry, KafkaError(_unknown_tp(), f"{tp[0]}-{tp[1]} does not exist"))
                     continue
                 batches = [b for entry in entries for b in entry.batches]
+                start = plog.log_end_offset
                 try:
                     infos = plog.append_batches(batches, now_ms=now)
                 except Exception as exc:  # storage rolled back: nothing of this round is visible
@@ -181,15 +182,18 @@ class Ingest:
                     for entry in entries:
                         self._abort(entry, exc)
                     continue
-                written.append((tp, plog, entries, list(infos)))
+                written.append((tp, plog, entries, list(infos), start))
             sync_error: BaseException | None = None
-            always = [plog for _, plog, _, _ in written if plog.config.flush_policy == "always"]
+            always = [w[1] for w in written if w[1].config.flush_policy == "always"]
             if always:
                 sync_error = await self._fsync(always)
-            for tp, plog, entries, infos in written:
+            for tp, plog, entries, infos, start in written:
                 state = broker.partition_state(*tp)
                 if sync_error is not None and plog.config.flush_policy == "always":
-                    # Written but not durable: the client must not take it as acknowledged.
+                    # Written but not durable: the client must not take it as acknowledged, and
+                    # the bytes must go, or the high watermark would expose them and a retry of
+                    # the same batches would store them twice.
+                    self._undo(tp, plog, start)
                     for entry in entries:
                         self._abort(entry, sync_error)
                 else:
@@ -201,8 +205,21 @@ class Ingest:
                             broker.producer_state.update(tp, header, info)
                         entry.finish(infos=mine)
                 if state is not None:
-                    state.high_watermark = plog.log_end_offset
+                    # min(): a failed cut-back must not expose unacknowledged batches.
+                    end = plog.log_end_offset
+                    if sync_error is not None and plog.config.flush_policy == "always":
+                        end = min(end, start)
+                    state.high_watermark = end
                     state.notify()
+
+    def _undo(self, tp: TopicPartition, plog: Any, start: int) -> None:
+        """Cut a round's unacknowledged batches off the log after its fsync failed."""
+        try:
+            plog.truncate_to(start)
+        except Exception as exc:
+            # The bytes stay but the high watermark does not move past them (see below), so no
+            # consumer sees them before a restart's recovery decides what is intact.
+            log.critical("could not cut %s-%d back to offset %d after a failed fsync: %r", tp[0], tp[1], start, exc)
 
     async def _fsync(self, plogs: list[Any]) -> BaseException | None:
         tokens = [(plog, plog.flush_begin()) for plog in plogs]
