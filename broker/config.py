@@ -62,6 +62,15 @@ class BrokerConfig:
     # default topic configs (Kafka topic config names: "retention.ms", "segment.bytes", ...)
     topic_defaults: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(m))
     log_level: str = "INFO"
+    # consumer groups (broker.coordinator); Kafka's names and defaults
+    group_initial_rebalance_delay_ms: int = 3000
+    group_min_session_timeout_ms: int = 6000
+    group_max_session_timeout_ms: int = 1_800_000
+    group_max_size: int = 2**31 - 1
+    offsets_topic_num_partitions: int = 1
+    offsets_retention_minutes: int = 7 * 24 * 60
+    offsets_retention_check_interval_ms: int = 600_000
+    offset_metadata_max_bytes: int = 4096
 
     def log_config(self):
         """The default storage LogConfig: storage defaults, then topic_defaults, then fsync."""
@@ -106,6 +115,14 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "num.partitions": ("num_partitions", int),
     "log.retention.check.interval.ms": ("retention_check_interval_ms", int),
     "log.level": ("log_level", str),
+    "group.initial.rebalance.delay.ms": ("group_initial_rebalance_delay_ms", int),
+    "group.min.session.timeout.ms": ("group_min_session_timeout_ms", int),
+    "group.max.session.timeout.ms": ("group_max_session_timeout_ms", int),
+    "group.max.size": ("group_max_size", int),
+    "offsets.topic.num.partitions": ("offsets_topic_num_partitions", int),
+    "offsets.retention.minutes": ("offsets_retention_minutes", int),
+    "offsets.retention.check.interval.ms": ("offsets_retention_check_interval_ms", int),
+    "offset.metadata.max.bytes": ("offset_metadata_max_bytes", int),
 }
 
 

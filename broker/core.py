@@ -115,6 +115,10 @@ class Broker:
         from .ingest import Ingest
 
         self.ingest = Ingest(self)
+        from .coordinator_runtime import CoordinatorRuntime
+
+        # consumer groups; its task (load of __consumer_offsets, timers) runs in the root nursery
+        self.coordinator = CoordinatorRuntime(self)
 
     # --- small queries -------------------------------------------------------------------------
 

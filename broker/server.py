@@ -363,6 +363,7 @@ async def open_broker(config: BrokerConfig) -> AsyncIterator[Broker]:
 
             conn_nursery = await root.start(run_connections)
             await root.start(broker.ingest.run)
+            await root.start(broker.coordinator.run)
 
             async def run_listeners(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
                 with listener_scope:

@@ -1,0 +1,240 @@
+"""The group coordinator on Trio: persistence, timers and waiting for deferred answers.
+
+The state machine (broker.coordinator.state, sans-IO) decides; this layer
+  1. runs each operation with the current time, under a lock so that the records of successive
+     operations enter the `__consumer_offsets` ring in the order the operations were made;
+  2. appends the records through the broker's ordinary ingest path (the same rings and group
+     commit as any Produce, so the broker's flush policy applies: with fsync=always a commit is
+     fsynced before it is acknowledged, otherwise it is in the page cache, which survives a
+     process kill);
+  3. finishes the outcomes in log order once their records are committed (only then do committed
+     offsets become visible) and hands every reply to the request waiting for it;
+  4. ticks the state machine at its next deadline (sessions, rebalance and sync timeouts,
+     offsets expiry), woken early by every operation.
+
+Start-up: the internal topic `__consumer_offsets` (offsets.topic.num.partitions partitions,
+cleanup.policy=compact) is created if missing, then every partition is replayed from its log start
+to its high watermark; requests meanwhile get COORDINATOR_LOAD_IN_PROGRESS. A group lives in
+partition `javaHash(group) % partitions` (Kafka's placement; with one node it only spreads load).
+
+Lives outside broker/coordinator/ because that package is kept free of Trio.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from storage.batch import split_batches, validate_batch
+from storage.records import build_batch, decode_records
+
+from .coordinator import OFFSETS_TOPIC, CoordinatorConfig, GroupCoordinator, Outcome, lag_report
+from .coordinator import records as rec
+from .ingest import PendingAppend
+
+if TYPE_CHECKING:
+    from .core import Broker
+
+log = logging.getLogger("ringlog.coordinator")
+
+READ_CHUNK = 1 << 20
+MAX_TICK_S = 1.0
+
+
+def java_string_hash(s: str) -> int:
+    """java.lang.String.hashCode over UTF-16 code units, as a signed 32-bit int."""
+    h = 0
+    data = s.encode("utf-16-be")
+    for i in range(0, len(data), 2):
+        h = (31 * h + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def partition_for(group_id: str, partitions: int) -> int:
+    return (java_string_hash(group_id) & 0x7FFFFFFF) % partitions
+
+
+def coordinator_config(config: Any) -> CoordinatorConfig:
+    return CoordinatorConfig(
+        group_min_session_timeout_ms=config.group_min_session_timeout_ms,
+        group_max_session_timeout_ms=config.group_max_session_timeout_ms,
+        group_initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
+        group_max_size=config.group_max_size,
+        offsets_retention_ms=config.offsets_retention_minutes * 60_000,
+        offsets_retention_check_interval_ms=config.offsets_retention_check_interval_ms,
+        offset_metadata_max_bytes=config.offset_metadata_max_bytes,
+    )
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    event: trio.Event = attrs.field(factory=trio.Event)
+    reply: Any = None
+
+
+@attrs.define(eq=False)
+class _InFlight:
+    outcome: Outcome
+    entries: list[PendingAppend]
+
+    def done(self) -> bool:
+        return all(e.done.is_set() for e in self.entries)
+
+    def ok(self) -> bool:
+        return all(e.error is None for e in self.entries)
+
+
+class CoordinatorRuntime:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.config = coordinator_config(broker.config)
+        self.num_partitions = max(1, int(broker.config.offsets_topic_num_partitions))
+        self.state = GroupCoordinator(self.config, loading=True)
+        self._lock = trio.Lock()
+        self._waiters: dict[int, _Waiter] = {}
+        self._inflight: collections.deque[_InFlight] = collections.deque()
+        self._wake = trio.Event()
+        self.loaded = trio.Event()
+        self.load_error: BaseException | None = None
+
+    # --- start-up -------------------------------------------------------------------------------
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Create/replay `__consumer_offsets`, then drive the timers until cancelled."""
+        task_status.started()
+        try:
+            await self._load()
+        except Exception as exc:  # the broker keeps serving data; groups answer "not available"
+            self.load_error = exc
+            log.exception("loading %s failed; group coordination is unavailable", OFFSETS_TOPIC)
+            raise
+        finally:
+            self.loaded.set()
+        while True:
+            now = self.broker.now_ms()
+            delay = (self.state.next_deadline(now) - now) / 1000
+            with trio.move_on_after(min(max(delay, 0), MAX_TICK_S)):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            self._drain()
+            await self.execute(self.state.tick)
+
+    async def _load(self) -> None:
+        broker = self.broker
+        info = broker.metadata.get(OFFSETS_TOPIC)
+        if info is None:
+            info = await broker.create_topic(
+                OFFSETS_TOPIC, self.num_partitions, {"cleanup.policy": "compact"}
+            )
+        self.num_partitions = info.partitions
+        count = 0
+        for p in range(info.partitions):
+            plog = broker.partition_log(OFFSETS_TOPIC, p)
+            if plog is None:
+                continue
+            end = broker.high_watermark(OFFSETS_TOPIC, p)
+            async with broker.log_lock:
+                records = await trio.to_thread.run_sync(_read_all, plog, end)
+            for key, value in records:
+                try:
+                    self.state.replay(key, value)
+                except rec.RecordFormatError as exc:
+                    log.warning("%s-%d: skipping an unreadable record: %s", OFFSETS_TOPIC, p, exc)
+                count += 1
+        self.state.load_complete(broker.now_ms())
+        log.info("group coordinator loaded %d records: %d groups", count, len(self.state.groups))
+
+    # --- operations -----------------------------------------------------------------------------
+
+    async def execute(self, operation: Callable[..., Outcome], *args: Any, **kwargs: Any) -> Any:
+        """Run `operation(now, *args)` on the state machine, persist, finish, and return the reply
+        (waiting for it when the operation defers it, e.g. a JoinGroup during a rebalance)."""
+        async with self._lock:
+            outcome = operation(self.broker.now_ms(), *args, **kwargs)
+            waiter = self._waiters[outcome.token] = _Waiter()
+            if outcome.records:
+                flight = _InFlight(outcome, await self._append(outcome.records))
+                self._inflight.append(flight)
+            else:
+                flight = None
+                self._resolve(self.state.finish(outcome, True))
+        try:
+            if flight is not None:
+                for entry in flight.entries:
+                    await entry.done.wait()
+                self._drain()
+            self._wake.set()
+            await waiter.event.wait()
+            return waiter.reply
+        finally:
+            self._waiters.pop(outcome.token, None)
+
+    def _drain(self) -> None:
+        # outcomes with records finish strictly in log order
+        while self._inflight and self._inflight[0].done():
+            flight = self._inflight.popleft()
+            ok = flight.ok()
+            if not ok:
+                errors = [e.error for e in flight.entries if e.error is not None]
+                log.error("appending to %s failed: %r", OFFSETS_TOPIC, errors[0])
+            self._resolve(self.state.finish(flight.outcome, ok))
+
+    def _resolve(self, replies: dict[int, Any]) -> None:
+        for token, reply in replies.items():
+            waiter = self._waiters.get(token)
+            if waiter is not None and not waiter.event.is_set():
+                waiter.reply = reply
+                waiter.event.set()
+
+    async def _append(self, records: list[rec.Record]) -> list[PendingAppend]:
+        by_partition: dict[int, list[rec.Record]] = {}
+        for key, value in records:
+            k = rec.decode_key(key)
+            by_partition.setdefault(partition_for(k.group, self.num_partitions), []).append((key, value))
+        now = self.broker.now_ms()
+        entries = []
+        for p, items in sorted(by_partition.items()):
+            batch = bytearray(build_batch([(k, v, (), now) for k, v in items]))
+            header = validate_batch(batch, from_client=False)
+            entry = PendingAppend((OFFSETS_TOPIC, p), [batch], [header], len(batch))
+            await self.broker.ingest.submit(entry, block=True)
+            entries.append(entry)
+        return entries
+
+    # --- queries ----------------------------------------------------------------------------------
+
+    def lag(self, group_id: str) -> list[tuple[str, int, int | None, int, int | None]]:
+        """Per partition of the group: (topic, partition, committed, log end, lag)."""
+        return lag_report(self.state, group_id, self.broker.high_watermark)
+
+
+def describe_group_lag(broker: Broker, group_id: str) -> list[tuple[str, int, int | None, int, int | None]]:
+    """Broker-side lag of a group (for the CLI and metrics): see CoordinatorRuntime.lag."""
+    return broker.coordinator.lag(group_id)
+
+
+def _read_all(plog: Any, end: int) -> list[rec.Record]:
+    """Every (key, value) of a partition log below `end`, in offset order (a worker thread)."""
+    out: list[rec.Record] = []
+    offset = plog.log_start_offset
+    while offset < end:
+        data = plog.read_records_bytes(offset, READ_CHUNK, upper_bound=end)
+        if not data:
+            break
+        last = offset
+        for header, raw in split_batches(data):
+            if header.is_control:
+                last = header.base_offset + header.last_offset_delta + 1
+                continue
+            for record in decode_records(raw, header):
+                if record.offset >= offset:
+                    out.append((record.key, record.value))
+            last = header.base_offset + header.last_offset_delta + 1
+        if last <= offset:
+            break
+        offset = last
+    return out

@@ -1,0 +1,336 @@
+"""Consumer-group APIs: translate kio requests to the coordinator state machine and back.
+
+FindCoordinator (10) v0-3, JoinGroup (11) v0-5, Heartbeat (12) v0-3, LeaveGroup (13) v0-3,
+SyncGroup (14) v0-3, OffsetCommit (8) v2-8, OffsetFetch (9) v1-7, DescribeGroups (15) v0-6,
+ListGroups (16) v0-5, DeleteGroups (42) v0-2, OffsetDelete (47) v0.
+
+Single node: this broker coordinates every group (FindCoordinator always names it). The work and
+the Kafka semantics live in broker.coordinator (state machine) and broker.coordinator_runtime
+(persistence in `__consumer_offsets`, timers); these handlers only convert.
+"""
+from __future__ import annotations
+
+import datetime
+
+from kio.schema.errors import ErrorCode
+
+from ..coordinator import (
+    CommitEntry,
+    CommitRequest,
+    HeartbeatRequest,
+    JoinRequest,
+    LeaveMember,
+    SyncRequest,
+)
+from . import RequestContext, handler, has_field, make, nested
+
+ZERO = datetime.timedelta(0)
+# DescribeGroups authorized_operations when the client did not ask for them
+AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
+KEY_TYPE_GROUP = 0
+
+
+def _ms(value) -> int:
+    if isinstance(value, datetime.timedelta):
+        return int(value / datetime.timedelta(milliseconds=1))
+    return int(value)
+
+
+def _host(ctx: RequestContext) -> str:
+    # Kafka reports the client's address as "/ip"
+    host = ctx.peer.rsplit(":", 1)[0] if ctx.peer else ""
+    return "/" + host.strip("[]") if host else ""
+
+
+# --- FindCoordinator ---------------------------------------------------------------------------
+
+
+@handler(api_key=10, min_version=0, max_version=3)
+async def find_coordinator(ctx: RequestContext, request) -> object:
+    broker = ctx.broker
+    Response = ctx.response_class()
+    key_type = getattr(request, "key_type", KEY_TYPE_GROUP)
+    if key_type != KEY_TYPE_GROUP:
+        # transactions are not supported: there is no transaction coordinator
+        return make(Response, throttle_time=ZERO, error_code=ErrorCode.coordinator_not_available,
+                    error_message="transactions are not supported", node_id=-1, host="", port=-1)
+    if broker.coordinator.load_error is not None:
+        return make(Response, throttle_time=ZERO, error_code=ErrorCode.coordinator_not_available,
+                    error_message="group coordinator failed to load", node_id=-1, host="", port=-1)
+    return make(Response, throttle_time=ZERO, error_code=ErrorCode.none, error_message=None,
+                node_id=broker.node_id, host=broker.host, port=broker.port)
+
+
+# --- JoinGroup / SyncGroup / Heartbeat / LeaveGroup ----------------------------------------------
+
+
+@handler(api_key=11, min_version=0, max_version=5)
+async def join_group(ctx: RequestContext, request) -> object:
+    Response = ctx.response_class()
+    Member = nested(Response, "JoinGroupResponseMember")
+    req = JoinRequest(
+        group_id=request.group_id,
+        member_id=request.member_id or "",
+        protocol_type=request.protocol_type or "",
+        protocols=tuple((p.name, bytes(p.metadata)) for p in request.protocols),
+        session_timeout_ms=_ms(request.session_timeout),
+        rebalance_timeout_ms=_ms(request.rebalance_timeout) if has_field(type(request), "rebalance_timeout") else -1,
+        group_instance_id=getattr(request, "group_instance_id", None),
+        client_id=ctx.client_id or "",
+        client_host=_host(ctx),
+        require_known_member_id=ctx.api_version >= 4,
+    )
+    coordinator = ctx.broker.coordinator
+    reply = await coordinator.execute(coordinator.state.join, req)
+    members = tuple(
+        make(Member, member_id=m.member_id, group_instance_id=m.group_instance_id, metadata=m.metadata)
+        for m in reply.members
+    )
+    return make(
+        Response,
+        throttle_time=ZERO,
+        error_code=reply.error,
+        generation_id=reply.generation_id,
+        protocol_name=reply.protocol_name or "",
+        leader=reply.leader,
+        member_id=reply.member_id,
+        members=members,
+    )
+
+
+@handler(api_key=14, min_version=0, max_version=3)
+async def sync_group(ctx: RequestContext, request) -> object:
+    Response = ctx.response_class()
+    req = SyncRequest(
+        group_id=request.group_id,
+        generation_id=int(request.generation_id),
+        member_id=request.member_id,
+        group_instance_id=getattr(request, "group_instance_id", None),
+        assignments=tuple((a.member_id, bytes(a.assignment)) for a in request.assignments),
+        protocol_type=getattr(request, "protocol_type", None),
+        protocol_name=getattr(request, "protocol_name", None),
+    )
+    coordinator = ctx.broker.coordinator
+    reply = await coordinator.execute(coordinator.state.sync, req)
+    return make(Response, throttle_time=ZERO, error_code=reply.error, assignment=reply.assignment)
+
+
+@handler(api_key=12, min_version=0, max_version=3)
+async def heartbeat(ctx: RequestContext, request) -> object:
+    Response = ctx.response_class()
+    req = HeartbeatRequest(
+        group_id=request.group_id,
+        generation_id=int(request.generation_id),
+        member_id=request.member_id,
+        group_instance_id=getattr(request, "group_instance_id", None),
+    )
+    coordinator = ctx.broker.coordinator
+    error = await coordinator.execute(coordinator.state.heartbeat, req)
+    return make(Response, throttle_time=ZERO, error_code=error)
+
+
+@handler(api_key=13, min_version=0, max_version=3)
+async def leave_group(ctx: RequestContext, request) -> object:
+    Response = ctx.response_class()
+    if ctx.api_version >= 3:
+        members = [LeaveMember(m.member_id or "", m.group_instance_id) for m in request.members]
+    else:
+        members = [LeaveMember(request.member_id)]
+    coordinator = ctx.broker.coordinator
+    reply = await coordinator.execute(coordinator.state.leave, request.group_id, members)
+    if ctx.api_version < 3:
+        # one member: its error is the answer
+        error = reply.members[0][2] if reply.error == ErrorCode.none and reply.members else reply.error
+        return make(Response, throttle_time=ZERO, error_code=error)
+    MemberResponse = nested(Response, "MemberResponse")
+    return make(
+        Response,
+        throttle_time=ZERO,
+        error_code=reply.error,
+        members=tuple(
+            make(MemberResponse, member_id=mid, group_instance_id=iid, error_code=err)
+            for mid, iid, err in reply.members
+        ),
+    )
+
+
+# --- OffsetCommit / OffsetFetch -------------------------------------------------------------------
+
+
+def _partition_exists(ctx: RequestContext):
+    metadata = ctx.broker.metadata
+
+    def exists(topic: str, partition: int) -> bool:
+        info = metadata.get(topic)
+        return info is not None and 0 <= partition < info.partitions
+
+    return exists
+
+
+@handler(api_key=8, min_version=2, max_version=8)
+async def offset_commit(ctx: RequestContext, request) -> object:
+    Response = ctx.response_class()
+    Topic = nested(Response, "OffsetCommitResponseTopic")
+    Partition = nested(Response, "OffsetCommitResponsePartition")
+    entries = tuple(
+        CommitEntry(
+            topic=t.name,
+            partition=int(p.partition_index),
+            offset=int(p.committed_offset),
+            leader_epoch=int(getattr(p, "committed_leader_epoch", -1)),
+            metadata=p.committed_metadata,
+        )
+        for t in request.topics
+        for p in t.partitions
+    )
+    req = CommitRequest(
+        group_id=request.group_id,
+        generation_id=int(request.generation_id_or_member_epoch),
+        member_id=request.member_id or "",
+        group_instance_id=getattr(request, "group_instance_id", None),
+        offsets=entries,
+    )
+    coordinator = ctx.broker.coordinator
+    reply = await coordinator.execute(coordinator.state.commit, req, _partition_exists(ctx))
+    by_topic: dict[str, list] = {}
+    for topic, partition, error in reply.partitions:
+        by_topic.setdefault(topic, []).append(make(Partition, partition_index=partition, error_code=error))
+    return make(
+        Response,
+        throttle_time=ZERO,
+        topics=tuple(make(Topic, name=name, partitions=tuple(parts)) for name, parts in by_topic.items()),
+    )
+
+
+@handler(api_key=9, min_version=1, max_version=7)
+async def offset_fetch(ctx: RequestContext, request) -> object:
+    Response = ctx.response_class()
+    Topic = nested(Response, "OffsetFetchResponseTopic")
+    Partition = nested(Response, "OffsetFetchResponsePartition")
+    state = ctx.broker.coordinator.state
+    wanted = None
+    if request.topics is not None:
+        wanted = [(t.name, int(p)) for t in request.topics for p in t.partition_indexes]
+    error, offsets = state.fetch_offsets(request.group_id, wanted)
+    by_topic: dict[str, list] = {}
+    if error == ErrorCode.none:
+        for (topic, partition), committed in offsets.items():
+            by_topic.setdefault(topic, []).append(
+                make(
+                    Partition,
+                    partition_index=partition,
+                    committed_offset=committed.offset if committed is not None else -1,
+                    committed_leader_epoch=committed.leader_epoch if committed is not None else -1,
+                    metadata=committed.metadata if committed is not None else "",
+                    error_code=ErrorCode.none,
+                )
+            )
+    elif wanted is not None and ctx.api_version < 2:
+        # v1 has no top-level error code: every partition carries it
+        for topic, partition in wanted:
+            by_topic.setdefault(topic, []).append(
+                make(Partition, partition_index=partition, committed_offset=-1, metadata="", error_code=error)
+            )
+    return make(
+        Response,
+        throttle_time=ZERO,
+        error_code=error,
+        topics=tuple(make(Topic, name=name, partitions=tuple(parts)) for name, parts in by_topic.items()),
+    )
+
+
+# --- ListGroups / DescribeGroups / DeleteGroups / OffsetDelete ------------------------------------
+
+
+@handler(api_key=16, min_version=0, max_version=5)
+async def list_groups(ctx: RequestContext, request) -> object:
+    Response = ctx.response_class()
+    Listed = nested(Response, "ListedGroup")
+    coordinator = ctx.broker.coordinator
+    if coordinator.state.loading:
+        return make(Response, throttle_time=ZERO, error_code=ErrorCode.coordinator_load_in_progress, groups=())
+    states = getattr(request, "states_filter", None) or None
+    types = {t.lower() for t in (getattr(request, "types_filter", None) or ())}
+    if types and "classic" not in types:
+        return make(Response, throttle_time=ZERO, error_code=ErrorCode.none, groups=())
+    groups = tuple(
+        make(Listed, group_id=gid, protocol_type=ptype, group_state=state, group_type="classic")
+        for gid, ptype, state in coordinator.state.list_groups(states)
+    )
+    return make(Response, throttle_time=ZERO, error_code=ErrorCode.none, groups=groups)
+
+
+@handler(api_key=15, min_version=0, max_version=6)
+async def describe_groups(ctx: RequestContext, request) -> object:
+    Response = ctx.response_class()
+    Described = nested(Response, "DescribedGroup")
+    Member = nested(Response, "DescribedGroupMember")
+    state = ctx.broker.coordinator.state
+    out = []
+    for gid in request.groups:
+        s = state.describe(gid)
+        error, message = s.error, None
+        if error == ErrorCode.none and s.state == "Dead" and ctx.api_version >= 6:
+            error, message = ErrorCode.group_id_not_found, f"group {gid} not found"
+        out.append(
+            make(
+                Described,
+                error_code=error,
+                error_message=message,
+                group_id=gid,
+                group_state=s.state,
+                protocol_type=s.protocol_type,
+                protocol_data=s.protocol,
+                members=tuple(
+                    make(
+                        Member,
+                        member_id=m.member_id,
+                        group_instance_id=m.group_instance_id,
+                        client_id=m.client_id,
+                        client_host=m.client_host,
+                        member_metadata=m.metadata,
+                        member_assignment=m.assignment,
+                    )
+                    for m in s.members
+                ),
+                authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+            )
+        )
+    return make(Response, throttle_time=ZERO, groups=tuple(out))
+
+
+@handler(api_key=42, min_version=0, max_version=2)
+async def delete_groups(ctx: RequestContext, request) -> object:
+    Response = ctx.response_class()
+    Result = nested(Response, "DeletableGroupResult")
+    coordinator = ctx.broker.coordinator
+    results = await coordinator.execute(coordinator.state.delete_groups, list(request.groups_names))
+    return make(
+        Response,
+        throttle_time=ZERO,
+        results=tuple(make(Result, group_id=gid, error_code=err) for gid, err in results),
+    )
+
+
+@handler(api_key=47, min_version=0, max_version=0)
+async def offset_delete(ctx: RequestContext, request) -> object:
+    Response = ctx.response_class()
+    Topic = nested(Response, "OffsetDeleteResponseTopic")
+    Partition = nested(Response, "OffsetDeleteResponsePartition")
+    partitions = [(t.name, int(p.partition_index)) for t in request.topics for p in t.partitions]
+    exists = _partition_exists(ctx)
+    known = [tp for tp in partitions if exists(*tp)]
+    coordinator = ctx.broker.coordinator
+    error, results = await coordinator.execute(coordinator.state.delete_offsets, request.group_id, known)
+    codes = {(t, p): e for t, p, e in results}
+    by_topic: dict[str, list] = {}
+    if error == ErrorCode.none:
+        for tp in partitions:
+            code = codes.get(tp, ErrorCode.unknown_topic_or_partition)
+            by_topic.setdefault(tp[0], []).append(make(Partition, partition_index=tp[1], error_code=code))
+    return make(
+        Response,
+        error_code=error,
+        throttle_time=ZERO,
+        topics=tuple(make(Topic, name=name, partitions=tuple(parts)) for name, parts in by_topic.items()),
+    )
