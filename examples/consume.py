@@ -1,0 +1,37 @@
+"""Consume a topic as a member of a consumer group with ringlog's Trio client.
+
+    python examples/consume.py 127.0.0.1:9092 events my-group
+"""
+from __future__ import annotations
+
+import sys
+
+import trio
+
+from client import open_consumer
+
+
+class Listener:
+    async def on_partitions_assigned(self, partitions):
+        print("assigned:", sorted(partitions))
+
+    async def on_partitions_revoked(self, partitions):
+        print("revoked:", sorted(partitions))
+
+
+async def main(bootstrap: str, topic: str, group: str) -> None:
+    async with open_consumer(bootstrap, group_id=group, auto_offset_reset="earliest",
+                             partition_assignment_strategy=["cooperative-sticky"]) as consumer:
+        consumer.subscribe([topic], listener=Listener())
+        async for record in consumer:  # Ctrl-C cancels cleanly; offsets are committed on exit
+            print(f"{record.topic}[{record.partition}]@{record.offset} key={record.key!r} value={record.value!r}")
+
+
+if __name__ == "__main__":
+    bootstrap = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:9092"
+    topic = sys.argv[2] if len(sys.argv) > 2 else "events"
+    group = sys.argv[3] if len(sys.argv) > 3 else "example-group"
+    try:
+        trio.run(main, bootstrap, topic, group)
+    except KeyboardInterrupt:
+        pass
