@@ -54,6 +54,9 @@ class BrokerConfig:
     max_inflight_per_connection: int = 64
     ring_bytes_per_partition: int = 8 * 1024 * 1024
     backpressure: str = attrs.field(default="block", validator=attrs.validators.in_(BACKPRESSURE_MODES))
+    # How produced records are checked beyond framing and CRC: "framing" walks each record's
+    # length prefix (cheap), "full" decodes every field as Kafka's LogValidator does (slower).
+    record_validation: str = attrs.field(default="framing", validator=attrs.validators.in_(("framing", "full")))
     # throttle_time_ms sent with a "reject" answer: how long the client should back off
     backpressure_throttle_ms: int = 100
     auto_create_topics: bool = True
@@ -110,6 +113,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "max.inflight.requests.per.connection": ("max_inflight_per_connection", int),
     "ring.bytes.per.partition": ("ring_bytes_per_partition", int),
     "backpressure": ("backpressure", str),
+    "record.validation": ("record_validation", str),
     "backpressure.throttle.ms": ("backpressure_throttle_ms", int),
     "auto.create.topics.enable": ("auto_create_topics", _bool),
     "num.partitions": ("num_partitions", int),

@@ -215,6 +215,51 @@ def decode_records(batch: bytes | bytearray | memoryview, header: BatchHeader | 
     return out
 
 
+def check_records(batch: bytes | bytearray | memoryview, header: BatchHeader, *, full: bool = False) -> None:
+    """Check that a batch's (decompressed) records are well formed; raise CorruptBatchError if not.
+
+    The default check walks only each record's length prefix: the lengths of `recordsCount`
+    records must tile the records block exactly. That catches truncated, padded or garbage record
+    data at under a microsecond per record. `full=True` decodes every field of every record and
+    checks that the offset deltas run 0..n-1 (Kafka's LogValidator rule), several times slower.
+    """
+    if full:
+        records = decode_records(batch, header)
+        for expected, record in enumerate(records):
+            if record.offset - header.base_offset != expected:
+                raise CorruptBatchError(
+                    f"record {expected} has offsetDelta {record.offset - header.base_offset}"
+                )
+        return
+    body = decompress(header.compression, memoryview(batch)[HEADER_SIZE : header.size])
+    n = len(body)
+    pos = 0
+    for _ in range(header.records_count):
+        # inlined zig-zag varint decode of the record length: this runs once per produced record
+        result = shift = 0
+        while True:
+            if pos >= n:
+                raise CorruptBatchError("record length runs past the end of the batch")
+            b = body[pos]
+            pos += 1
+            result |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+            if shift > 28:
+                raise CorruptBatchError("record length varint longer than 5 bytes")
+        length = (result >> 1) ^ -(result & 1)
+        if length < 6:  # attributes, timestamp, offset, key, value, header count: 1 byte each at least
+            raise CorruptBatchError(f"record length {length} is impossible")
+        pos += length
+    if pos != n:
+        raise CorruptBatchError(
+            f"records of the batch end at byte {pos} of its {n}-byte records block"
+            if pos < n
+            else "record length runs past the end of the batch"
+        )
+
+
 def iter_records(records: bytes | bytearray | memoryview) -> Iterator[Record]:
     """Records of a blob of whole batches (control batches skipped)."""
     from .batch import split_batches

@@ -17,6 +17,7 @@ import logging
 from kio.schema.errors import ErrorCode
 
 from storage.batch import split_batches, validate_batch
+from storage.records import check_records
 from storage.errors import StorageError
 
 from ..errors import CloseConnection, KafkaError, error_code_for
@@ -43,6 +44,7 @@ async def produce(ctx: RequestContext, request) -> object:
     broker = ctx.broker
     acks = int(request.acks)
     block = broker.config.backpressure == "block"
+    full_check = broker.config.record_validation == "full"
     throttle_ms = 0
     results: list[tuple[str, list[_Result]]] = []
     try:
@@ -67,7 +69,7 @@ async def produce(ctx: RequestContext, request) -> object:
                     continue
                 tp = (name, res.index)
                 try:
-                    entry = _validate(tp, pdata.records, config.max_message_bytes)
+                    entry = _validate(tp, pdata.records, config.max_message_bytes, full_check)
                 except StorageError as exc:
                     res.error = error_code_for(exc)
                     res.message = str(exc)
@@ -153,7 +155,7 @@ async def produce(ctx: RequestContext, request) -> object:
     )
 
 
-def _validate(tp, records, max_size: int) -> PendingAppend:
+def _validate(tp, records, max_size: int, full_check: bool) -> PendingAppend:
     if not records:
         raise KafkaError(ErrorCode.invalid_record, "no record batches in the request")
     batches: list[bytearray] = []
@@ -161,6 +163,9 @@ def _validate(tp, records, max_size: int) -> PendingAppend:
     size = 0
     for _, view in split_batches(records):
         header = validate_batch(view, max_size=max_size, from_client=True)
+        # A valid CRC only proves the bytes arrived as the client built them: garbage records
+        # inside would be stored and break every consumer, so their framing is checked too.
+        check_records(view, header, full=full_check)
         batches.append(bytearray(view))
         headers.append(header)
         size += len(view)
