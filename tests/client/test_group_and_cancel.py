@@ -13,8 +13,7 @@ RECORDS = 600
 
 
 @pytest.mark.parametrize("strategy", ["range", "roundrobin", "cooperative-sticky"])
-async def test_three_members_share_a_topic(tansu_bootstrap, strategy):
-    bootstrap = tansu_bootstrap
+async def test_three_members_share_a_topic(bootstrap, strategy):
     topic = topic_name("grp")
     group = topic_name("g")
     async with open_admin(bootstrap) as admin:
