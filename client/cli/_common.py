@@ -50,6 +50,17 @@ STARTUP_TIMEOUT = 6.0
 REQUEST_TIMEOUT = 15.0
 
 
+# For "the broker does not support ..." messages.
+API_NAMES = {
+    0: "Produce", 1: "Fetch", 2: "ListOffsets", 3: "Metadata", 8: "OffsetCommit (consumer groups)",
+    9: "OffsetFetch (consumer groups)", 10: "FindCoordinator (consumer groups)",
+    11: "JoinGroup (consumer groups)", 12: "Heartbeat", 13: "LeaveGroup", 14: "SyncGroup",
+    15: "DescribeGroups", 16: "ListGroups", 19: "CreateTopics", 20: "DeleteTopics",
+    21: "DeleteRecords", 22: "InitProducerId (idempotent producing)", 32: "DescribeConfigs",
+    33: "AlterConfigs", 37: "CreatePartitions", 42: "DeleteGroups", 44: "IncrementalAlterConfigs",
+}
+
+
 class CliError(Exception):
     """One line for the user and an exit code."""
 
@@ -362,7 +373,8 @@ def describe_failure(exc: BaseException, bootstrap: str | None) -> tuple[str, in
     if isinstance(exc, FileNotFoundError):
         return f"{exc.filename}: no such file or directory", EXIT_USAGE
     if isinstance(exc, UnsupportedApi):
-        return f"the broker{where} does not support this request (API {exc.api_key})", EXIT_FAILED
+        name = API_NAMES.get(exc.api_key, f"API {exc.api_key}")
+        return f"the broker{where} does not support {name}", EXIT_FAILED
     if isinstance(exc, KafkaError):
         return f"the broker refused: {exc.name}" + (f" ({exc.message})" if exc.message else ""), EXIT_FAILED
     if isinstance(exc, ClientClosed):

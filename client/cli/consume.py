@@ -277,9 +277,8 @@ async def _consume(args: argparse.Namespace) -> int:
                         out.write(render(r))
                         count += 1
                 out.flush()
-                continue
             if args.exit_at_end and await _at_end(consumer, ends):
                 break
-            if args.timeout is not None and now - last_record >= args.timeout:
+            if not batch and args.timeout is not None and now - last_record >= args.timeout:
                 break
     return 0

@@ -625,8 +625,8 @@ async def _replay_async(args: argparse.Namespace) -> int:
     need = max(p.partition for p in sources) + 1
     count, created = await _target_partitions(bootstrap, target_topic, need, not args.no_create)
     if created:
-        print(f"ringlog log replay: created topic {target_topic!r} with {count} partitions at {bootstrap}",
-              file=sys.stderr)
+        print(f"ringlog log replay: created topic {target_topic!r} with {count} partition"
+              f"{'s' if count != 1 else ''} at {bootstrap}", file=sys.stderr)
 
     def target_of(p: int) -> int | None:
         if args.by_key:
