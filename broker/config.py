@@ -65,6 +65,12 @@ class BrokerConfig:
     # default topic configs (Kafka topic config names: "retention.ms", "segment.bytes", ...)
     topic_defaults: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(m))
     log_level: str = "INFO"
+    log_format: str = attrs.field(default="kv", validator=attrs.validators.in_(("kv", "json")))
+    # /metrics and /health HTTP endpoint (broker.http); None: off
+    metrics_listen_host: str | None = None
+    metrics_listen_port: int | None = None
+    # /health answers 503 "disk nearly full" below this many free bytes on the data dir's disk
+    health_disk_free_min_bytes: int = 100 * 1024 * 1024
     # consumer groups (broker.coordinator); Kafka's names and defaults
     group_initial_rebalance_delay_ms: int = 3000
     group_min_session_timeout_ms: int = 6000
@@ -119,6 +125,8 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "num.partitions": ("num_partitions", int),
     "log.retention.check.interval.ms": ("retention_check_interval_ms", int),
     "log.level": ("log_level", str),
+    "log.format": ("log_format", str),
+    "health.disk.free.min.bytes": ("health_disk_free_min_bytes", int),
     "group.initial.rebalance.delay.ms": ("group_initial_rebalance_delay_ms", int),
     "group.min.session.timeout.ms": ("group_min_session_timeout_ms", int),
     "group.max.session.timeout.ms": ("group_max_session_timeout_ms", int),
@@ -148,6 +156,11 @@ def apply_settings(config: BrokerConfig, settings: Mapping[str, Any]) -> BrokerC
     for key, value in settings.items():
         if key == "listen":
             changes["listen_host"], changes["listen_port"] = parse_hostport(str(value))
+        elif key == "metrics.listen":
+            if str(value).strip().lower() in ("", "off", "none"):
+                changes["metrics_listen_host"] = changes["metrics_listen_port"] = None
+            else:
+                changes["metrics_listen_host"], changes["metrics_listen_port"] = parse_hostport(str(value), default_port=9644)
         elif key in ("advertise", "advertised.listeners"):
             changes["advertised_host"], changes["advertised_port"] = parse_hostport(str(value))
         elif key in _KEYS:

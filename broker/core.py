@@ -36,6 +36,7 @@ from kio.schema.errors import ErrorCode
 
 from .config import BrokerConfig
 from .errors import KafkaError
+from .logging_setup import event
 from .metadata import TopicInfo, TopicStore, topic_name_error
 
 log = logging.getLogger("ringlog.broker")
@@ -98,8 +99,12 @@ class PassThroughProducerState:
 
 
 class Broker:
-    def __init__(self, config: BrokerConfig, logs: Any, metadata: TopicStore) -> None:
+    def __init__(self, config: BrokerConfig, logs: Any, metadata: TopicStore, metrics: Any = None) -> None:
         self.config = config
+        from .metrics import BrokerMetrics
+
+        # counters, histograms and scrape-time gauges (broker.metrics); /metrics renders them
+        self.metrics = metrics if metrics is not None else BrokerMetrics(config.data_dir, config.health_disk_free_min_bytes)
         self.logs = logs
         self.metadata = metadata
         self.node_id = config.node_id
@@ -119,6 +124,7 @@ class Broker:
 
         # consumer groups; its task (load of __consumer_offsets, timers) runs in the root nursery
         self.coordinator = CoordinatorRuntime(self)
+        self.metrics.attach(self)
 
     # --- small queries -------------------------------------------------------------------------
 
@@ -209,7 +215,8 @@ class Broker:
             for p in range(num_partitions):
                 self._create_partition(name, p, config)
             info = self.metadata.add(name, num_partitions, configs or {})
-        log.info("created topic %s with %d partition(s)", name, num_partitions)
+        log.info("created topic %s with %d partition(s)", name, num_partitions,
+                 extra=event("topic_created", topic=name, partitions=num_partitions, configs=dict(configs or {})))
         return info
 
     def _create_partition(self, name: str, p: int, config: Any) -> None:
@@ -233,7 +240,7 @@ class Broker:
                 state = self.partitions.pop((name, p), None)
                 if state is not None:
                     state.notify()
-        log.info("deleted topic %s", name)
+        log.info("deleted topic %s", name, extra=event("topic_deleted", topic=name, partitions=info.partitions))
         return info
 
     async def create_partitions(self, name: str, total: int, *, validate_only: bool = False) -> TopicInfo:
@@ -252,7 +259,8 @@ class Broker:
             for p in range(info.partitions, total):
                 self._create_partition(name, p, config)
             info = self.metadata.set_partitions(name, total)
-        log.info("topic %s now has %d partitions", name, total)
+        log.info("topic %s now has %d partitions", name, total,
+                 extra=event("topic_partitions_added", topic=name, partitions=total))
         return info
 
     async def alter_topic_configs(
@@ -268,6 +276,8 @@ class Broker:
         async with self.log_lock:
             info = self.metadata.set_configs(name, configs)
             self.logs.set_topic_config(name, dict(configs))
+        log.info("topic %s configs set to %s", name, dict(configs),
+                 extra=event("topic_configs_altered", topic=name, configs=dict(configs)))
         return info
 
     async def delete_records(self, topic: str, partition: int, before_offset: int) -> int:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -107,6 +108,8 @@ class Ingest:
     async def submit(self, entry: PendingAppend, *, block: bool) -> None:
         """Put `entry` into its partition's ring; wait for room (block) or raise RingFull."""
         ring = self.ring(entry.tp)
+        if not ring.fits(entry.size):
+            self.broker.metrics.backpressure(entry.tp, "block" if block else "reject")
         while not ring.fits(entry.size):
             if not block:
                 self.rejected += 1
@@ -166,6 +169,7 @@ class Ingest:
             if not work:
                 return
             self.rounds += 1
+            broker.metrics.commit_round(sum(len(e.batches) for _, _, entries in work for e in entries))
             now = broker.now_ms()
             written: list[tuple[TopicPartition, Any, list[PendingAppend], list[Any], int]] = []
             for tp, plog, entries in work:
@@ -179,6 +183,7 @@ class Ingest:
                     infos = plog.append_batches(batches, now_ms=now)
                 except Exception as exc:  # storage rolled back: nothing of this round is visible
                     log.error("append to %s-%d failed: %r", tp[0], tp[1], exc)
+                    broker.metrics.storage_failed("append", exc)
                     for entry in entries:
                         self._abort(entry, exc)
                     continue
@@ -204,6 +209,7 @@ class Ingest:
                         for header, info in zip(entry.headers, mine):
                             broker.producer_state.update(tp, header, info)
                         entry.finish(infos=mine)
+                    broker.metrics.appended(tp, entries, infos)
                 if state is not None:
                     # min(): a failed cut-back must not expose unacknowledged batches.
                     end = plog.log_end_offset
@@ -232,7 +238,9 @@ class Ingest:
                     return exc
             return None
 
+        started = time.perf_counter()
         error = await trio.to_thread.run_sync(sync_all)
+        self.broker.metrics.fsync(time.perf_counter() - started, error)
         for plog, token in tokens:
             try:
                 plog.flush_end(token)

@@ -23,6 +23,7 @@ import itertools
 import logging
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,6 +37,8 @@ from .config import BrokerConfig, validate
 from .core import Broker
 from .errors import CloseConnection
 from .handlers import NO_RESPONSE, RawResponse, RequestContext
+from .logging_setup import event
+from .metrics import BrokerMetrics
 from .metadata import TopicStore
 from .router import Dispatch, Immediate, Reject, Router
 
@@ -112,7 +115,9 @@ class Connection:
                 decoder.feed(data)
                 frame = decoder.next_frame()
             except FrameTooLarge as exc:
-                log.warning("connection %d from %s: %s; closing", self.id, self.peer, exc)
+                self.broker.metrics.rejected("frame_too_large")
+                log.warning("connection %d from %s: %s; closing", self.id, self.peer, exc,
+                            extra=event("request_rejected", peer=self.peer, reason=str(exc)))
                 await self._close_after_pending(send_slots, f"{exc}")
                 return
             while frame is not None:
@@ -121,10 +126,13 @@ class Connection:
                 self.inflight += 1
                 await send_slots.send(slot)
                 if isinstance(routed, Reject):
-                    log.warning("connection %d from %s: %s; closing", self.id, self.peer, routed.reason)
+                    self.broker.metrics.rejected_request(routed, self.router.handlers)
+                    log.warning("connection %d from %s: %s; closing", self.id, self.peer, routed.reason,
+                                extra=event("request_rejected", peer=self.peer, reason=routed.reason))
                     slot.fail(routed.reason)
                     return
                 if isinstance(routed, Immediate):
+                    self.broker.metrics.unsupported(routed.header.api_key, self.router.handlers)
                     log.info("connection %d from %s: answered UNSUPPORTED_VERSION to api %d v%d",
                              self.id, self.peer, routed.header.api_key, routed.header.api_version)
                     slot.set(routed.data)
@@ -137,7 +145,9 @@ class Connection:
                 try:
                     frame = decoder.next_frame()
                 except FrameTooLarge as exc:
-                    log.warning("connection %d from %s: %s; closing", self.id, self.peer, exc)
+                    self.broker.metrics.rejected("frame_too_large")
+                    log.warning("connection %d from %s: %s; closing", self.id, self.peer, exc,
+                                extra=event("request_rejected", peer=self.peer, reason=str(exc)))
                     await self._close_after_pending(send_slots, f"{exc}")
                     return
 
@@ -148,17 +158,21 @@ class Connection:
         slot.fail(reason)
 
     async def _run_handler(self, routed: Dispatch, ctx: RequestContext, slot: _Slot) -> None:
+        started = time.perf_counter()
         try:
             result = await routed.spec.func(ctx, routed.request)
+            self.broker.metrics.handled(routed.spec.name, result, time.perf_counter() - started)
             if result is NO_RESPONSE or isinstance(result, RawResponse):
                 slot.set(result)
             else:
                 slot.set(encode_response(routed.header, result))
         except CloseConnection as exc:
+            self.broker.metrics.failed(routed.spec.name, "CONNECTION_CLOSED", time.perf_counter() - started)
             log.info("connection %d from %s: %s v%d: %s; closing",
                      self.id, self.peer, routed.spec.name, ctx.api_version, exc)
             slot.fail(str(exc))
         except Exception as exc:
+            self.broker.metrics.failed(routed.spec.name, "UNKNOWN_SERVER_ERROR", time.perf_counter() - started)
             log.exception("connection %d from %s: %s v%d failed; closing",
                           self.id, self.peer, routed.spec.name, ctx.api_version)
             slot.fail(repr(exc))
@@ -257,7 +271,14 @@ def _open_storage(config: BrokerConfig):
     logs = LogManager.open(config.data_dir, default, now_ms=Broker.now_ms(), topic_configs=topic_configs)
     for report in logs.recovery_reports:
         if not report.clean:
-            log.warning("recovered %s-%d: %s", report.topic, report.partition, _describe(report))
+            log.warning("recovered %s-%d: %s", report.topic, report.partition, _describe(report),
+                        extra=event("log_recovered", **_report_fields(report)))
+    recovered = sum(1 for r in logs.recovery_reports if not r.clean)
+    log.info("opened %d partition log(s) (%s); %d recovered", len(_log_keys(logs)),
+             "clean shutdown" if logs.had_clean_shutdown else "no clean-shutdown marker", recovered,
+             extra=event("recovery", partitions=len(_log_keys(logs)), clean_shutdown=logs.had_clean_shutdown,
+                         recovered=recovered,
+                         truncated=sum(1 for r in logs.recovery_reports if r.truncated)))
     missing = metadata.reconcile(_log_keys(logs))
     for topic, p in missing:
         logs.create(topic, p)
@@ -269,6 +290,16 @@ def _describe(report: Any) -> str:
     if report.truncated:
         text += f"; cut {report.truncated_bytes} bytes at offset {report.truncated_offset} ({report.reason})"
     return text
+
+
+def _report_fields(report: Any) -> dict[str, Any]:
+    return {
+        "topic": report.topic, "partition": report.partition,
+        "segments_scanned": report.segments_scanned, "batches_scanned": report.batches_scanned,
+        "bytes_scanned": report.bytes_scanned, "indexes_rebuilt": report.indexes_rebuilt,
+        "truncated_bytes": report.truncated_bytes, "truncated_offset": report.truncated_offset,
+        "segments_deleted": report.segments_deleted, "reason": report.reason,
+    }
 
 
 def _log_keys(logs: Any) -> list[tuple[str, int]]:
@@ -285,12 +316,14 @@ async def _serve_listeners(broker: Broker, router: Router, conn_scope_nursery: t
 
     async def handle(stream: trio.SocketStream) -> None:
         if limiter.value == 0:
+            broker.metrics.connection_refused()
             log.warning("max.connections %d reached: refusing a connection", config.max_connections)
             await stream.aclose()
             return
         async with limiter:
             conn = Connection(broker, router, stream)
             broker.connections.add(conn)
+            broker.metrics.connection_accepted()
             try:
                 await conn.serve()
             except Exception:
@@ -333,9 +366,12 @@ async def _maintenance(broker: Broker) -> None:
 
         # The fsyncs run without the lock so the writer keeps appending meanwhile (the tokens
         # hold their files open; flush_end ignores a log deleted in between).
+        started = time.perf_counter()
         try:
             await trio.to_thread.run_sync(sync_all)
+            broker.metrics.fsync(time.perf_counter() - started)
         except Exception as exc:  # StorageIOError: the logs stay dirty and are retried
+            broker.metrics.storage_failed("fsync", exc)
             log.error("interval flush failed: %r", exc)
         finally:
             for plog, token in tokens:
@@ -344,12 +380,40 @@ async def _maintenance(broker: Broker) -> None:
 
 @asynccontextmanager
 async def open_broker(config: BrokerConfig) -> AsyncIterator[Broker]:
-    """Start a broker inside the caller's Trio program; it stops (cleanly) when the block exits."""
+    """Start a broker inside the caller's Trio program; it stops (cleanly) when the block exits.
+
+    The /metrics and /health endpoint (metrics.listen) starts first, so that /health answers 503
+    while the logs are recovered, and stops last; its bound address is `broker.metrics_address`
+    (None when off).
+    """
     validate(config)
+    metrics = BrokerMetrics(config.data_dir, config.health_disk_free_min_bytes)
+    async with _open_metrics_endpoint(config, metrics) as metrics_address:
+        async with _open_broker(config, metrics) as broker:
+            broker.metrics_address = metrics_address
+            yield broker
+
+
+@asynccontextmanager
+async def _open_metrics_endpoint(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIterator[tuple[str, int] | None]:
+    if config.metrics_listen_port is None:
+        yield None
+        return
+    from .http import open_http_endpoint
+
+    async with open_http_endpoint(config.metrics_listen_host or "127.0.0.1", config.metrics_listen_port, metrics) as address:
+        yield address
+
+
+@asynccontextmanager
+async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIterator[Broker]:
+    log.info("starting: data dir %s, listen %s:%d", os.path.abspath(config.data_dir), config.listen_host,
+             config.listen_port, extra=event("starting", data_dir=os.path.abspath(config.data_dir)))
+    metrics.health.starting("recovering logs")
     logs, metadata = await trio.to_thread.run_sync(_open_storage, config)
     closed = False
     try:
-        broker = Broker(config, logs, metadata)
+        broker = Broker(config, logs, metadata, metrics=metrics)
         broker.connections = set()
         router = Router()
         async with trio.open_nursery() as root:
@@ -377,9 +441,11 @@ async def open_broker(config: BrokerConfig) -> AsyncIterator[Broker]:
             if config.advertised_host is None:
                 broker.host = config.listen_host if config.listen_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
             root.start_soon(_maintenance, broker)
+            metrics.health.ready()
             try:
                 yield broker
             finally:
+                metrics.health.stopping()
                 with trio.CancelScope(shield=True):
                     await _graceful_stop(broker, listener_scope)
                 root.cancel_scope.cancel()
@@ -422,14 +488,19 @@ async def run_broker(config: BrokerConfig, *, install_signals: bool = True) -> N
     """Run until SIGTERM/SIGINT; log exactly one ready line."""
     async with open_broker(config) as broker:
         host, port = broker.listen_address
+        maddr = broker.metrics_address
         log.info(
-            "ringlog broker ready on %s:%d (advertised %s, data dir %s, fsync %s)",
+            "ringlog broker ready on %s:%d (advertised %s, data dir %s, fsync %s%s)",
             host, port, broker.bootstrap, os.path.abspath(config.data_dir), config.fsync,
+            f", metrics http://{maddr[0]}:{maddr[1]}/metrics" if maddr else "",
+            extra=event("ready", host=host, port=port, advertised=broker.bootstrap,
+                        metrics=f"{maddr[0]}:{maddr[1]}" if maddr else None),
         )
         if not install_signals:
             await trio.sleep_forever()
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                log.info("received %s: shutting down", signal.Signals(signum).name)
+                log.info("received %s: shutting down", signal.Signals(signum).name,
+                         extra=event("stopping", signal=signal.Signals(signum).name))
                 break
     log.info("ringlog broker stopped cleanly")

@@ -160,6 +160,8 @@ class RawResponse:
     """
 
     chunks: Sequence[Any]
+    # the first Kafka error code inside the body (0: none), for the requests metric
+    error_code: int = 0
 
     @property
     def size(self) -> int:

@@ -179,4 +179,4 @@ async def fetch(ctx: RequestContext, request) -> RawResponse:
             finally:
                 for state in states:
                     state.waiters.discard(event)
-    return RawResponse(encode_fetch(ctx.api_version, topics))
+    return RawResponse(encode_fetch(ctx.api_version, topics), error_code=broker.metrics.fetched(topics))

@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any configuration key, e.g. --set log.retention.ms=60000")
     p.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ...")
+    p.add_argument("--log-format", choices=("kv", "json"), help="log lines as key=value (default) or JSON")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve /metrics (Prometheus) and /health over HTTP here (default off; port 0 picks one)")
     p.set_defaults(func=run)
 
 
@@ -57,6 +60,8 @@ def build_config(args: argparse.Namespace):
         "num_partitions": "num.partitions",
         "auto_create": "auto.create.topics.enable",
         "log_level": "log.level",
+        "log_format": "log.format",
+        "metrics_listen": "metrics.listen",
     }
     for attr, key in flag_keys.items():
         value = getattr(args, attr, None)
@@ -80,11 +85,13 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"ringlog broker: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from broker.logging_setup import configure_logging
+
+    try:
+        configure_logging(config.log_level, config.log_format, sys.stderr)
+    except ValueError as exc:
+        print(f"ringlog broker: {exc}", file=sys.stderr)
+        return 2
     try:
         trio.run(run_broker, config)
     except KeyboardInterrupt:
