@@ -291,6 +291,19 @@ def discard(broker) -> None:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def log_bytes(path: str) -> int:
+    """Bytes of record data: the segment files (*.log) under `path`."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            if f.endswith(".log"):
+                try:
+                    total += os.stat(os.path.join(root, f)).st_size
+                except OSError:
+                    pass
+    return total
+
+
 def dir_bytes(path: str) -> int:
     """Bytes allocated on disk under `path` (st_blocks: preallocated, sparse index files count for
     what they really use)."""

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from . import limits, machine, workloads
-from .brokers import (SYSTEMS, BrokerStartError, RinglogBroker, discard, dir_bytes, ensure_topic,
+from .brokers import (SYSTEMS, BrokerStartError, RinglogBroker, discard, dir_bytes, ensure_topic, log_bytes,
                       make_system)
 
 KIB = 1024
@@ -42,13 +42,13 @@ class Plan:
     # (size, partitions, producers) beyond the size sweep (which is 1 partition, 1 producer)
     variants: list[tuple[int, int, int]] = field(
         default_factory=lambda: [(1 * KIB, 8, 1), (1 * KIB, 1, 4), (1 * KIB, 8, 4)])
-    produce_s: float = 2.5
+    produce_s: float = 2.0
     produce_max_bytes: int = 1 * GIB
     consume_timeout_s: float = 60.0
     single_s: float = 2.0
     single_size: int = 100
     latency_fractions: list[float] = field(default_factory=lambda: [0.10, 0.25, 0.50, 0.75])
-    latency_s: float = 3.0
+    latency_s: float = 2.5
     latency_warmup_s: float = 0.5
     recovery_bytes: int = int(2.5 * GIB)
     recovery_extra_bytes: int = 128 * MIB
@@ -313,6 +313,7 @@ def _recovery(plan: Plan, wd: str) -> dict:
                 acked += extra["records"]
             b.kill9()
             on_disk = dir_bytes(data_dir)
+            segments = log_bytes(data_dir)
             b = RinglogBroker(data_dir, "never", extra_args=args).start(timeout=300)
             c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "bench-recovery-check"})
             try:
@@ -323,9 +324,10 @@ def _recovery(plan: Plan, wd: str) -> dict:
                 total = -1
             finally:
                 c.close()
-            runs.append({"ready_s": b.ready_s, "data_dir_bytes": on_disk, "records_after": total,
+            runs.append({"ready_s": b.ready_s, "data_dir_bytes": on_disk, "segment_bytes": segments,
+                         "records_after": total,
                          "records_acked": acked, "nothing_lost": total >= acked})
-            log(f"recovery run {r + 1}: {on_disk / GIB:.2f} GiB, ready after {b.ready_s:.2f} s "
+            log(f"recovery run {r + 1}: {segments / GIB:.2f} GiB of segments ({on_disk / GIB:.2f} GiB on disk), ready after {b.ready_s:.2f} s "
                 f"(empty start {empty_ready_s:.2f} s), {total}/{acked} records")
     finally:
         discard(b)
