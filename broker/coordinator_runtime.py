@@ -35,6 +35,7 @@ from storage.records import build_batch, decode_records
 from .coordinator import OFFSETS_TOPIC, CoordinatorConfig, GroupCoordinator, Outcome, lag_report
 from .coordinator import records as rec
 from .ingest import PendingAppend
+from .logging_setup import GroupChangeLog
 
 if TYPE_CHECKING:
     from .core import Broker
@@ -100,6 +101,7 @@ class CoordinatorRuntime:
         self._wake = trio.Event()
         self.loaded = trio.Event()
         self.load_error: BaseException | None = None
+        self._group_log = GroupChangeLog(log)
 
     # --- start-up -------------------------------------------------------------------------------
 
@@ -189,6 +191,7 @@ class CoordinatorRuntime:
             if waiter is not None and not waiter.event.is_set():
                 waiter.reply = reply
                 waiter.event.set()
+        self._group_log.update(self.state.groups)  # rebalances and membership changes, logged
 
     async def _append(self, records: list[rec.Record]) -> list[PendingAppend]:
         by_partition: dict[int, list[rec.Record]] = {}

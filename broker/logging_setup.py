@@ -118,3 +118,30 @@ def configure_logging(level: str | int = "INFO", fmt: str = "kv", stream: TextIO
     root.addHandler(handler)
     root.setLevel(level)
     return handler
+
+
+class GroupChangeLog:
+    """One log line per consumer-group change (state, generation, member count): rebalances.
+
+    `update(groups)` compares the coordinator's groups (group id -> object with .state,
+    .generation, .members) with what it saw last time; O(groups) per call.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.seen: dict[str, tuple[str, int, int]] = {}
+
+    def update(self, groups: Any) -> None:
+        seen = self.seen
+        for group_id, g in groups.items():
+            now = (g.state, g.generation, len(g.members))
+            if seen.get(group_id) != now:
+                seen[group_id] = now
+                self.logger.info(
+                    "group %s is %s (generation %d, %d member(s))", group_id, now[0], now[1], now[2],
+                    extra=event("group_changed", group=group_id, state=now[0], generation=now[1], members=now[2]),
+                )
+        if len(seen) > len(groups):
+            for group_id in [gid for gid in seen if gid not in groups]:
+                del seen[group_id]
+                self.logger.info("group %s removed", group_id, extra=event("group_removed", group=group_id))
