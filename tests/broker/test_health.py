@@ -183,3 +183,25 @@ def test_http_edges(hb) -> None:
     # keep-alive: two requests on one HTTP/1.1 connection, then close
     out = _raw_http(address, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert out.count(b"HTTP/1.1 200 ") == 2 and out.count(b"ready\n") == 2
+
+
+def test_config_keys_and_flags() -> None:
+    import argparse
+
+    from broker.config import apply_settings
+    from client.cli import broker as command
+
+    c = apply_settings(BrokerConfig(), {"metrics.listen": "0.0.0.0:9644", "log.format": "json",
+                                        "health.disk.free.min.bytes": "5"})
+    assert (c.metrics_listen_host, c.metrics_listen_port, c.log_format, c.health_disk_free_min_bytes) == \
+        ("0.0.0.0", 9644, "json", 5)
+    assert apply_settings(c, {"metrics.listen": "off"}).metrics_listen_port is None
+    assert "format" not in c.topic_defaults  # log.format is the broker's, not a topic default
+    with pytest.raises(ValueError):
+        apply_settings(BrokerConfig(), {"log.format": "xml"})
+    parser = argparse.ArgumentParser()
+    command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["broker", "--metrics-listen", ":0", "--log-format", "json"])
+    c = command.build_config(args)
+    assert (c.metrics_listen_host, c.metrics_listen_port, c.log_format) == ("127.0.0.1", 0, "json")
+    assert BrokerConfig().metrics_listen_port is None  # off by default
