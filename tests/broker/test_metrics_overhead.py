@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import re
 import statistics
 import tempfile
@@ -42,8 +43,17 @@ def _scraper(address: tuple[str, int], stop: threading.Event, counts: list[int])
         stop.wait(1.0)
 
 
-def produce_run(records: int, size: int, *, metrics: bool) -> tuple[float, int]:
-    """One run on a fresh broker process: (records per second, scrapes made during the run)."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def produce_run(records: int, size: int, *, metrics: bool) -> tuple[float, int, float]:
+    """One run on a fresh broker process: (records per second, scrapes made during the run,
+    broker CPU microseconds per record). CPU time is much less sensitive than wall time to
+    other load on the machine."""
     with tempfile.TemporaryDirectory(prefix="ringlog-overhead-") as tmp:
         args = ["--metrics-listen", "127.0.0.1:0"] if metrics else []
         with BrokerProcess(tmp + "/data", *args) as proc:
@@ -60,6 +70,7 @@ def produce_run(records: int, size: int, *, metrics: bool) -> tuple[float, int]:
                                            daemon=True)
                 scraper.start()
             value = b"x" * size
+            cpu_before = _cpu_seconds(proc.proc.pid)
             started = time.perf_counter()
             for _ in range(records):
                 while True:
@@ -71,25 +82,32 @@ def produce_run(records: int, size: int, *, metrics: bool) -> tuple[float, int]:
             assert p.flush(120) == 0
             elapsed = time.perf_counter() - started
             stop.set()
+            cpu = _cpu_seconds(proc.proc.pid) - cpu_before
             if scraper is not None:
                 scraper.join(15)
             del p  # disconnect before the broker stops
-            return records / elapsed, scrapes[0]
+            return records / elapsed, scrapes[0], cpu / records * 1e6
 
 
 def measure(records: int, size: int, runs: int, out=print) -> dict[str, float]:
     rates: dict[bool, list[float]] = {False: [], True: []}
+    cpus: dict[bool, list[float]] = {False: [], True: []}
     for i in range(runs):
         for metrics in (False, True):
-            rate, scrapes = produce_run(records, size, metrics=metrics)
+            rate, scrapes, cpu_us = produce_run(records, size, metrics=metrics)
             rates[metrics].append(rate)
+            cpus[metrics].append(cpu_us)
             out(f"run {i + 1} {'with metrics + scraper' if metrics else 'without metrics      '}: "
-                f"{rate:,.0f} records/s" + (f" ({scrapes} scrapes)" if metrics else ""))
+                f"{rate:,.0f} records/s, broker CPU {cpu_us:.2f} us/record"
+                + (f" ({scrapes} scrapes)" if metrics else ""))
     without = statistics.median(rates[False])
     with_ = statistics.median(rates[True])
-    out(f"median without: {without:,.0f} records/s; with: {with_:,.0f} records/s; "
-        f"ratio with/without {with_ / without:.3f}")
-    return {"without": without, "with": with_, "ratio": with_ / without}
+    cpu_without = statistics.median(cpus[False])
+    cpu_with = statistics.median(cpus[True])
+    out(f"median without: {without:,.0f} records/s, {cpu_without:.2f} us CPU/record; "
+        f"with: {with_:,.0f} records/s, {cpu_with:.2f} us CPU/record; "
+        f"throughput ratio with/without {with_ / without:.3f}, CPU ratio {cpu_with / cpu_without:.3f}")
+    return {"without": without, "with": with_, "ratio": with_ / without, "cpu_ratio": cpu_with / cpu_without}
 
 
 def main() -> None:
