@@ -104,10 +104,12 @@ def measure(records: int, size: int, runs: int, out=print) -> dict[str, float]:
     with_ = statistics.median(rates[True])
     cpu_without = statistics.median(cpus[False])
     cpu_with = statistics.median(cpus[True])
+    # tiny runs can take less CPU than the clock tick: no ratio then
+    cpu_ratio = cpu_with / cpu_without if cpu_without else float("nan")
     out(f"median without: {without:,.0f} records/s, {cpu_without:.2f} us CPU/record; "
         f"with: {with_:,.0f} records/s, {cpu_with:.2f} us CPU/record; "
-        f"throughput ratio with/without {with_ / without:.3f}, CPU ratio {cpu_with / cpu_without:.3f}")
-    return {"without": without, "with": with_, "ratio": with_ / without, "cpu_ratio": cpu_with / cpu_without}
+        f"throughput ratio with/without {with_ / without:.3f}, CPU ratio {cpu_ratio:.3f}")
+    return {"without": without, "with": with_, "ratio": with_ / without, "cpu_ratio": cpu_ratio}
 
 
 def main() -> None:
