@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
 
 from ._common import (
@@ -239,46 +240,61 @@ async def _consume(args: argparse.Namespace) -> int:
     render = _render_json if args.json else compile_format(args.format) if args.format else _render_value
     out = sys.stdout.buffer
     count = 0
-    async with connected(Consumer(
-        bootstrap,
-        client_id="ringlog-cli",
-        group_id=args.group,
-        auto_offset_reset="earliest" if start[0] == "beginning" else "latest",
-        enable_auto_commit=args.group is not None,
-        connect_timeout_ms=CONNECT_TIMEOUT * 1000,
-        request_timeout_ms=15000,
-        fetch_max_wait_ms=200,
-    )) as consumer:
-        partitions = await check_topic(consumer, args.topic)
-        if args.group is not None:
-            consumer.subscribe([args.topic])
-        else:
-            if args.partition:
-                missing = sorted(set(args.partition) - set(partitions))
-                if missing:
-                    raise CliError(f"topic {args.topic!r} has no partition {missing[0]} "
-                                   f"(partitions 0..{max(partitions)})")
-                partitions = sorted(set(args.partition))
-            tps = [TopicPartition(args.topic, p) for p in partitions]
-            consumer.assign(tps)
-            await _place(consumer, tps, start)
-        ends: dict = {}
-        last_record = trio.current_time()
-        while True:
-            if args.max is not None and count >= args.max:
-                break
-            want = None if args.max is None else args.max - count
-            batch = await consumer.getmany(timeout_ms=200, max_records=want)
-            now = trio.current_time()
-            if batch:
-                last_record = now
-                for recs in batch.values():
-                    for r in recs:
-                        out.write(render(r))
-                        count += 1
-                out.flush()
-            if args.exit_at_end and await _at_end(consumer, ends):
-                break
-            if not batch and args.timeout is not None and now - last_record >= args.timeout:
-                break
+    # Ctrl-C or SIGTERM ends the loop, not the program: the consumer then leaves cleanly (the
+    # group's final offsets committed, LeaveGroup sent) and the exit code is 0.
+    stop = trio.CancelScope()
+
+    async def watch_signals(task_status=trio.TASK_STATUS_IGNORED):
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for _ in signals:
+                stop.cancel()
+                return
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch_signals)
+        async with connected(Consumer(
+            bootstrap,
+            client_id="ringlog-cli",
+            group_id=args.group,
+            auto_offset_reset="earliest" if start[0] == "beginning" else "latest",
+            enable_auto_commit=args.group is not None,
+            connect_timeout_ms=CONNECT_TIMEOUT * 1000,
+            request_timeout_ms=15000,
+            fetch_max_wait_ms=200,
+        )) as consumer:
+            partitions = await check_topic(consumer, args.topic)
+            if args.group is not None:
+                consumer.subscribe([args.topic])
+            else:
+                if args.partition:
+                    missing = sorted(set(args.partition) - set(partitions))
+                    if missing:
+                        raise CliError(f"topic {args.topic!r} has no partition {missing[0]} "
+                                       f"(partitions 0..{max(partitions)})")
+                    partitions = sorted(set(args.partition))
+                tps = [TopicPartition(args.topic, p) for p in partitions]
+                consumer.assign(tps)
+                await _place(consumer, tps, start)
+            ends: dict = {}
+            last_record = trio.current_time()
+            with stop:
+                while True:
+                    if args.max is not None and count >= args.max:
+                        break
+                    want = None if args.max is None else args.max - count
+                    batch = await consumer.getmany(timeout_ms=200, max_records=want)
+                    now = trio.current_time()
+                    if batch:
+                        last_record = now
+                        for recs in batch.values():
+                            for r in recs:
+                                out.write(render(r))
+                                count += 1
+                        out.flush()
+                    if args.exit_at_end and await _at_end(consumer, ends):
+                        break
+                    if not batch and args.timeout is not None and now - last_record >= args.timeout:
+                        break
+        nursery.cancel_scope.cancel()
     return 0

@@ -87,7 +87,9 @@ PORT_RE = re.compile(r"127\.0\.0\.1:\d+")
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    """A broker for the whole module (fresh data dir); tests use their own topic names."""
+    """A broker for the whole module (fresh data dir); tests use their own topic names. Groups
+    form at once (no initial rebalance delay): every `consume --group` would wait for it."""
     data = tmp_path_factory.mktemp("broker-data")
-    with BrokerThread(BrokerConfig(listen_port=0, data_dir=str(data))) as b:
+    config = BrokerConfig(listen_port=0, data_dir=str(data), group_initial_rebalance_delay_ms=0)
+    with BrokerThread(config) as b:
         yield b
