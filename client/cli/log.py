@@ -27,6 +27,7 @@ from storage.replay import (
     TornTail,
     classify,
     iter_partition,
+    list_segments,
     partition_of,
     partition_stats,
     select_partitions,
@@ -134,6 +135,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "'torn tail (recoverable by the broker)').",
     )
     _add_selection(verify)
+    verify.add_argument("--progress", action="store_true",
+                        help="progress bar on stderr (bytes checked, rate, ETA) even when it is not a terminal")
     verify.set_defaults(func=_guard(_verify))
 
     stats = sub.add_parser(
@@ -276,8 +279,14 @@ def _name(topic: str, partition: int) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from ._common import Progress
+
     parts = _partitions(args)
+    # The bar moves a partition at a time, by the bytes of its segments.
+    sizes = [sum(s.path.stat().st_size for s in list_segments(p.path)) for p in parts]
+    progress = Progress.for_args(args, "verify", sum(sizes) or None, "bytes")
     counts = {"ok": 0, "corrupt": 0, "torn": 0}
+    progress_done: list = []
     warnings = 0
     first_problem = None
     out = sys.stdout
@@ -309,6 +318,9 @@ def _verify(args: argparse.Namespace) -> int:
             if first_problem is None:
                 first_problem = r.problem
         out.flush()
+        progress.update(add=sizes[len(progress_done)])
+        progress_done.append(part)
+    progress.finish()
     bad = counts["corrupt"] + counts["torn"]
     out.write(
         f"verified {len(parts)} partition{'s' if len(parts) != 1 else ''}: {counts['ok']} ok, "

@@ -121,6 +121,14 @@ def test_replay_into_tansu(source):
             proc.wait(10)
 
 
+def test_verify_progress_bar(source):
+    data, _ = source
+    p = ok(ringlog("log", "verify", data, "--progress"))
+    assert p.stdout.endswith("verified 3 partitions: 3 ok, 0 corrupt, 0 torn tail; 0 warnings\n")
+    last = p.stderr.splitlines()[-1]
+    assert last.startswith("verify  [########################]  100%  ") and "bytes/s" in last
+
+
 def test_replay_mistakes(source, tmp_path):
     data, _ = source
     one_error_line(ringlog("log", "replay", tmp_path / "missing", "--topic", "src", "--to", "127.0.0.1:1"), 2,
