@@ -342,7 +342,7 @@ def markdown(results: dict, gs: list[dict], note: str | None = None) -> str:
             add(f"consume {human_size(size)}", cons, size=size, partitions=1, producers=1)
         for r in (prod or []):
             if (r["partitions"], r["producers"]) != (1, 1) and r["system"] == systems[0]:
-                add(f"produce {human_size(r['size'])}, {r['partitions']} partitions, {r['producers']} producers",
+                add(f"produce {human_size(r['size'])}, {r['partitions']} partition(s), {r['producers']} producer(s)",
                     prod, size=r["size"], partitions=r["partitions"], producers=r["producers"])
         if single:
             add("single-record requests", single)
@@ -423,12 +423,14 @@ def make_plots(results: dict, out_dir: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     plain = FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1 else f"{v:g}")
 
     def axes_style(ax: Any) -> None:
         # Log axes, but with plain numbers (not 6x10^1) on the major ticks.
+        # 1-2-5 steps: a narrow range (say 40..170) still gets labelled ticks.
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(NullFormatter())
 
@@ -486,6 +488,7 @@ def make_plots(results: dict, out_dir: Path) -> list[Path]:
             ax.set_xscale("log")
             ax.set_yscale("log")
             axes_style(ax)
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(plain)
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("records/s (1 KiB)")

@@ -54,6 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="where the brokers' data directories and the disk-limit files go (default: system temp)")
     p.add_argument("--note", default=None, help="a remark printed with the results (e.g. about the machine)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (then matplotlib is not needed)")
+    p.add_argument("--from-results", metavar="JSON", default=None,
+                   help="measure nothing: rewrite the page and plots in --output from a bench-results.json")
     p.set_defaults(func=run)
 
 
@@ -90,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"ringlog bench: the Python package {missing!r} is missing; install the bench extra: "
               "pip install 'ringlog[bench]'", file=sys.stderr)
         return 2
+    if args.from_results:
+        return _rerender(args)
     systems = args.systems or list(SYSTEMS)
     if "tansu" in systems:
         try:
@@ -121,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     results["argv"] = argv
+    results["note"] = args.note
     written = report.write_all(results, Path(args.output), note=args.note, plots=not args.no_plots)
     print(f"results: {written['markdown']}, {written['json']}"
           + "".join(f", {p}" for p in written["plots"]))
@@ -129,4 +134,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"ringlog bench: {len(results['errors'])} measurement(s) failed (see the log above and "
               "bench-results.json)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _rerender(args: argparse.Namespace) -> int:
+    import json
+
+    from client.bench import report
+
+    try:
+        results = json.loads(Path(args.from_results).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"ringlog bench: cannot read {args.from_results}: {exc}", file=sys.stderr)
+        return 2
+    results.pop("goals", None)  # judged again from the figures
+    note = args.note if args.note is not None else results.get("note")
+    written = report.write_all(results, Path(args.output), note=note, plots=not args.no_plots)
+    print(f"results: {written['markdown']}" + "".join(f", {p}" for p in written["plots"]))
+    report.print_goals(written["goals"], file=sys.stdout)
     return 0

@@ -64,6 +64,12 @@ def test_quick_bench_against_ringlog(tmp_path, capsys):
         for png in ("bench-throughput.png", "bench-latency.png"):
             assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # The page can be rewritten from the saved results without measuring again.
+    again = tmp_path / "again"
+    assert main(["bench", "--from-results", str(out / "bench-results.json"), "--output", str(again),
+                 "--no-plots"]) == 0
+    assert (again / "performance.md").read_text() == md
+
 
 def test_markdown_block_is_replaced_and_the_rest_kept(tmp_path):
     page = tmp_path / "performance.md"
