@@ -29,6 +29,8 @@ def parse_hostport(value: str, *, default_port: int = 9092) -> tuple[str, int]:
         host, port = value.split(":")
     else:
         host, port = value, ""
+    if port and not port.isdigit():
+        raise ValueError(f"port {port!r} is not a number in {value!r} (expected HOST:PORT)")
     port_n = int(port) if port else default_port
     if not 0 <= port_n <= 65535:
         raise ValueError(f"port {port_n} out of range in {value!r}")

@@ -92,11 +92,32 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"ringlog broker: {exc}", file=sys.stderr)
         return 2
+    from storage.errors import StorageError
+
     try:
         trio.run(run_broker, config)
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:
+    except (OSError, StorageError) as exc:
         logging.getLogger("ringlog").error("cannot start: %s", exc)
         return 1
+    except BaseExceptionGroup as group:
+        # Start-up failures (address in use, data dir locked by another broker) surface from the
+        # broker's nursery wrapped in a group: report them as one line, not a traceback.
+        cause = _only_leaf(group)
+        if isinstance(cause, KeyboardInterrupt):
+            return 130
+        if isinstance(cause, (OSError, StorageError)):
+            logging.getLogger("ringlog").error("cannot start: %s", cause)
+            return 1
+        raise
     return 0
+
+
+def _only_leaf(exc: BaseException) -> BaseException | None:
+    """The single exception inside (nested) exception groups, or None when there are several."""
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
