@@ -8,8 +8,10 @@ Directory contents::
     anything else (e.g. *.snapshot written by the broker) is left alone
 
 Invariants:
-- The last segment is the active one; only it is appended to. Offsets are contiguous from the
-  log start offset to the log end offset (the next offset to assign).
+- The last segment is the active one; only it is appended to. Offsets strictly increase from the
+  log start offset to the log end offset (the next offset to assign); they are contiguous except
+  where log compaction (storage.compaction, cleanup.policy=compact) removed records, which leaves
+  gaps inside and between closed segments (a read at a removed offset starts at the next batch).
 - Each append call is validated whole before a byte is written, then written with ONE pwrite at
   the tracked end of the active segment. The in-memory end moves only after the write succeeded,
   so readers (bounded by it) never see a partial batch, and a failed write (disk full) is cut
@@ -106,6 +108,10 @@ class LogConfig:
     flush_interval_ms: int = 1000
     cleanup_policy: str = "delete"
     message_timestamp_type: str = "CreateTime"    # or "LogAppendTime"
+    # log compaction (storage.compaction), used when cleanup_policy contains "compact"
+    delete_retention_ms: int = 24 * 3600 * 1000   # how long tombstones survive a clean
+    min_compaction_lag_ms: int = 0                # records younger than this are not compacted
+    min_cleanable_dirty_ratio: float = 0.5        # dirty share of the log that triggers a clean
 
     TOPIC_CONFIG_KEYS: ClassVar[dict[str, str]] = {
         "segment.bytes": "segment_bytes",
@@ -119,6 +125,9 @@ class LogConfig:
         "flush.ms": "flush_interval_ms",
         "cleanup.policy": "cleanup_policy",
         "message.timestamp.type": "message_timestamp_type",
+        "delete.retention.ms": "delete_retention_ms",
+        "min.compaction.lag.ms": "min_compaction_lag_ms",
+        "min.cleanable.dirty.ratio": "min_cleanable_dirty_ratio",
     }
 
     def __attrs_post_init__(self) -> None:
@@ -136,6 +145,10 @@ class LogConfig:
         at_least("segment.index.bytes", self.segment_index_bytes, 4, MAX_SEGMENT_POSITION)
         at_least("max.message.bytes", self.max_message_bytes, 0)
         at_least("flush.ms", self.flush_interval_ms, 0)
+        at_least("delete.retention.ms", self.delete_retention_ms, 0)
+        at_least("min.compaction.lag.ms", self.min_compaction_lag_ms, 0)
+        if not 0.0 <= self.min_cleanable_dirty_ratio <= 1.0:
+            raise ValueError(f"min.cleanable.dirty.ratio: {self.min_cleanable_dirty_ratio} is out of range [0, 1]")
         if self.flush_policy not in FLUSH_POLICIES:
             raise ValueError(f"ringlog.flush.policy: {self.flush_policy!r} is not one of {FLUSH_POLICIES}")
         if self.message_timestamp_type not in TIMESTAMP_TYPES:
@@ -165,6 +178,11 @@ class LogConfig:
                 changes[field] = ",".join(parts)
             elif field in ("flush_policy", "message_timestamp_type"):
                 changes[field] = str(value).strip()
+            elif field == "min_cleanable_dirty_ratio":
+                try:
+                    changes[field] = float(str(value).strip())
+                except ValueError:
+                    raise ValueError(f"{key}: {value!r} is not a number") from None
             else:
                 changes[field] = _parse_int(key, value)
         return attrs.evolve(self, **changes)
@@ -331,6 +349,11 @@ class PartitionLog:
 
     def _load(self, *, now_ms: int, clean: bool) -> None:
         d = self.directory
+        # First finish (or undo) a compaction swap a crash interrupted, so that the segment
+        # files below are exactly either the old ones or the cleaned ones.
+        from .compaction import recover_swaps
+
+        recover_swaps(d)
         bases: list[int] = []
         names = {p.name for p in d.iterdir()}
         for name in names:
@@ -471,6 +494,34 @@ class PartitionLog:
 
     def segment_count(self) -> int:
         return len(self._segments)
+
+    @property
+    def segments(self) -> tuple[Segment, ...]:
+        """The segments, oldest first (the last is the active one). Do not mutate them."""
+        return tuple(self._segments)
+
+    @property
+    def truncations(self) -> int:
+        """Counts truncations: a change tells a planned compaction its inputs may be gone."""
+        return self._truncations
+
+    def replace_segments(self, old: Sequence[Segment], new: Segment) -> None:
+        """Put `new` in the place of the consecutive inactive segments `old` (log compaction).
+
+        The caller has already put the files in place (storage.compaction.commit_clean). The old
+        segments' fds stay open for whoever holds a FileRegion of them; their index mappings go
+        when the last reference to them does.
+        """
+        self._check_open()
+        idx = next((i for i, s in enumerate(self._segments) if s is old[0]), None)
+        if idx is None or self._segments[idx : idx + len(old)] != list(old) or idx + len(old) >= len(self._segments):
+            raise StorageError(f"segments to replace are not consecutive inactive segments of {self.directory}")
+        if new.base_offset != old[0].base_offset:
+            raise StorageError(f"cleaned segment {new.base_offset} does not start at {old[0].base_offset}")
+        self._segments[idx : idx + len(old)] = [new]
+        self._bases[idx : idx + len(old)] = [new.base_offset]
+        for s in old:
+            self._dirty.pop(id(s), None)
 
     def segment_base_offsets(self) -> list[int]:
         return list(self._bases)
@@ -862,7 +913,7 @@ class PartitionLog:
         if cfg.retention_ms >= 0:
             count = 0
             for seg in self._segments:
-                if seg.size == 0:
+                if seg.size == 0 and seg is self._segments[-1]:
                     break
                 ts = seg.max_timestamp if seg.max_timestamp >= 0 else seg.last_modified_ms()
                 if now_ms - ts <= cfg.retention_ms:
@@ -873,7 +924,7 @@ class PartitionLog:
             diff = self.size_bytes - cfg.retention_bytes
             count = 0
             for seg in self._segments:
-                if seg.size == 0 or diff - seg.size < 0:
+                if (seg.size == 0 and seg is self._segments[-1]) or diff - seg.size < 0:
                     break
                 diff -= seg.size
                 count += 1

@@ -182,13 +182,16 @@ def scan_batches(
         if crc != header.crc:
             yield f"CRC mismatch at position {pos} (offset {header.base_offset})"
             return
-        if header.records_count <= 0 or header.last_offset_delta != header.records_count - 1:
+        # A compacted batch keeps its original lastOffsetDelta with fewer records (storage.compaction),
+        # so the count may be below lastOffsetDelta + 1, never above it.
+        if header.records_count <= 0 or not header.records_count <= header.last_offset_delta + 1:
             yield f"bad record count at position {pos} (offset {header.base_offset})"
             return
-        # Offsets are contiguous inside a segment (and baseOffset is outside the CRC, so this is
-        # the only check that catches a damaged one).
-        if header.base_offset != expected:
-            yield f"offset {header.base_offset} at position {pos}, expected {expected}"
+        # Offsets strictly increase and batch ranges never overlap. Compaction leaves gaps (whole
+        # batches removed), so they need not be contiguous; baseOffset is outside the CRC, so this
+        # is the only check that catches a damaged one going backwards.
+        if header.base_offset < expected:
+            yield f"offset {header.base_offset} at position {pos}, expected at least {expected}"
             return
         if header.last_offset - base_offset > MAX_RELATIVE_OFFSET or pos + size > MAX_SEGMENT_POSITION + 1:
             yield f"batch at position {pos} does not fit the segment's index"
@@ -444,6 +447,10 @@ class Segment:
         """
         pos, header = self.find(offset)
         if header is None:
+            # Nothing at or above `offset` here, but a compacted segment may end in a gap that
+            # reaches past it: the segment's end moves down to `offset` (no bytes change).
+            if self.base_offset <= offset < self.next_offset:
+                self.next_offset = offset
             return 0
         removed = self.size - pos
         try:
