@@ -19,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -107,10 +108,14 @@ class _SideBySide:
     def __init__(self, systems: list[str], workdir: str, partitions: int) -> None:
         self.workdir = workdir
         self.partitions = partitions
-        self.brokers: dict[str, Any] = {}
+        self.brokers: dict[str, Any] = {s: make_system(s, workdir, partitions=partitions) for s in systems}
+        # Start (and later stop) them concurrently: a Python broker takes a second or more to
+        # start, and the brokers are idle while the others start.
+        with ThreadPoolExecutor(len(systems)) as pool:
+            futures = [pool.submit(b.start) for b in self.brokers.values()]
         try:
-            for s in systems:
-                self.brokers[s] = make_system(s, workdir, partitions=partitions).start()
+            for f in futures:
+                f.result()
         except BaseException:
             self.close()
             raise
@@ -125,8 +130,9 @@ class _SideBySide:
         return b
 
     def close(self) -> None:
-        for b in self.brokers.values():
-            discard(b)
+        if self.brokers:
+            with ThreadPoolExecutor(len(self.brokers)) as pool:
+                list(pool.map(discard, self.brokers.values()))
         self.brokers.clear()
 
     def __enter__(self) -> "_SideBySide":

@@ -1,5 +1,5 @@
 """The client workloads: confluent-kafka (librdkafka) for every broker, each client in its own
-process (spawned, so the parent's threads and the GIL do not disturb it).
+process (so the parent's threads and the GIL do not disturb it).
 
 Workloads (each bounded by a time budget and a byte/record budget):
 * produce    N producer processes send fixed-size records round-robin over the topic's partitions
@@ -49,7 +49,11 @@ LATENCY_CONF = {"acks": "all", "linger.ms": 0, "max.in.flight.requests.per.conne
 SINGLE_CONF = {"acks": "all", "linger.ms": 0, "max.in.flight.requests.per.connection": 1,
                "compression.type": "none", "enable.idempotence": False}
 
-_ctx = multiprocessing.get_context("spawn")
+# Children fork from a fork server that has already imported this module (and confluent-kafka):
+# a clean single-threaded parent, unlike the harness itself (sampler threads, broker output
+# readers), and much cheaper per child than "spawn", which imports everything again each time.
+_ctx = multiprocessing.get_context("forkserver")
+_ctx.set_forkserver_preload(["confluent_kafka", "client.bench.workloads"])
 
 
 def percentiles(values: list[float], ps=(50, 95, 99, 99.9)) -> dict[str, float]:
