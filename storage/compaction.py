@@ -27,12 +27,11 @@ Which records survive (Kafka's rules, magic 2):
 - control batches are kept as they are;
 - a batch keeps its baseOffset, lastOffsetDelta, producer id/epoch, baseSequence and leader epoch
   (so replaying batch headers still gives each producer's last sequence); records keep their
-  original offsets; a batch whose records all go is removed, with one exception: the last batch of
-  each producer id in the cleaned range is kept whole (not emptied) while younger than
-  `producer_expiration_ms`, so an idempotent producer's last sequence survives a restart that
-  rebuilds producer state from the log. (Kafka keeps an empty batch header instead; ringlog never
-  stores empty batches, which some clients handle badly.) Such a batch may still hold records
-  superseded later; the next clean after the producer writes again removes them;
+  original offsets; a batch whose records all go is removed, except the last batch of each
+  producer id in the cleaned range while younger than `producer_expiration_ms` (Kafka's
+  producer.id.expiration.ms): it stays as an empty batch (recordsCount 0, header only, Kafka's
+  RETAIN_EMPTY), so an idempotent producer's last sequence survives a restart that rebuilds
+  producer state from the log. Empty batches exist only in cleaned segments;
 - compressed batches are decompressed and the kept records re-compressed with the same codec; an
   untouched batch is copied byte for byte;
 - the log start offset never changes, and neither does any kept record's offset, timestamp, key,
@@ -83,7 +82,10 @@ import crc32c
 
 from .batch import (
     ATTRIBUTES_OFFSET,
+    CONTROL_MASK,
     DELETE_HORIZON_MASK,
+    TIMESTAMP_TYPE_MASK,
+    TRANSACTIONAL_MASK,
     HEADER_SIZE,
     BatchHeader,
     parse_header,
@@ -216,7 +218,7 @@ def plan_clean(
         end = nxt.base_offset
         if end > log.recovery_point:
             break  # not fsynced yet: recovery may still cut it
-        if cfg.min_compaction_lag_ms > 0:
+        if cfg.min_compaction_lag_ms > 0 and seg.size > 0:  # (an empty segment has nothing to wait for)
             ts = seg.max_timestamp if seg.max_timestamp >= 0 else seg.last_modified_ms()
             if ts > lag_limit:
                 break
@@ -367,6 +369,24 @@ def _encode_batch(header: BatchHeader, records: list[_RawRecord], base_ts: int, 
     )
     struct.pack_into(">I", batch, 17, crc32c.crc32c(memoryview(batch)[ATTRIBUTES_OFFSET:]))
     return bytes(batch), max_ts
+
+
+def _empty_batch(header: BatchHeader) -> bytes:
+    """A batch with no records and `header`'s offsets and producer fields (Kafka's
+    DefaultRecordBatch.writeEmptyHeader: no codec, both timestamps = the max timestamp)."""
+    if header.records_count == 0:
+        base_ts = header.base_timestamp
+    else:
+        base_ts = header.max_timestamp
+    attributes = header.attributes & (TIMESTAMP_TYPE_MASK | TRANSACTIONAL_MASK | CONTROL_MASK)
+    batch = bytearray(HEADER_SIZE)
+    _HEADER.pack_into(
+        batch, 0, header.base_offset, HEADER_SIZE - 12, header.partition_leader_epoch, 2, 0, attributes,
+        header.last_offset_delta, base_ts, header.max_timestamp, header.producer_id, header.producer_epoch,
+        header.base_sequence, 0,
+    )
+    struct.pack_into(">I", batch, 17, crc32c.crc32c(memoryview(batch)[ATTRIBUTES_OFFSET:]))
+    return bytes(batch)
 
 
 def _build_offset_map(plan: CleanPlan) -> tuple[dict[bytes, int], int]:
@@ -534,10 +554,8 @@ def _clean_batch(
     if not kept:
         producer_last = header.producer_id >= 0 and last_of_producer.get(header.producer_id) == header.base_offset
         if producer_last and header.max_timestamp > now - plan.producer_expiration_ms:
-            # Kept whole so the producer's last sequence survives; its tombstones (if any) do
-            # not ask for an early clean: the next one comes with the dirty ratio.
-            stats["kept"] += len(records)
-            return raw, header.max_timestamp, -1
+            # Kafka's RETAIN_EMPTY: the header alone keeps the producer's last sequence.
+            return _empty_batch(header), header.max_timestamp, -1
         return None, -1, -1
     stats["kept"] += len(kept)
     has_tombstone = any(r.tombstone for r in kept)

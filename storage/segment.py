@@ -182,9 +182,10 @@ def scan_batches(
         if crc != header.crc:
             yield f"CRC mismatch at position {pos} (offset {header.base_offset})"
             return
-        # A compacted batch keeps its original lastOffsetDelta with fewer records (storage.compaction),
-        # so the count may be below lastOffsetDelta + 1, never above it.
-        if header.records_count <= 0 or not header.records_count <= header.last_offset_delta + 1:
+        # A compacted batch keeps its original lastOffsetDelta with fewer records, even none (the
+        # last batch of a producer, storage.compaction), so the count may be below
+        # lastOffsetDelta + 1, never above it.
+        if header.records_count < 0 or header.last_offset_delta < 0 or header.records_count > header.last_offset_delta + 1:
             yield f"bad record count at position {pos} (offset {header.base_offset})"
             return
         # Offsets strictly increase and batch ranges never overlap. Compaction leaves gaps (whole
