@@ -441,6 +441,9 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
             if config.advertised_host is None:
                 broker.host = config.listen_host if config.listen_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
             root.start_soon(_maintenance, broker)
+            from .cleaner import serve_cleaner  # log compaction of cleanup.policy=compact topics
+
+            root.start_soon(serve_cleaner, broker)
             metrics.health.ready()
             try:
                 yield broker

@@ -6,7 +6,8 @@ What a clean does, for one partition log:
    segment), wholly below the recovery point (already fsynced), and older than
    min.compaction.lag.ms (by their max timestamp). The cleaner checkpoint tells where the dirty
    part (never cleaned) starts; a clean runs when dirty bytes / cleanable bytes >=
-   min.cleanable.dirty.ratio, or when a tombstone's delete horizon has passed. The cleanable
+   min.cleanable.dirty.ratio, when a tombstone's delete horizon has passed, or when consecutive
+   cleaned segments are small enough to be merged into one. The cleanable
    segments are grouped (consecutive, original sizes summing to at most segment.bytes, offsets
    fitting one index) so that cleaned logs do not keep one tiny segment per roll. The plan holds
    the segments' open files and sizes: immutable inputs for the next step.
@@ -233,11 +234,6 @@ def plan_clean(
     clean_bytes = sum(s.size for s in inputs[:dirty_index])
     dirty_bytes = sum(s.size for s in inputs[dirty_index:])
     horizon_due = ckpt is not None and 0 <= ckpt.delete_horizon <= now_ms
-    if not force and not horizon_due:
-        if dirty_bytes == 0:
-            return None
-        if dirty_bytes / (clean_bytes + dirty_bytes) < cfg.min_cleanable_dirty_ratio:
-            return None
     groups: list[tuple[int, int]] = []
     start = 0
     for i in range(1, len(inputs) + 1):
@@ -249,6 +245,14 @@ def plan_clean(
         if total > cfg.segment_bytes or span > MAX_RELATIVE_OFFSET:
             groups.append((start, i))
             start = i
+    # Cleaned segments already small enough to share one segment: merging them is cheap (they
+    # are small by definition) and keeps a compacted log from keeping one file per roll.
+    mergeable = any(end - start > 1 and end <= dirty_index for start, end in groups)
+    if not force and not horizon_due and not mergeable:
+        if dirty_bytes == 0:
+            return None
+        if dirty_bytes / (clean_bytes + dirty_bytes) < cfg.min_cleanable_dirty_ratio:
+            return None
     return CleanPlan(
         directory=log.directory,
         truncations=log.truncations,

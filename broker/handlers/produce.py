@@ -17,6 +17,7 @@ import logging
 from kio.schema.errors import ErrorCode
 
 from storage.batch import split_batches, validate_batch
+from storage.compaction import records_have_keys
 from storage.records import check_records
 from storage.errors import StorageError
 
@@ -69,7 +70,8 @@ async def produce(ctx: RequestContext, request) -> object:
                     continue
                 tp = (name, res.index)
                 try:
-                    entry = _validate(tp, pdata.records, config.max_message_bytes, full_check)
+                    entry = _validate(tp, pdata.records, config.max_message_bytes, full_check,
+                                      compacted="compact" in config.cleanup_policy)
                 except StorageError as exc:
                     res.error = error_code_for(exc)
                     res.message = str(exc)
@@ -155,7 +157,7 @@ async def produce(ctx: RequestContext, request) -> object:
     )
 
 
-def _validate(tp, records, max_size: int, full_check: bool) -> PendingAppend:
+def _validate(tp, records, max_size: int, full_check: bool, compacted: bool = False) -> PendingAppend:
     if not records:
         raise KafkaError(ErrorCode.invalid_record, "no record batches in the request")
     batches: list[bytearray] = []
@@ -166,6 +168,10 @@ def _validate(tp, records, max_size: int, full_check: bool) -> PendingAppend:
         # A valid CRC only proves the bytes arrived as the client built them: garbage records
         # inside would be stored and break every consumer, so their framing is checked too.
         check_records(view, header, full=full_check)
+        # Kafka's LogValidator: a compacted topic keeps the latest record per key, so every
+        # record needs one.
+        if compacted and not records_have_keys(view, header):
+            raise KafkaError(ErrorCode.invalid_record, "compacted topic requires a key on every record")
         batches.append(bytearray(view))
         headers.append(header)
         size += len(view)

@@ -246,6 +246,10 @@ def test_dirty_ratio_and_compaction_lag(tmp_path: Path) -> None:
     fill(log, 40)
     log.flush()
     assert clean_log(log, NOW + 50) is not None      # all dirty: ratio 1.0
+    many = log.segment_count()
+    assert clean_log(log, NOW + 50) is not None      # nothing dirty, but the small cleaned segments merge
+    assert log.segment_count() < many
+    assert plan_clean(log, NOW + 50) is None          # and then there is nothing to do
     fill(log, 4, start=40)
     log.roll(NOW + 60)
     log.flush()

@@ -1,0 +1,75 @@
+"""The log cleaner task: compacts partitions whose cleanup.policy contains "compact".
+
+Every log.retention.check.interval.ms it walks the partition logs; for each compacted one,
+storage.compaction.plan_clean decides (on the Trio thread, under the broker's log lock) whether a
+clean is due (min.cleanable.dirty.ratio, min.compaction.lag.ms, a passed tombstone horizon). The
+heavy part, reading the old segments and writing the cleaned ones, runs in a worker thread
+(build_clean); the swap then happens back on the Trio thread under the log lock (commit_clean),
+which discards the result if the log was truncated, had segments deleted or was closed meanwhile.
+One partition at a time, so at most one worker thread is busy cleaning.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from storage.compaction import build_clean, commit_clean, plan_clean
+
+from .logging_setup import event
+
+if TYPE_CHECKING:
+    from .core import Broker
+
+log = logging.getLogger("ringlog.cleaner")
+
+
+async def clean_partition(broker: Broker, topic: str, partition: int, plog) -> object | None:
+    """Plan, build (worker thread) and commit one clean of `plog`; the CleanStats or None."""
+    async with broker.log_lock:
+        if plog.closed or "compact" not in plog.config.cleanup_policy:
+            return None
+        plan = plan_clean(plog, broker.now_ms())
+    if plan is None:
+        return None
+    result = None
+    try:
+        # abandon_on_cancel: shutdown must not wait for a long clean; the plan's stop flag makes
+        # the abandoned thread give up soon, and its .cleaned files are removed (or, if it is
+        # killed with the process, by the next open of the log).
+        result = await trio.to_thread.run_sync(build_clean, plan, abandon_on_cancel=True)
+    except trio.Cancelled:
+        plan.stop()
+        raise
+    async with broker.log_lock:
+        stats = commit_clean(plog, plan, result)
+    if stats is None:
+        log.info("clean of %s-%d discarded: the log changed meanwhile", topic, partition)
+        return None
+    log.info(
+        "cleaned %s-%d up to offset %d: %d -> %d bytes, %d -> %d segments, kept %d of %d records",
+        topic, partition, stats.map_end, stats.bytes_before, stats.bytes_after, stats.segments_before,
+        stats.segments_after, stats.records_kept, stats.records_read,
+        extra=event("log_cleaned", topic=topic, partition=partition, bytes_before=stats.bytes_before,
+                    bytes_after=stats.bytes_after, segments_after=stats.segments_after),
+    )
+    return stats
+
+
+async def serve_cleaner(broker: Broker) -> None:
+    """Run forever (cancelled with the broker)."""
+    interval = max(0.05, broker.config.retention_check_interval_ms / 1000)
+    while True:
+        await trio.sleep(interval)
+        for (topic, partition), plog in broker._all_logs():
+            if "compact" not in plog.config.cleanup_policy:
+                continue
+            try:
+                await clean_partition(broker, topic, partition, plog)
+            except Exception:
+                # a failed clean leaves the log as it was (the swap is crash-safe); try again later
+                log.exception("cleaning %s-%d failed", topic, partition)
+
+
+__all__ = ["clean_partition", "serve_cleaner"]
