@@ -112,6 +112,9 @@ class Cluster:
         self._refresh_error: BaseException | None = None
         self._last_refresh = -1e18
         self.updated = trio.Event()  # replaced after every refresh; wait on it for changes
+        # bumped by every metadata answer: clients cache per-topic look-ups (partition lists)
+        # against it instead of rebuilding them for every record
+        self.version = 0
         self._closed = False
 
     # --- connections
@@ -289,6 +292,7 @@ class Cluster:
                 t.name, parts, int(t.error_code), bool(t.is_internal), getattr(t, "topic_id", None)
             )
         self.topics = topics
+        self.version += 1
         # drop connections to nodes that are gone
         for key in [k for k in self._conns if isinstance(k, int) and k not in self.brokers]:
             conn = self._conns.pop(key)

@@ -66,6 +66,9 @@ _HEADER = struct.Struct(">qiibIhiqqqhii")
 _CONTROL = 0x20
 _TRANSACTIONAL = 0x10
 _LOG_APPEND = 0x08
+# getone() yields to the scheduler at least once every this many calls: the fetcher then sends
+# the next Fetch while the application works through what is buffered
+_YIELD_EVERY = 512
 
 # error codes
 _OFFSET_OUT_OF_RANGE = 1
@@ -135,64 +138,148 @@ def _varint(buf, pos):
     return (v >> 1) ^ -(v & 1), pos
 
 
+def _read_bytes(buf, pos):
+    """A length-prefixed (zig-zag varint, -1 = null) byte string at pos: (bytes or None, new pos)."""
+    n, pos = _varint(buf, pos)
+    if n < 0:
+        if n != -1:
+            raise CorruptRecord(f"negative length {n}")
+        return None, pos
+    return buf[pos : pos + n], pos + n
+
+
+_new_record = object.__new__
+
+
 def decode_batch_records(topic: str, partition: int, raw, header: tuple, deserialize_key=None, deserialize_value=None) -> list[ConsumerRecord]:
-    """Decode one whole batch (header fields as unpacked by _HEADER) into ConsumerRecords."""
+    """Decode one whole batch (header fields as unpacked by _HEADER) into ConsumerRecords.
+
+    This runs once per consumed record, so it is one loop with everything in local variables:
+    each varint is read inline when it takes one or two bytes (values up to 8191: record
+    lengths, deltas and key/value sizes of most records), falling back to `_varint` otherwise, and records are built with
+    object.__new__ and slot stores instead of a Python __init__ call."""
     (base_offset, _blen, leader_epoch, _magic, _crc, attributes, _lod, base_ts, max_ts, _pid, _pe, _bs, count) = header
-    body = decompress(attributes & 7, memoryview(raw)[HEADER_SIZE:])
+    codec = attributes & 7
+    body = decompress(codec, memoryview(raw)[HEADER_SIZE:]) if codec else bytes(raw[HEADER_SIZE:])
     log_append = bool(attributes & _LOG_APPEND)
     ts_type = 1 if log_append else 0
-    out = []
+    out: list[ConsumerRecord] = []
+    append = out.append
+    new = _new_record
+    R = ConsumerRecord
     pos = 0
     n = len(body)
     try:
         for _ in range(count):
-            length, pos = _varint(body, pos)
-            end = pos + length
-            if length < 0 or end > n:
-                raise CorruptRecord("record runs past the end of its batch")
-            pos += 1  # attributes
-            ts_delta, pos = _varint(body, pos)
-            off_delta, pos = _varint(body, pos)
-            klen, pos = _varint(body, pos)
-            if klen < 0:
+            # record length (zig-zag: an odd raw value is negative, i.e. damage)
+            c = body[pos]
+            if c & 0x80:
+                c2 = body[pos + 1]
+                if c2 & 0x80:
+                    c, pos = _uvarint(body, pos)
+                else:
+                    c = (c & 0x7F) | (c2 << 7)
+                    pos += 2
+            else:
+                pos += 1
+            if c & 1:
+                raise CorruptRecord("negative record length")
+            end = pos + (c >> 1)
+            # attributes byte (unused), then the timestamp delta
+            c = body[pos + 1]
+            if c & 0x80:
+                c2 = body[pos + 2]
+                if c2 & 0x80:
+                    c, pos = _uvarint(body, pos + 1)
+                else:
+                    c = (c & 0x7F) | (c2 << 7)
+                    pos += 3
+            else:
+                pos += 2
+            ts_delta = (c >> 1) ^ -(c & 1)
+            # offset delta
+            c = body[pos]
+            if c & 0x80:
+                c2 = body[pos + 1]
+                if c2 & 0x80:
+                    c, pos = _uvarint(body, pos)
+                else:
+                    c = (c & 0x7F) | (c2 << 7)
+                    pos += 2
+            else:
+                pos += 1
+            off_delta = (c >> 1) ^ -(c & 1)
+            # key: mostly null
+            c = body[pos]
+            if c == 1:
                 key = None
+                pos += 1
+            elif c & 0x81:  # longer than one byte, or negative
+                key, pos = _read_bytes(body, pos)
             else:
-                key = body[pos : pos + klen]
-                pos += klen
-            vlen, pos = _varint(body, pos)
-            if vlen < 0:
+                pos += 1
+                key = body[pos : pos + (c >> 1)]
+                pos += c >> 1
+            # value: one or two length bytes for most
+            c = body[pos]
+            if c & 0x80:
+                c2 = body[pos + 1]
+                if c2 & 0x80 or c & 1:
+                    value, pos = _read_bytes(body, pos)
+                else:
+                    pos += 2
+                    c = pos + (((c & 0x7F) | (c2 << 7)) >> 1)
+                    value = body[pos:c]
+                    pos = c
+            elif c == 1:
                 value = None
+                pos += 1
+            elif c & 1:
+                raise CorruptRecord("negative value length")
             else:
-                value = body[pos : pos + vlen]
-                pos += vlen
-            hcount, pos = _varint(body, pos)
-            if hcount:
-                headers = []
-                for _h in range(hcount):
-                    hkl, pos = _varint(body, pos)
-                    hk = body[pos : pos + hkl].decode("utf-8")
-                    pos += hkl
-                    hvl, pos = _varint(body, pos)
-                    if hvl < 0:
-                        hv = None
-                    else:
-                        hv = body[pos : pos + hvl]
-                        pos += hvl
-                    headers.append((hk, hv))
-                headers = tuple(headers)
-            else:
+                pos += 1
+                c = pos + (c >> 1)
+                value = body[pos:c]
+                pos = c
+            # headers: mostly none
+            if body[pos] == 0:
                 headers = ()
-            if pos != end:
+                pos += 1
+            else:
+                hcount, pos = _varint(body, pos)
+                if hcount < 0:
+                    raise CorruptRecord("negative header count")
+                hl = []
+                for _h in range(hcount):
+                    hk, pos = _read_bytes(body, pos)
+                    if hk is None:
+                        raise CorruptRecord("null header key")
+                    hv, pos = _read_bytes(body, pos)
+                    hl.append((hk.decode("utf-8"), hv))
+                headers = tuple(hl)
+            if pos != end:  # also catches a length running past the batch
                 raise CorruptRecord("record length does not match its fields")
-            if deserialize_key is not None and key is not None:
-                key = deserialize_key(key)
-            if deserialize_value is not None and value is not None:
-                value = deserialize_value(value)
-            out.append(ConsumerRecord(topic, partition, base_offset + off_delta,
-                                      max_ts if log_append else base_ts + ts_delta, ts_type,
-                                      key, value, headers, leader_epoch))
+            r = new(R)
+            r.topic = topic
+            r.partition = partition
+            r.offset = base_offset + off_delta
+            r.timestamp = max_ts if log_append else base_ts + ts_delta
+            r.timestamp_type = ts_type
+            r.key = key
+            r.value = value
+            r.headers = headers
+            r.leader_epoch = leader_epoch
+            append(r)
     except IndexError as exc:
         raise CorruptRecord("record data truncated") from exc
+    except UnicodeDecodeError as exc:
+        raise CorruptRecord("header key is not UTF-8") from exc
+    if deserialize_key is not None or deserialize_value is not None:
+        for r in out:
+            if deserialize_key is not None and r.key is not None:
+                r.key = deserialize_key(r.key)
+            if deserialize_value is not None and r.value is not None:
+                r.value = deserialize_value(r.value)
     return out
 
 
@@ -360,8 +447,14 @@ class Consumer:
 
         self._parts: dict[TopicPartition, _PState] = {}
         self._queue: deque[_Fetched] = deque()
+        # The slice being read and the decoded records of its current batch: _recs[_ri:] are
+        # still to be handed out; _rend is the offset after that batch (positions jump to it
+        # when the batch is done, past compacted-away or control records).
         self._current: _Fetched | None = None
-        self._current_records: deque[ConsumerRecord] = deque()
+        self._recs: list[ConsumerRecord] = []
+        self._ri = 0
+        self._rend = 0
+        self._gets = 0  # getone() calls since it last yielded
         self._data_lot = trio.lowlevel.ParkingLot()
         self._fetch_wakeup = trio.Event()
         self._fetch_error: BaseException | None = None
@@ -512,7 +605,7 @@ class Consumer:
             ps.buffered = sum(1 for f in self._queue if f.tp == tp)
         if self._current is not None and self._current.tp not in self._parts:
             self._current = None
-            self._current_records.clear()
+            self._recs = []
         self._fetch_wakeup.set()
 
     def _state(self, tp) -> _PState:
@@ -530,7 +623,7 @@ class Consumer:
         ps.buffered = 0
         if self._current is not None and self._current.tp == tp:
             self._current = None
-            self._current_records.clear()
+            self._recs = []
         self._fetch_wakeup.set()
 
     def seek(self, tp: tuple[str, int], offset: int) -> None:
@@ -822,26 +915,34 @@ class Consumer:
         with trio.move_on_after(timeout):
             await self._data_lot.park()
 
-    def _next_record(self) -> ConsumerRecord | None:
-        """The next record in order, or None when nothing is buffered. Keeps positions current."""
+    def _next_chunk(self, limit: int | None) -> tuple[TopicPartition, list[ConsumerRecord]] | None:
+        """The next records in order -- up to `limit` (None: the rest of the current batch), all
+        from one partition -- or None when nothing is buffered. Keeps positions current."""
         while True:
-            recs = self._current_records
+            recs = self._recs
             cur = self._current
-            if recs:
+            if self._ri < len(recs):
                 ps = self._parts.get(cur.tp)
                 if ps is None or ps.epoch != cur.epoch:
-                    recs.clear()
-                while recs:
-                    r = recs.popleft()
-                    if type(r) is _BatchEnd:
-                        # positions skip past batch ends (gaps from compaction, control records)
-                        if r.offset > ps.position:
-                            ps.position = r.offset
-                        continue
-                    if r.offset < ps.position:
-                        continue
-                    ps.position = r.offset + 1
-                    return r
+                    self._recs = []
+                else:
+                    i = self._ri
+                    n = len(recs)
+                    position = ps.position
+                    while i < n and recs[i].offset < position:  # offsets ascend within a batch
+                        i += 1
+                    j = n if limit is None or n - i <= limit else i + limit
+                    chunk = None
+                    if i < j:
+                        chunk = recs if i == 0 and j == n else recs[i:j]
+                        ps.position = recs[j - 1].offset + 1
+                    self._ri = j
+                    if j == n:
+                        self._recs = []  # the caller may own `recs` now
+                        self._end_batch(ps)
+                    if chunk is not None:
+                        return cur.tp, chunk
+                    continue
             if cur is not None and cur.batches:
                 ps = self._parts.get(cur.tp)
                 if ps is None or ps.epoch != cur.epoch:
@@ -855,12 +956,15 @@ class Consumer:
                     ps.buffered += 1
                     continue
                 try:
-                    self._current_records = deque(
-                        decode_batch_records(cur.tp.topic, cur.tp.partition, raw, h, self._kdes, self._vdes))
+                    recs = decode_batch_records(cur.tp.topic, cur.tp.partition, raw, h, self._kdes, self._vdes)
                 except Exception as exc:  # noqa: BLE001 - decompression or layout damage
                     self._current = None
                     raise CorruptRecord(f"{cur.tp} batch at offset {h[0]}: {exc}") from exc
-                self._current_records.append(_BatchEnd(h[0] + h[6] + 1))
+                self._rend = h[0] + h[6] + 1
+                self._recs = recs
+                self._ri = 0
+                if not recs:
+                    self._end_batch(ps)
                 continue
             if cur is not None:
                 ps = self._parts.get(cur.tp)
@@ -886,17 +990,49 @@ class Consumer:
             ps = self._parts[f.tp]
             ps.buffered -= 1
             self._current = f
-            self._current_records = deque()
+            self._recs = []
             self._fetch_wakeup.set()  # this partition may fetch ahead now
 
+    def _end_batch(self, ps: _PState) -> None:
+        # positions skip past batch ends (gaps from compaction, control records)
+        if self._rend > ps.position:
+            ps.position = self._rend
+
+    def _next_record(self) -> ConsumerRecord | None:
+        """The next record in order, or None when nothing is buffered."""
+        got = self._next_chunk(1)
+        return None if got is None else got[1][0]
+
     async def getone(self) -> ConsumerRecord:
-        """The next record (waits for one)."""
+        """The next record (waits for one).
+
+        Like `Producer.send`, it yields to the scheduler (a checkpoint) once every few hundred
+        calls while records are buffered, and always when it has to wait."""
+        self._gets += 1
+        if self._gets >= _YIELD_EVERY:
+            self._gets = 0
+            await trio.lowlevel.checkpoint()
+        # fast path: the next decoded record of the current batch
+        recs = self._recs
+        i = self._ri
+        if (i < len(recs) and not self._closed and self._group_error is None
+                and self._fetch_error is None):
+            ps = self._parts.get(self._current.tp)
+            r = recs[i]
+            if ps is not None and ps.epoch == self._current.epoch and r.offset >= ps.position:
+                i += 1
+                self._ri = i
+                ps.position = r.offset + 1
+                if i == len(recs):
+                    self._recs = []
+                    self._end_batch(ps)
+                return r
         while True:
             self._raise_pending()
-            r = self._next_record()
-            if r is not None:
-                await trio.lowlevel.checkpoint_if_cancelled()
-                return r
+            got = self._next_chunk(1)
+            if got is not None:
+                return got[1][0]
+            self._gets = 0
             await self._wait_data(1.0)
 
     async def getmany(self, timeout_ms: float = 0, max_records: int | None = None) -> dict[TopicPartition, list[ConsumerRecord]]:
@@ -906,16 +1042,21 @@ class Consumer:
         n = 0
         while True:
             self._raise_pending()
-            r = self._next_record()
-            if r is None:
+            got = self._next_chunk(None if max_records is None else max_records - n)
+            if got is None:
                 if n or trio.current_time() >= deadline:
                     await trio.lowlevel.checkpoint()
                     return out
                 with trio.move_on_at(deadline):
                     await self._data_lot.park()
                 continue
-            out.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
-            n += 1
+            tp, chunk = got
+            have = out.get(tp)
+            if have is None:
+                out[tp] = chunk
+            else:
+                have.extend(chunk)
+            n += len(chunk)
             if max_records is not None and n >= max_records:
                 await trio.lowlevel.checkpoint()
                 return out
@@ -1196,15 +1337,6 @@ class Consumer:
                 topics = await self._subscribed_topics()
                 if topics != getattr(self, "_joined_topics", topics):
                     return
-
-
-class _BatchEnd:
-    """Marker after a batch's records: the position moves to the batch's end."""
-
-    __slots__ = ("offset",)
-
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
 
 
 def open_consumer(bootstrap_servers: str | Iterable[str] = "127.0.0.1:9092", *topics: str, **config: Any) -> Consumer:

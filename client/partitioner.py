@@ -60,17 +60,18 @@ class StickyPartitioner:
     """
 
     def __init__(self, rng: random.Random | None = None) -> None:
-        self._current: dict[str, int] = {}
+        # topic -> current sticky partition; the producer reads it directly on its per-record path
+        self.current: dict[str, int] = {}
         self._rng = rng or random.Random()
 
     def partition(self, topic: str, partitions: Sequence[int], available: Sequence[int] = ()) -> int:
-        p = self._current.get(topic)
+        p = self.current.get(topic)
         if p is None or p not in partitions:
             p = self._pick(topic, partitions, available, None)
         return p
 
     def batch_closed(self, topic: str, partition: int, partitions: Sequence[int], available: Sequence[int] = ()) -> None:
-        if self._current.get(topic) == partition:
+        if self.current.get(topic) == partition:
             self._pick(topic, partitions, available, partition)
 
     def _pick(self, topic: str, partitions: Sequence[int], available: Sequence[int], previous: int | None) -> int:
@@ -78,7 +79,7 @@ class StickyPartitioner:
         if len(pool) > 1 and previous is not None:
             pool = [x for x in pool if x != previous] or pool
         p = self._rng.choice(pool)
-        self._current[topic] = p
+        self.current[topic] = p
         return p
 
 

@@ -62,6 +62,9 @@ from .errors import (
 )
 from .partitioner import DefaultPartitioner
 
+_time_ns = time.time_ns
+_new_handle = object.__new__
+
 __all__ = ["BufferFull", "DeliveryHandle", "Producer", "RecordMetadata", "open_producer"]
 
 _HEADER = struct.Struct(">qiibIhiqqqhii")
@@ -73,7 +76,12 @@ _VARINT_LIMIT = (1 << 14) - 1
 _NULL = b"\x01"  # varint(-1): a null key/value
 _DUPLICATE_SEQUENCE = 46
 _OUT_OF_ORDER_SEQUENCE = 45
-_RECORD_OVERHEAD = 24  # rough per-record bytes beyond key/value, for buffer accounting
+# Longest possible encoding of a record beyond its key, value and headers: length (5), attributes
+# (1), timestamp delta (10), offset delta (5), key and value lengths (5 each), header count (5).
+_RECORD_BOUND = 36
+# send() yields to the scheduler at least once every this many calls (and whenever a batch fills
+# up), so the sender task ships batches while a tight loop keeps queueing records.
+_YIELD_EVERY = 512
 
 
 def _vi(n: int) -> bytes:
@@ -105,96 +113,161 @@ def _as_bytes(v: Any) -> bytes | None:
     raise TypeError(f"expected bytes, str or None, got {type(v).__name__}")
 
 
+def _header_bytes(headers: Sequence) -> tuple[tuple[bytes, bytes | None], ...]:
+    """Headers as (key bytes, value bytes or None) pairs, converted once, on `send`."""
+    out = []
+    for hk, hv in headers:
+        out.append((hk.encode("utf-8") if isinstance(hk, str) else bytes(hk), _as_bytes(hv)))
+    return tuple(out)
+
+
+def _encode_records(records: list, base_ts: int) -> tuple[bytearray, int]:
+    """The records block of a batch (DefaultRecord v2, see storage.records) and its max timestamp.
+
+    One tight loop over (key, value, headers, ts) tuples: small varints come from a table, the
+    record prefix (attributes + timestamp delta) and the key/value-length part are reused while
+    they repeat (records of one batch mostly share a millisecond and a size), and each record is
+    one join and one append. The bytes are the same as storage.records.encode_record gives."""
+    out = bytearray()
+    table = _VARINT_TABLE
+    limit = _VARINT_LIMIT
+    join = b"".join
+    max_ts = base_ts
+    last_ts = None
+    head = b""
+    last_vl = -2
+    mid = b""
+    for i, (key, value, headers, ts) in enumerate(records):
+        if ts != last_ts:
+            last_ts = ts
+            d = ts - base_ts
+            head = b"\x00" + (table[d + 1] if -1 <= d < limit else encode_varint(d))
+            if ts > max_ts:
+                max_ts = ts
+        ib = table[i + 1] if i < limit else encode_varint(i)
+        if key is None and not headers and value is not None:
+            vl = len(value)
+            if vl != last_vl:
+                last_vl = vl
+                mid = b"\x01" + (table[vl + 1] if vl < limit else encode_varint(vl))
+            body = join((head, ib, mid, value, b"\x00"))
+        else:
+            parts = [head, ib]
+            if key is None:
+                parts.append(_NULL)
+            else:
+                parts += (_vi(len(key)), key)
+            if value is None:
+                parts.append(_NULL)
+            else:
+                parts += (_vi(len(value)), value)
+            parts.append(_vi(len(headers)))
+            for hk, hv in headers:
+                parts += (_vi(len(hk)), hk)
+                if hv is None:
+                    parts.append(_NULL)
+                else:
+                    parts += (_vi(len(hv)), hv)
+            body = join(parts)
+        size = len(body)
+        out += table[size + 1] if size < limit else encode_varint(size)
+        out += body
+    return out, max_ts
+
+
+def record_bound(key: bytes | None, value: bytes | None, headers: Sequence = ()) -> int:
+    """Most bytes the record can take encoded (every varint at its longest)."""
+    n = _RECORD_BOUND + (len(key) if key is not None else 0) + (len(value) if value is not None else 0)
+    for hk, hv in headers:
+        n += 10 + len(hk) + (len(hv) if hv is not None else 0)
+    return n
+
+
 class ProducerBatch:
-    """Records for one partition, encoded as they arrive; sealed into a RecordBatch v2."""
+    """Records for one partition, kept as they arrive and encoded in one pass when the batch is
+    sealed into a RecordBatch v2.
+
+    `est` bounds the encoded size from above (every varint counted at its longest), so a batch
+    never exceeds `limit` (batch_size) once encoded; with 100-byte values the bound is about 35%
+    above the real size, so batches fill to roughly three quarters of batch_size."""
 
     __slots__ = (
-        "topic", "partition", "buf", "count", "base_ts", "max_ts", "created", "memory",
+        "topic", "partition", "records", "est", "room", "created",
         "closed", "raw", "sequence", "attempts", "retry_at", "done", "base_offset",
-        "log_append_time", "log_start_offset", "error", "limit",
+        "log_append_time", "log_start_offset", "error", "limit", "_count", "base_ts", "max_ts",
     )
 
     def __init__(self, topic: str, partition: int, limit: int, now: float) -> None:
         self.topic = topic
         self.partition = partition
-        self.buf = bytearray()
-        self.count = 0
-        self.base_ts = 0
-        self.max_ts = 0
+        self.records: list = []
+        self.est = 0  # upper bound of the encoded records, also what the buffer accounting counts
+        self.room = limit - HEADER_SIZE
         self.created = now
-        self.memory = 0
         self.closed = False
         self.raw: bytes | bytearray | None = None
         self.sequence = -1
         self.attempts = 0
         self.retry_at = 0.0
-        self.done = trio.Event()
+        self.done = trio.Event()  # one per batch: every record's handle waits on it
         self.base_offset = -1
         self.log_append_time = -1
         self.log_start_offset = -1
         self.error: BaseException | None = None
         self.limit = limit
+        self._count = 0
+        self.base_ts = 0
+        self.max_ts = 0
+
+    @property
+    def count(self) -> int:
+        return self._count if self.raw is not None else len(self.records)
 
     def try_append(self, key: bytes | None, value: bytes | None, headers: Sequence, ts: int) -> int:
         """Append one record; return its index, or -1 if the batch is full (or closed)."""
+        if headers:
+            headers = _header_bytes(headers)  # idempotent: send() already converted them
+        return self.add(key, value, headers, ts, record_bound(key, value, headers))
+
+    def add(self, key: bytes | None, value: bytes | None, headers: tuple, ts: int, bound: int) -> int:
+        """`try_append` for converted headers and a precomputed `record_bound`."""
         if self.closed:
             return -1
-        n = self.count
-        if n == 0:
-            self.base_ts = ts
-            self.max_ts = ts
-        elif ts > self.max_ts:
-            self.max_ts = ts
-        parts = [b"\x00", _vi(ts - self.base_ts), _vi(n)]
-        if key is None:
-            parts.append(_NULL)
-        else:
-            parts += (_vi(len(key)), key)
-        if value is None:
-            parts.append(_NULL)
-        else:
-            parts += (_vi(len(value)), value)
-        if headers:
-            parts.append(_vi(len(headers)))
-            for hk, hv in headers:
-                hkb = hk.encode("utf-8") if isinstance(hk, str) else bytes(hk)
-                parts += (_vi(len(hkb)), hkb)
-                hvb = _as_bytes(hv)
-                if hvb is None:
-                    parts.append(_NULL)
-                else:
-                    parts += (_vi(len(hvb)), hvb)
-        else:
-            parts.append(b"\x00")
-        body = b"".join(parts)
-        size = len(body)
-        if n and HEADER_SIZE + len(self.buf) + size + 5 > self.limit:
+        records = self.records
+        n = len(records)
+        if n and self.est + bound > self.room:
             self.closed = True
             return -1
-        buf = self.buf
-        buf += _vi(size)
-        buf += body
-        self.count = n + 1
+        self.est += bound
+        records.append((key, value, headers, ts))
         return n
 
     @property
     def size(self) -> int:
-        return HEADER_SIZE + len(self.buf)
+        """Upper bound of the batch's size on the wire (exact once sealed)."""
+        return len(self.raw) if self.raw is not None else HEADER_SIZE + self.est
 
     def seal(self, codec: int, producer_id: int, producer_epoch: int, sequence: int) -> None:
-        """Write the header and CRC: the batch bytes are final after this."""
+        """Encode the records, write the header and CRC: the batch bytes are final after this."""
         self.closed = True
         self.sequence = sequence
-        body = compress(codec, bytes(self.buf)) if codec != CODEC_NONE else self.buf
+        records = self.records
+        count = len(records)
+        base_ts = records[0][3]
+        buf, max_ts = _encode_records(records, base_ts)
+        body = compress(codec, bytes(buf)) if codec != CODEC_NONE else buf
         raw = bytearray(HEADER_SIZE)
         raw += body
         _HEADER.pack_into(
-            raw, 0, 0, len(raw) - 12, -1, 2, 0, codec, self.count - 1, self.base_ts, self.max_ts,
-            producer_id, producer_epoch, sequence, self.count,
+            raw, 0, 0, len(raw) - 12, -1, 2, 0, codec, count - 1, base_ts, max_ts,
+            producer_id, producer_epoch, sequence, count,
         )
         _CRC.pack_into(raw, 17, crc32c.crc32c(memoryview(raw)[21:]))
+        self.base_ts = base_ts
+        self.max_ts = max_ts
+        self._count = count
         self.raw = raw
-        self.buf = bytearray()  # the encoded records now live in raw
+        self.records = []  # the encoded records now live in raw
 
     def complete(self, base_offset: int, log_append_time: int, log_start_offset: int) -> None:
         self.base_offset = base_offset
@@ -289,7 +362,7 @@ class Producer:
         acks: int | str = "all",
         enable_idempotence: bool | None = None,
         compression_type: str | None = None,
-        batch_size: int = 65536,
+        batch_size: int = 1_000_000,
         linger_ms: float = 5,
         buffer_memory: int = 32 * 1024 * 1024,
         max_request_size: int = 1024 * 1024,
@@ -333,6 +406,15 @@ class Producer:
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
 
+        self._serializers = key_serializer is not None or value_serializer is not None
+        self._topic_cache: dict[str, tuple] = {}  # topic -> (partitions, available), see _topic_info
+        self._sticky_batch: dict[str, ProducerBatch] = {}  # topic -> open batch of its sticky partition
+        self._version = -1  # the cluster metadata version those two caches belong to
+        # a batch (header included) fits both batch_size and a Produce request
+        self._batch_limit = max(HEADER_SIZE + 64, min(self.batch_size, self.max_request_size - 512))
+        self._sends = 0  # send() calls since it last yielded
+        self._open = False  # entered, not closed: send()'s one-flag check
+
         self._parts: dict[tuple[str, int], _PartitionState] = {}
         self._node_in_flight: dict[int, int] = {}
         self._connecting: set[int] = set()
@@ -341,6 +423,7 @@ class Producer:
         self._memory_lot = trio.lowlevel.ParkingLot()
         self._wakeup = trio.Event()
         self._flushing = 0
+        self._exhausted = 0  # sends waiting for buffer memory
         self._closing = False
         self._closed = False
         self._started = False
@@ -384,6 +467,7 @@ class Producer:
             await stack.__aexit__(*sys.exc_info())
             raise
         self._stack = stack
+        self._open = True
         return self
 
     async def __aexit__(self, exc_type, exc, tb) -> bool | None:
@@ -392,6 +476,7 @@ class Producer:
                 await self.flush()
         finally:
             self._closed = True
+            self._open = False
             self._fail_all(ClientClosed("producer closed"))
             assert self._nursery is not None and self._stack is not None
             self._nursery.cancel_scope.cancel()
@@ -412,6 +497,12 @@ class Producer:
             raise self._fatal
 
     # --- sending
+    #
+    # send() runs once per record, so its common case (bytes or None key and value, no headers,
+    # serializers or explicit partition) is kept to a handful of attribute look-ups: the topic's
+    # partition lists are cached against the metadata version, the open batch of the sticky
+    # partition is found with one dict look-up, the record is appended as a tuple (encoding
+    # happens per batch, in seal) and the handle is built without a Python __init__.
 
     def _serialize(self, key: Any, value: Any) -> tuple[bytes | None, bytes | None]:
         if self._key_serializer is not None and key is not None:
@@ -419,6 +510,29 @@ class Producer:
         if self._value_serializer is not None and value is not None:
             value = self._value_serializer(value)
         return _as_bytes(key), _as_bytes(value)
+
+    def _prepare(self, key: Any, value: Any, headers: Sequence) -> tuple[Any, Any, Any, int]:
+        """Serialized key and value, converted headers and the record's size bound (what the
+        buffer accounting counts)."""
+        key_b, value_b = self._serialize(key, value)
+        headers = _header_bytes(headers) if headers else ()
+        return key_b, value_b, headers, record_bound(key_b, value_b, headers)
+
+    def _topic_info(self, topic: str) -> tuple | None:
+        """(sorted partitions, partitions with a leader) of `topic`, cached until the metadata
+        changes; None when the topic's metadata is not known."""
+        cluster = self.cluster
+        if cluster.version != self._version:
+            self._version = cluster.version
+            self._topic_cache.clear()
+            self._sticky_batch.clear()
+        info = self._topic_cache.get(topic)
+        if info is None:
+            partitions = cluster.partitions(topic)
+            if partitions is None:
+                return None
+            info = self._topic_cache[topic] = (partitions, cluster.available_partitions(topic))
+        return info
 
     async def send(
         self,
@@ -430,22 +544,55 @@ class Producer:
         timestamp: int | None = None,
     ) -> DeliveryHandle:
         """Queue one record; returns once it is in a batch. ``await`` the returned handle for its
-        RecordMetadata. Waits while the buffer is full or the topic's metadata is unknown."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self._check_open()
-        key_b, value_b = self._serialize(key, value)
-        partitions = self.cluster.partitions(topic)
-        if partitions is None:
-            partitions = await self.cluster.topic_partitions(topic)
-        need = _RECORD_OVERHEAD + (len(key_b) if key_b else 0) + (len(value_b) if value_b else 0)
-        if headers:
-            need += sum(len(h[0]) + len(h[1] or b"") + 4 for h in headers)
+        RecordMetadata. Waits while the buffer is full or the topic's metadata is unknown.
+
+        While there is room, `send` yields to the scheduler (a checkpoint: cancellation is seen
+        there) once every few hundred calls and whenever a batch has filled up, not on every call,
+        so a loop of sends costs little more than the encoding of its records."""
+        self._sends += 1
+        if self._sends >= _YIELD_EVERY:
+            self._sends = 0
+            await trio.lowlevel.checkpoint()
+        if not self._open:
+            self._check_open()
+        # The common case, inlined: a keyless bytes record for the sticky partition whose open
+        # batch has room. Everything else (and this case when it does not fit) takes _append.
+        if (key is None and type(value) is bytes and partition is None and not headers
+                and not self._serializers and self.cluster.version == self._version):
+            batch = self._sticky_batch.get(topic)
+            need = _RECORD_BOUND + len(value)
+            if (batch is not None and not batch.closed and batch.est + need <= batch.room
+                    and self._memory_used + need <= self.buffer_memory):
+                ts = _time_ns() // 1_000_000 if timestamp is None else int(timestamp)
+                records = batch.records
+                h = _new_handle(DeliveryHandle)
+                h._index = len(records)
+                records.append((None, value, (), ts))
+                batch.est += need
+                self._memory_used += need
+                h._batch = batch
+                h._ts = ts
+                return h
+        key, value, headers, need = self._prepare(key, value, headers)
+        info = self._topic_info(topic)
+        if info is None:
+            await self.cluster.topic_partitions(topic)
+            info = self._topic_info(topic)
+            if info is None:
+                raise KafkaError(3, f"metadata for {topic!r} is not known")
         if need > self.max_request_size:
             raise KafkaError(10, f"record of about {need} bytes exceeds max_request_size")
         while self._memory_used and self._memory_used + need > self.buffer_memory:
-            await self._memory_lot.park()
+            # As Kafka's accumulator does when its memory is exhausted: while a send waits for
+            # room, open batches are sent without waiting for linger_ms or for them to fill.
+            self._exhausted += 1
+            self._wakeup.set()
+            try:
+                await self._memory_lot.park()
+            finally:
+                self._exhausted -= 1
             self._check_open()
-        return self._append(topic, partitions, partition, key_b, value_b, headers, timestamp, need)
+        return self._append(topic, info, partition, key, value, headers, timestamp, need)
 
     def send_nowait(
         self,
@@ -459,17 +606,14 @@ class Producer:
         """`send` without waiting: raises BufferFull when the buffer is full and
         UnknownTopicOrPartitionError when the topic's metadata is not cached yet."""
         self._check_open()
-        key_b, value_b = self._serialize(key, value)
-        partitions = self.cluster.partitions(topic)
-        if partitions is None:
+        key_b, value_b, headers, need = self._prepare(key, value, headers)
+        info = self._topic_info(topic)
+        if info is None:
             self._nursery.start_soon(self._refresh_quietly, [topic])
             raise KafkaError(3, f"metadata for {topic!r} is not known yet")
-        need = _RECORD_OVERHEAD + (len(key_b) if key_b else 0) + (len(value_b) if value_b else 0)
-        if headers:
-            need += sum(len(h[0]) + len(h[1] or b"") + 4 for h in headers)
         if self._memory_used and self._memory_used + need > self.buffer_memory:
             raise BufferFull(f"{self._memory_used} bytes queued (buffer_memory={self.buffer_memory})")
-        return self._append(topic, partitions, partition, key_b, value_b, headers, timestamp, need)
+        return self._append(topic, info, partition, key_b, value_b, headers, timestamp, need)
 
     async def send_and_wait(self, topic: str, value: Any = None, key: Any = None, **kw: Any) -> RecordMetadata:
         handle = await self.send(topic, value, key, **kw)
@@ -479,45 +623,46 @@ class Producer:
         self, topic: str, records: Iterable[tuple[Any, Any]], *, partition: int | None = None
     ) -> list[DeliveryHandle]:
         """Queue many (key, value) pairs; returns their handles."""
-        return [await self.send(topic, v, k, partition=partition) for k, v in records]
+        send = self.send
+        return [await send(topic, v, k, partition=partition) for k, v in records]
 
-    def _append(self, topic, partitions, partition, key, value, headers, timestamp, need) -> DeliveryHandle:
+    def _append(self, topic, info, partition, key, value, headers, timestamp, need) -> DeliveryHandle:
+        partitions, available = info
         sticky = partition is None and key is None
         if partition is None:
-            partition = self._partitioner(topic, key, partitions, self.cluster.available_partitions(topic))
+            partition = self._partitioner(topic, key, partitions, available)
         elif partition < 0 or partition not in partitions:
             raise KafkaError(3, f"{topic!r} has no partition {partition}")
-        ts = int(time.time() * 1000) if timestamp is None else int(timestamp)
+        ts = _time_ns() // 1_000_000 if timestamp is None else int(timestamp)
         tp = (topic, partition)
         ps = self._parts.get(tp)
         if ps is None:
             ps = self._parts[tp] = _PartitionState()
         q = ps.queue
-        batch = q[-1] if q else None
-        index = -1 if batch is None else batch.try_append(key, value, headers, ts)
-        if index >= 0:
-            batch.memory += need
-            self._memory_used += need
-            return DeliveryHandle(batch, index, ts)
-        if batch is not None:
-            # The batch just filled up: the sender may take it now, and keyless records move to
-            # another partition (KIP-480), starting with this one.
+        if q:
+            batch = q[-1]
+            index = batch.add(key, value, headers, ts, need)
+            if index >= 0:
+                self._memory_used += need
+                if sticky:
+                    self._sticky_batch[topic] = batch
+                return DeliveryHandle(batch, index, ts)
+            # The batch just filled up: the sender may take it now (the next send yields), and
+            # keyless records move to another partition (KIP-480), starting with this one.
             self._wakeup.set()
+            self._sends = _YIELD_EVERY
             if sticky:
-                available = self.cluster.available_partitions(topic)
                 self._partitioner.sticky.batch_closed(topic, partition, partitions, available)
                 nxt = self._partitioner.sticky.partition(topic, partitions, available)
                 if nxt != partition:
-                    return self._append(topic, partitions, nxt, key, value, headers, ts, need)
-        return self._new_batch(ps, tp, key, value, headers, ts, need)
-
-    def _new_batch(self, ps, tp, key, value, headers, ts, need) -> DeliveryHandle:
-        batch = ProducerBatch(tp[0], tp[1], self.batch_size, trio.current_time())
-        index = batch.try_append(key, value, headers, ts)
-        ps.queue.append(batch)
+                    return self._append(topic, info, nxt, key, value, headers, ts, need)
+        batch = ProducerBatch(topic, partition, self._batch_limit, trio.current_time())
+        index = batch.add(key, value, headers, ts, need)
+        q.append(batch)
         self._incomplete.add(batch)
-        batch.memory += need
         self._memory_used += need
+        if sticky:
+            self._sticky_batch[topic] = batch
         self._wakeup.set()
         return DeliveryHandle(batch, index, ts)
 
@@ -568,7 +713,7 @@ class Producer:
         by_node: dict[int, list[_PartitionState]] = {}
         deadline = math.inf
         need_metadata = False
-        urgent = self._flushing or self._closing
+        urgent = self._flushing or self._closing or self._exhausted
         per_partition = self.max_in_flight if self.idempotent else self.max_in_flight
         for tp, ps in self._parts.items():
             q = ps.queue
@@ -636,7 +781,7 @@ class Producer:
                         size += len(b.raw)
                         # a partition with more ready batches can go again in the next request
                         if ps.queue and ps.in_flight < self.max_in_flight and not ps.recovering and (
-                            ps.queue[0].closed or len(ps.queue) > 1 or self._flushing or self._closing
+                            ps.queue[0].closed or len(ps.queue) > 1 or self._flushing or self._closing or self._exhausted
                         ):
                             rest.append((tp, ps))
                     items = rest
@@ -669,9 +814,9 @@ class Producer:
             b.fail(error)
         else:
             b.complete(base_offset, log_append_time, log_start_offset)
+        b.closed = True  # an expired or failed batch takes no more records
         self._incomplete.discard(b)
-        self._memory_used -= b.memory
-        b.memory = 0
+        self._memory_used -= b.est
         self._memory_lot.unpark_all()
 
     def _retry(self, b: ProducerBatch, error: BaseException) -> None:
