@@ -79,6 +79,8 @@ class BrokerConfig:
     group_max_session_timeout_ms: int = 1_800_000
     group_max_size: int = 2**31 - 1
     offsets_topic_num_partitions: int = 1
+    # Kafka's default: segments of __consumer_offsets roll, and so get compacted, at 100 MiB
+    offsets_topic_segment_bytes: int = 100 * 1024 * 1024
     offsets_retention_minutes: int = 7 * 24 * 60
     offsets_retention_check_interval_ms: int = 600_000
     offset_metadata_max_bytes: int = 4096
@@ -134,6 +136,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "group.max.session.timeout.ms": ("group_max_session_timeout_ms", int),
     "group.max.size": ("group_max_size", int),
     "offsets.topic.num.partitions": ("offsets_topic_num_partitions", int),
+    "offsets.topic.segment.bytes": ("offsets_topic_segment_bytes", int),
     "offsets.retention.minutes": ("offsets_retention_minutes", int),
     "offsets.retention.check.interval.ms": ("offsets_retention_check_interval_ms", int),
     "offset.metadata.max.bytes": ("offset_metadata_max_bytes", int),

@@ -130,7 +130,14 @@ class CoordinatorRuntime:
         info = broker.metadata.get(OFFSETS_TOPIC)
         if info is None:
             info = await broker.create_topic(
-                OFFSETS_TOPIC, self.num_partitions, {"cleanup.policy": "compact"}
+                # offsets.topic.segment.bytes (100 MiB like Kafka's): segments roll, and so get
+                # compacted, long before the 1 GiB topic default would let them.
+                OFFSETS_TOPIC,
+                self.num_partitions,
+                {
+                    "cleanup.policy": "compact",
+                    "segment.bytes": str(broker.config.offsets_topic_segment_bytes),
+                },
             )
         self.num_partitions = info.partitions
         count = 0

@@ -20,7 +20,8 @@ FAST = {"socket.timeout.ms": 5000, "message.timeout.ms": 10000}
 def broker_config(tmp_path, **topic_defaults) -> BrokerConfig:
     # the cleaner runs on every retention check: make it frequent
     return BrokerConfig(listen_port=0, data_dir=str(tmp_path / "data"), retention_check_interval_ms=100,
-                        topic_defaults=topic_defaults)
+                        topic_defaults=topic_defaults,
+                        offsets_topic_segment_bytes=int(topic_defaults.get("segment.bytes", 100 * 1024 * 1024)))
 
 
 def log_state(b: BrokerThread, topic: str, partition: int = 0) -> dict:
