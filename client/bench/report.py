@@ -405,7 +405,8 @@ def write_markdown(path: Path, body: str) -> None:
         if BEGIN in text and END in text:
             head, rest = text.split(BEGIN, 1)
             _, tail = rest.split(END, 1)
-            path.write_text(head + block + tail.lstrip("\n"), encoding="utf-8")
+            tail = tail.lstrip("\n")
+            path.write_text(head + block + ("\n" + tail if tail else ""), encoding="utf-8")
             return
         path.write_text(text.rstrip("\n") + "\n\n" + block, encoding="utf-8")
         return
@@ -472,7 +473,7 @@ def make_plots(results: dict, out_dir: Path) -> list[Path]:
         written.append(p)
     lat = results.get("latency")
     if lat:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+        fig, axes = plt.subplots(1, 2, figsize=(12, 6.2))
         for ax, key, title in ((axes[0], "ack_ms", "Produce-ack latency"), (axes[1], "e2e_ms", "End-to-end latency")):
             for s in systems:
                 rows = sorted((r for r in lat if r["system"] == s and r["fraction"] < 1.0),
@@ -495,7 +496,8 @@ def make_plots(results: dict, out_dir: Path) -> list[Path]:
             ax.set_ylabel("milliseconds")
             ax.set_title(f"{title} vs rate")
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7, ncol=2)
+            # Below the axes: inside, the legend hides the curves of the slow systems.
+            ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
         fig.suptitle(f"Latency at 10-75% of each system's maximum rate, {results['machine']['date']}", fontsize=10)
         fig.tight_layout()
         p = out_dir / "bench-latency.png"
