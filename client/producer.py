@@ -9,13 +9,15 @@ How records travel:
 
 1. `send()` picks the partition (explicit, murmur2 of the key, or the sticky partition for keyless
    records), reserves buffer memory (waiting while `buffer_memory` bytes are already queued, so the
-   queue never grows without bound) and appends the record, already encoded, to the open batch of
-   that partition. Records are encoded once, straight into the batch's bytearray.
+   queue never grows without bound) and appends the record, as a (key, value, headers, timestamp)
+   tuple, to the open batch of that partition. Each record counts at its longest possible encoding
+   (`record_bound`) against the batch and the buffer.
 2. A batch closes when the next record would not fit in `batch_size`; the sender task sends a
-   partition's first batch once it is closed, older than `linger_ms`, or a flush is pending.
-   Closing writes the 61-byte RecordBatch v2 header (producer id, epoch, base sequence), compresses
-   the record block with the topic's codec and computes the CRC-32C: the batch is then immutable and
-   a retry resends the same bytes.
+   partition's first batch once it is closed, older than `linger_ms`, or a flush is pending (or a
+   send waits for buffer memory). Sealing encodes all its records in one pass, writes the 61-byte
+   RecordBatch v2 header (producer id, epoch, base sequence), compresses the record block with the
+   topic's codec and computes the CRC-32C: the batch is then immutable and a retry resends the same
+   bytes.
 3. Batches for partitions led by the same broker share one Produce request (one batch per
    partition); up to `max_in_flight` requests per broker are pipelined on one connection, and with
    idempotence up to that many batches per partition, ordered by sequence number.
