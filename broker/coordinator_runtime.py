@@ -117,11 +117,14 @@ class CoordinatorRuntime:
         finally:
             self.loaded.set()
         while True:
+            # A fresh event before reading the next deadline: changes made from here on wake us,
+            # earlier ones are already in next_deadline(). (Renewing it after the tick instead
+            # would let the tick's own execute() wake the loop at once, forever.)
+            self._wake = trio.Event()
             now = self.broker.now_ms()
             delay = (self.state.next_deadline(now) - now) / 1000
             with trio.move_on_after(min(max(delay, 0), MAX_TICK_S)):
                 await self._wake.wait()
-            self._wake = trio.Event()
             self._drain()
             await self.execute(self.state.tick)
 
