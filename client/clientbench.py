@@ -6,7 +6,7 @@ kafka-python and confluent-kafka, all against one ringlog broker, in one run.
 
 What it does:
 
-- starts one `ringlog broker` subprocess (broker.testing.BrokerProcess, `--fsync interval`) on a
+- starts one `ringlog broker` subprocess (client.bench.brokers.RinglogBroker, `--fsync interval`) on a
   fresh data directory; every client talks to it over 127.0.0.1.
 - produce: for each run, each acks setting (1 and all) and each client, a new one-partition topic;
   the client, in its own subprocess, sends `--records` records with a `--value-size` byte value
@@ -306,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import trio
 
-    from broker.testing import BrokerProcess
+    # a `ringlog broker` subprocess, started without importing the broker package
+    from client.bench.brokers import RinglogBroker
 
     clients = [c.strip() for c in args.clients.split(",") if c.strip()]
     for c in clients:
@@ -321,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
           f"settings={args.settings}, load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}",
           flush=True)
     try:
-        with BrokerProcess(data_dir, "--fsync", "interval") as broker:
+        with RinglogBroker(data_dir, "interval") as broker:
             bs = broker.bootstrap
             consume_topic = "bench-consume"
             if not args.no_consume:
