@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,8 +46,13 @@ _ENTRY = (
 
 class BrokerThread:
     def __init__(self, config: BrokerConfig | None = None, **overrides: Any) -> None:
+        # A data dir this object made itself is removed by stop(); one given by the caller is kept.
+        self._own_dir: str | None = None
         if config is None:
-            config = BrokerConfig(listen_port=0, data_dir=overrides.pop("data_dir", None) or tempfile.mkdtemp(prefix="ringlog-"))
+            data_dir = overrides.pop("data_dir", None)
+            if data_dir is None:
+                data_dir = self._own_dir = tempfile.mkdtemp(prefix="ringlog-")
+            config = BrokerConfig(listen_port=0, data_dir=data_dir)
         if overrides:
             config = attrs.evolve(config, **overrides)
         self.config = config
@@ -111,6 +117,9 @@ class BrokerThread:
         if self._thread.is_alive():
             raise TimeoutError("broker thread did not stop")
         self._thread = None
+        if self._own_dir is not None:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
+            self._own_dir = None
         if self._error is not None:
             raise RuntimeError("broker failed") from self._error
 
