@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import attrs
+from storage.checkpoint import atomic_write
 
 FILE_NAME = "topics.json"
 FORMAT_VERSION = 1
@@ -73,27 +74,6 @@ class TopicInfo:
         )
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    try:
-        from storage.checkpoint import atomic_write
-    except ImportError:  # the storage helper predates this store
-        atomic_write = None
-    if atomic_write is not None:
-        atomic_write(path, data)
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class TopicStore:
     """Topics by name, persisted to `<data_dir>/topics.json` on every change."""
 
@@ -116,7 +96,7 @@ class TopicStore:
             "version": FORMAT_VERSION,
             "topics": {name: t.to_json() for name, t in sorted(self._topics.items())},
         }
-        _atomic_write(self.path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+        atomic_write(self.path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
 
     # --- queries -------------------------------------------------------------------------------
 

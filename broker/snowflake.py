@@ -43,6 +43,7 @@ from typing import Protocol
 
 import attrs
 import crc32c
+from storage.checkpoint import atomic_write
 
 EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 TIMESTAMP_BITS = 41
@@ -122,27 +123,6 @@ class CorruptHighWaterMark(ValueError):
     pass
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    try:
-        from storage.checkpoint import atomic_write
-    except ImportError:
-        atomic_write = None
-    if atomic_write is not None:
-        atomic_write(path, data)
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class FileHighWaterMark:
     """The mark in a small text file, written atomically (temp file, fsync, rename, fsync dir)."""
 
@@ -168,7 +148,7 @@ class FileHighWaterMark:
     def save(self, mark_ms: int) -> None:
         mark = str(int(mark_ms))
         line = f"{_MAGIC} {_VERSION} {mark} {crc32c.crc32c(mark.encode()):08x}\n"
-        _atomic_write(self.path, line.encode("ascii"))
+        atomic_write(self.path, line.encode("ascii"))
         self.saves += 1
 
 
