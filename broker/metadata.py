@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import attrs
+
 from storage.checkpoint import atomic_write
 
 FILE_NAME = "topics.json"
