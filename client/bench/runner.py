@@ -42,7 +42,7 @@ class Plan:
     sizes: list[int] = field(default_factory=lambda: [100, 1 * KIB, 10 * KIB, 100 * KIB])
     # (size, partitions, producers) beyond the size sweep (which is 1 partition, 1 producer)
     variants: list[tuple[int, int, int]] = field(
-        default_factory=lambda: [(1 * KIB, 8, 1), (1 * KIB, 1, 4), (1 * KIB, 8, 4)])
+        default_factory=lambda: [(100, 8, 1), (1 * KIB, 8, 1), (10 * KIB, 8, 1), (1 * KIB, 1, 4), (1 * KIB, 8, 4)])
     produce_s: float = 2.0
     produce_max_bytes: int = 1 * GIB
     consume_timeout_s: float = 60.0
