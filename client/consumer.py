@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import os
 import re
 import struct
 import sys
@@ -59,6 +60,15 @@ from .errors import (
     NoBrokersAvailable,
     RequestTimedOut,
 )
+
+# The compiled record decoder (client/_speedups.c), optional: without it (no C compiler at install
+# time) or with RINGLOG_NO_SPEEDUPS=1 the pure-Python loop below decodes, with the same results.
+try:
+    from client import _speedups
+except ImportError:
+    _speedups = None
+if os.environ.get("RINGLOG_NO_SPEEDUPS") == "1":
+    _speedups = None
 
 __all__ = ["ConsumerRecord", "Consumer", "OffsetAndTimestamp", "TopicPartition", "open_consumer"]
 
@@ -145,30 +155,30 @@ def _read_bytes(buf, pos):
         if n != -1:
             raise CorruptRecord(f"negative length {n}")
         return None, pos
+    if pos + n > len(buf):  # a slice would silently come back short (a last header value)
+        raise CorruptRecord("record data truncated")
     return buf[pos : pos + n], pos + n
 
 
 _new_record = object.__new__
 
 
-def decode_batch_records(topic: str, partition: int, raw, header: tuple, deserialize_key=None, deserialize_value=None) -> list[ConsumerRecord]:
-    """Decode one whole batch (header fields as unpacked by _HEADER) into ConsumerRecords.
+def _decode_records_py(body: bytes, count: int, topic: str, partition: int, base_offset: int, base_ts: int,
+                       max_ts: int, log_append: bool, leader_epoch: int) -> list[ConsumerRecord]:
+    """The ConsumerRecords of a batch's (decompressed) records block.
 
     This runs once per consumed record, so it is one loop with everything in local variables:
     each varint is read inline when it takes one or two bytes (values up to 8191: record
-    lengths, deltas and key/value sizes of most records), falling back to `_varint` otherwise, and records are built with
-    object.__new__ and slot stores instead of a Python __init__ call."""
-    (base_offset, _blen, leader_epoch, _magic, _crc, attributes, _lod, base_ts, max_ts, _pid, _pe, _bs, count) = header
-    codec = attributes & 7
-    body = decompress(codec, memoryview(raw)[HEADER_SIZE:]) if codec else bytes(raw[HEADER_SIZE:])
-    log_append = bool(attributes & _LOG_APPEND)
+    lengths, deltas and key/value sizes of most records), falling back to `_varint` otherwise, and
+    records are built with object.__new__ and slot stores instead of a Python __init__ call.
+    client/_speedups.c has the same loop in C (same results, same errors); this one is the
+    reference and the fallback."""
     ts_type = 1 if log_append else 0
     out: list[ConsumerRecord] = []
     append = out.append
     new = _new_record
     R = ConsumerRecord
     pos = 0
-    n = len(body)
     try:
         for _ in range(count):
             # record length (zig-zag: an odd raw value is negative, i.e. damage)
@@ -274,6 +284,28 @@ def decode_batch_records(topic: str, partition: int, raw, header: tuple, deseria
         raise CorruptRecord("record data truncated") from exc
     except UnicodeDecodeError as exc:
         raise CorruptRecord("header key is not UTF-8") from exc
+    return out
+
+
+if _speedups is not None:
+    _speedups.configure(ConsumerRecord, CorruptRecord)
+    _decode_records = _speedups.decode_records
+else:
+    _decode_records = _decode_records_py
+
+
+def decode_batch_records(topic: str, partition: int, raw, header: tuple, deserialize_key=None, deserialize_value=None) -> list[ConsumerRecord]:
+    """Decode one whole batch (header fields as unpacked by _HEADER) into ConsumerRecords."""
+    (base_offset, _blen, leader_epoch, _magic, _crc, attributes, _lod, base_ts, max_ts, _pid, _pe, _bs, count) = header
+    codec = attributes & 7
+    if codec:
+        body = decompress(codec, memoryview(raw)[HEADER_SIZE:])
+    elif _decode_records is _decode_records_py:
+        body = bytes(raw[HEADER_SIZE:])  # slices of bytes are bytes (of a memoryview, views)
+    else:
+        body = memoryview(raw)[HEADER_SIZE:]  # the C loop reads any buffer: no copy
+    out = _decode_records(body, count, topic, partition, base_offset, base_ts, max_ts,
+                          bool(attributes & _LOG_APPEND), leader_epoch)
     if deserialize_key is not None or deserialize_value is not None:
         for r in out:
             if deserialize_key is not None and r.key is not None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import struct
 import sys
 import time
@@ -66,6 +67,15 @@ from .partitioner import DefaultPartitioner
 
 _time_ns = time.time_ns
 _new_handle = object.__new__
+
+# The compiled record encoder (client/_speedups.c), optional: without it (no C compiler at install
+# time) or with RINGLOG_NO_SPEEDUPS=1 the pure-Python loop encodes, with the same bytes.
+try:
+    from client import _speedups
+except ImportError:
+    _speedups = None
+if os.environ.get("RINGLOG_NO_SPEEDUPS") == "1":
+    _speedups = None
 
 __all__ = ["BufferFull", "DeliveryHandle", "Producer", "RecordMetadata", "open_producer"]
 
@@ -125,6 +135,19 @@ def _header_bytes(headers: Sequence) -> tuple[tuple[bytes, bytes | None], ...]:
 
 def _encode_records(records: list, base_ts: int) -> tuple[bytearray, int]:
     """The records block of a batch (DefaultRecord v2, see storage.records) and its max timestamp.
+
+    The compiled encoder (client/_speedups.c) when it is there and takes the input; it declines
+    (None) anything but bytes/None keys, values and headers and int64 timestamps, which the
+    Python loop then encodes. Both give the same bytes."""
+    if _speedups is not None:
+        done = _speedups.encode_records(records, base_ts)
+        if done is not None:
+            return done
+    return _encode_records_py(records, base_ts)
+
+
+def _encode_records_py(records: list, base_ts: int) -> tuple[bytearray, int]:
+    """`_encode_records` in Python: the reference and the fallback.
 
     One tight loop over (key, value, headers, ts) tuples: small varints come from a table, the
     record prefix (attributes + timestamp delta) and the key/value-length part are reused while
