@@ -143,9 +143,14 @@ def produce_confluent(bootstrap: str, topic: str, n: int, acks: str, size: int, 
     for _ in range(n):
         try:
             produce(topic, value)
-        except BufferError:  # local queue full: serve delivery reports, then retry once
-            poll(0.01)
-            produce(topic, value)
+        except BufferError:  # local queue full: serve delivery reports until there is room
+            while True:
+                poll(0.01)
+                try:
+                    produce(topic, value)
+                    break
+                except BufferError:
+                    pass
     left = p.flush(60)
     if left:
         raise RuntimeError(f"{left} records not delivered")
