@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import os
 import re
 import struct
 import sys
@@ -61,14 +60,8 @@ from .errors import (
     RequestTimedOut,
 )
 
-# The compiled record decoder (client/_speedups.c), optional: without it (no C compiler at install
-# time) or with RINGLOG_NO_SPEEDUPS=1 the pure-Python loop below decodes, with the same results.
-try:
-    from client import _speedups
-except ImportError:
-    _speedups = None
-if os.environ.get("RINGLOG_NO_SPEEDUPS") == "1":
-    _speedups = None
+# The optional compiled record codec, or None (client/_native.py).
+from ._native import speedups as _speedups
 
 __all__ = ["ConsumerRecord", "Consumer", "OffsetAndTimestamp", "TopicPartition", "open_consumer"]
 

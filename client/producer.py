@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import struct
 import sys
 import time
@@ -68,14 +67,8 @@ from .partitioner import DefaultPartitioner
 _time_ns = time.time_ns
 _new_handle = object.__new__
 
-# The compiled record encoder (client/_speedups.c), optional: without it (no C compiler at install
-# time) or with RINGLOG_NO_SPEEDUPS=1 the pure-Python loop encodes, with the same bytes.
-try:
-    from client import _speedups
-except ImportError:
-    _speedups = None
-if os.environ.get("RINGLOG_NO_SPEEDUPS") == "1":
-    _speedups = None
+# The optional compiled record codec, or None (client/_native.py).
+from ._native import speedups as _speedups
 
 __all__ = ["BufferFull", "DeliveryHandle", "Producer", "RecordMetadata", "open_producer"]
 
