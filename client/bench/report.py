@@ -391,7 +391,10 @@ def markdown(results: dict, gs: list[dict], note: str | None = None) -> str:
              "round-robin over the partitions; rate = delivered records / (time from the common start to the "
              "end of the last flush). MB/s counts record values, 1 MB = 10^6 bytes.")
     L.append("- Consume: one consumer assigned to every partition from offset 0 (no group rebalancing), "
-             "reading what the produce run wrote; rate = records / time from assign() to the last record.")
+             "reading what the produce run wrote; rate = records / time from assign() to the last record. "
+             "Consumers (here and in the latency runs) set fetch.queue.backoff.ms=10: librdkafka's default "
+             "of 1000 ms pauses fetching for a second whenever its local queue passes 100k records, which "
+             "against a fast broker measures that pause rather than the broker.")
     L.append("- Each repetition uses a new topic; each produce configuration gets fresh brokers.")
     L.append("- Every loop is bounded in time and bytes; everything runs over loopback on the one machine.")
     return "\n".join(L) + "\n"
