@@ -351,7 +351,7 @@ class PartitionLog:
         d = self.directory
         # First finish (or undo) a compaction swap a crash interrupted, so that the segment
         # files below are exactly either the old ones or the cleaned ones.
-        from .compaction import recover_swaps
+        from .compaction import CLEANER_CHECKPOINT, recover_swaps
 
         recover_swaps(d)
         bases: list[int] = []
@@ -373,6 +373,9 @@ class PartitionLog:
         ckpt = read_partition_checkpoint(d)
         cfg = self.config
         ckpt_rp = ckpt.recovery_point if ckpt else 0
+        # Only compaction leaves offset gaps. A log that was never compacted (not compact now, and
+        # no cleaner checkpoint from an earlier compact policy) is scanned for contiguous offsets.
+        allow_gaps = "compact" in cfg.cleanup_policy or (d / CLEANER_CHECKPOINT).exists()
         trust_below = float("inf") if clean else ckpt_rp
 
         scanned = batches = scanned_bytes = rebuilt = 0
@@ -394,12 +397,14 @@ class PartitionLog:
                         active=last,
                         index_max_bytes=cfg.segment_index_bytes,
                         index_interval_bytes=cfg.index_interval_bytes,
+                        allow_gaps=allow_gaps,
                     )
             else:
                 result = seg.recover(
                     active=last,
                     index_max_bytes=cfg.segment_index_bytes,
                     index_interval_bytes=cfg.index_interval_bytes,
+                    allow_gaps=allow_gaps,
                 )
                 scanned += 1
                 rebuilt += 1

@@ -141,12 +141,19 @@ class ScanResult:
 
 
 def scan_batches(
-    file: SegmentFile, *, base_offset: int, start: int = 0, expected_offset: int | None = None
+    file: SegmentFile,
+    *,
+    base_offset: int,
+    start: int = 0,
+    expected_offset: int | None = None,
+    allow_gaps: bool = True,
 ) -> Iterator[tuple[int, BatchHeader] | str]:
     """Walk the whole file checking every batch (framing, magic, CRC-32C, offsets).
 
     Yields (position, header) for each valid batch, then, if the file does not end exactly at a
-    batch boundary, one string describing the first problem (and stops there).
+    batch boundary, one string describing the first problem (and stops there). With
+    allow_gaps=False (a log that was never compacted) offsets must be contiguous and every batch
+    full, which also catches a damaged baseOffset jumping forward (it is outside the CRC).
     """
     file_size = file.size()
     pos = start
@@ -193,6 +200,9 @@ def scan_batches(
         # is the only check that catches a damaged one going backwards.
         if header.base_offset < expected:
             yield f"offset {header.base_offset} at position {pos}, expected at least {expected}"
+            return
+        if not allow_gaps and (header.base_offset != expected or header.records_count != header.last_offset_delta + 1):
+            yield f"offset {header.base_offset} at position {pos}, expected {expected} with no gap"
             return
         if header.last_offset - base_offset > MAX_RELATIVE_OFFSET or pos + size > MAX_SEGMENT_POSITION + 1:
             yield f"batch at position {pos} does not fit the segment's index"
@@ -307,7 +317,9 @@ class Segment:
         if active:
             self.make_active(index_max_bytes)
 
-    def recover(self, *, active: bool, index_max_bytes: int, index_interval_bytes: int) -> ScanResult:
+    def recover(
+        self, *, active: bool, index_max_bytes: int, index_interval_bytes: int, allow_gaps: bool = True
+    ) -> ScanResult:
         """Check every batch from position 0, rebuild both indexes, cut any bad tail.
 
         Returns what was found; the file is truncated to the last whole valid batch.
@@ -323,7 +335,7 @@ class Segment:
         self.roll_base_ms = None
         error = None
         batches = 0
-        for item in scan_batches(self.log, base_offset=self.base_offset):
+        for item in scan_batches(self.log, base_offset=self.base_offset, allow_gaps=allow_gaps):
             if isinstance(item, str):
                 error = item
                 break
