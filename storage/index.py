@@ -136,19 +136,16 @@ class _MmapIndex:
         slots = max(MIN_SLOTS, max_bytes // self.SIZE, self.entries + MIN_SLOTS)
         self._unmap()
         fd = self.handle.fileno()
-        size = os.fstat(fd).st_size
-        want = slots * self.SIZE
-        if size < want:
-            preallocate(fd, want)
-        elif size > want:
-            os.ftruncate(fd, want)
-        self._map(True)
-        # Slots past the entries must read as empty (a previous truncate may have left data).
         start = self.entries * self.SIZE
-        if self._mm is not None and start < len(self._mm):
-            tail = self._mm[start:]
-            if tail.count(0) != len(tail):
-                self._mm[start:] = bytes(len(tail))
+        # Slots past the entries must read as empty, and a previous truncate may have left stale
+        # entries there. Cutting the file back to its entries and growing it again zeroes them
+        # without reading or writing a page: scanning the tail through the mapping would fault
+        # every page of the preallocated file into memory (segment.index.bytes of resident memory
+        # per index) and cost milliseconds on every roll.
+        if os.fstat(fd).st_size > start:
+            os.ftruncate(fd, start)
+        preallocate(fd, slots * self.SIZE)
+        self._map(True)
 
     def trim(self) -> None:
         """Shrink the file to its entries and map it read-only (roll and close)."""
