@@ -839,11 +839,16 @@ class Consumer:
             await self.cluster.refresh(topics)
         self._fetch_wakeup.set()
 
-    async def _fetch(self, node: int, tps: list[TopicPartition]) -> None:
+    async def _fetch(self, node: int, scheduled: list[TopicPartition]) -> None:
+        # A rebalance or a seek can change the partitions between scheduling this task and its
+        # start: fetch only those still assigned and positioned.
+        tps = [tp for tp in scheduled if (ps := self._parts.get(tp)) is not None and ps.fetch_position is not None]
         epochs = {tp: self._parts[tp].epoch for tp in tps}
         offsets = {tp: self._parts[tp].fetch_position for tp in tps}
         backoff = False
         try:
+            if not tps:
+                return  # the finally blocks below still release the partitions and the node
             conn = await self.cluster.connection(node)
             b = conn.make(ApiKey.FETCH)
             topics: dict[str, list] = {}
@@ -913,16 +918,16 @@ class Consumer:
             backoff = True
             self._nursery.start_soon(self._refresh_quietly, None)
         finally:
-            for tp in tps:
+            for tp in scheduled:
                 ps = self._parts.get(tp)
                 if ps is not None:
                     ps.in_flight = False
-        try:
-            if backoff:
-                await trio.sleep(self.retry_backoff)
-        finally:
-            self._node_fetching.discard(node)
-            self._fetch_wakeup.set()
+            try:
+                if backoff:
+                    await trio.sleep(self.retry_backoff)
+            finally:
+                self._node_fetching.discard(node)
+                self._fetch_wakeup.set()
 
     # --- reading
 
