@@ -170,6 +170,27 @@ class _MmapIndex:
         assert self._mm is not None
         return self.ENTRY.unpack_from(self._mm, i * self.SIZE)
 
+    def _truncate_from_second(self, value: int) -> None:
+        """Drop every entry from the first whose second field is >= `value` (fields increase)."""
+        lo, hi = 0, self.entries
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._entry(mid)[1] < value:
+                lo = mid + 1
+            else:
+                hi = mid
+        self._truncate_entries(lo)
+
+    def _check_increasing(self) -> None:
+        """Both fields strictly increase, checked on about 64 sampled entries and the last."""
+        step = max(1, self.entries // 64)
+        prev: tuple[int, int] | None = None
+        for i in sorted(set(range(0, self.entries, step)) | {self.entries - 1}):
+            entry = self._entry(i)
+            if prev is not None and (entry[0] <= prev[0] or entry[1] <= prev[1]):
+                raise IndexCorruptError(f"{self.handle.path}: entries not increasing at {i}")
+            prev = entry
+
     def _append_raw(self, a: int, b: int) -> None:
         assert self._mm is not None and self.mutable
         self.ENTRY.pack_into(self._mm, self.entries * self.SIZE, a, b)
@@ -250,26 +271,13 @@ class OffsetIndex(_MmapIndex):
 
     def truncate_to_position(self, position: int) -> None:
         """Drop entries pointing at or past `position` (the log was cut there)."""
-        lo, hi = 0, self.entries
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._entry(mid)[1] < position:
-                lo = mid + 1
-            else:
-                hi = mid
-        self._truncate_entries(lo)
+        self._truncate_from_second(position)
 
     def sanity_check(self, log_size: int) -> None:
         """Cheap checks Kafka also makes: increasing entries, positions inside the log."""
         if not self.entries:
             return
-        step = max(1, self.entries // 64)
-        prev: tuple[int, int] | None = None
-        for i in sorted(set(range(0, self.entries, step)) | {self.entries - 1}):
-            rel, pos = self._entry(i)
-            if prev is not None and (rel <= prev[0] or pos <= prev[1]):
-                raise IndexCorruptError(f"{self.handle.path}: entries not increasing at {i}")
-            prev = (rel, pos)
+        self._check_increasing()
         if self._entry(self.entries - 1)[1] >= log_size:
             raise IndexCorruptError(f"{self.handle.path}: last entry points past the log end {log_size}")
 
@@ -325,25 +333,11 @@ class TimeIndex(_MmapIndex):
 
     def truncate_to_offset(self, offset: int) -> None:
         """Drop entries at or past `offset`."""
-        rel = offset - self.base_offset
-        lo, hi = 0, self.entries
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._entry(mid)[1] < rel:
-                lo = mid + 1
-            else:
-                hi = mid
-        self._truncate_entries(lo)
+        self._truncate_from_second(offset - self.base_offset)
 
     def sanity_check(self, last_offset: int) -> None:
         if not self.entries:
             return
-        step = max(1, self.entries // 64)
-        prev: tuple[int, int] | None = None
-        for i in sorted(set(range(0, self.entries, step)) | {self.entries - 1}):
-            ts, rel = self._entry(i)
-            if prev is not None and (ts <= prev[0] or rel <= prev[1]):
-                raise IndexCorruptError(f"{self.handle.path}: entries not increasing at {i}")
-            prev = (ts, rel)
+        self._check_increasing()
         if self.base_offset + self._entry(self.entries - 1)[1] > last_offset:
             raise IndexCorruptError(f"{self.handle.path}: last entry is past the last offset {last_offset}")
