@@ -170,16 +170,22 @@ class _MmapIndex:
         assert self._mm is not None
         return self.ENTRY.unpack_from(self._mm, i * self.SIZE)
 
-    def _truncate_from_second(self, value: int) -> None:
-        """Drop every entry from the first whose second field is >= `value` (fields increase)."""
+    def _count_before(self, field: int, value: int, *, inclusive: bool) -> int:
+        """How many leading entries have entry[field] < value (<= with inclusive); both fields
+        increase, so that is a bisection."""
         lo, hi = 0, self.entries
         while lo < hi:
             mid = (lo + hi) // 2
-            if self._entry(mid)[1] < value:
+            v = self._entry(mid)[field]
+            if v < value or (inclusive and v == value):
                 lo = mid + 1
             else:
                 hi = mid
-        self._truncate_entries(lo)
+        return lo
+
+    def _truncate_from_second(self, value: int) -> None:
+        """Drop every entry from the first whose second field is >= `value`."""
+        self._truncate_entries(self._count_before(1, value, inclusive=False))
 
     def _check_increasing(self) -> None:
         """Both fields strictly increase, checked on about 64 sampled entries and the last."""
@@ -242,14 +248,7 @@ class OffsetIndex(_MmapIndex):
 
     def lookup(self, offset: int) -> tuple[int, int]:
         """Largest entry with offset <= `offset` as (absolute offset, position); else (base, 0)."""
-        rel = offset - self.base_offset
-        lo, hi = 0, self.entries
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._entry(mid)[0] <= rel:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo = self._count_before(0, offset - self.base_offset, inclusive=True)
         if lo == 0:
             return self.base_offset, 0
         r, pos = self._entry(lo - 1)
@@ -257,13 +256,7 @@ class OffsetIndex(_MmapIndex):
 
     def lookup_position(self, position: int) -> tuple[int, int]:
         """Largest entry with position <= `position` as (absolute offset, position); else (base, 0)."""
-        lo, hi = 0, self.entries
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._entry(mid)[1] <= position:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo = self._count_before(1, position, inclusive=True)
         if lo == 0:
             return self.base_offset, 0
         r, pos = self._entry(lo - 1)
@@ -319,13 +312,7 @@ class TimeIndex(_MmapIndex):
         Every record at or below that offset is older than `timestamp`, so a search for the first
         record with a timestamp >= `timestamp` may start right after it.
         """
-        lo, hi = 0, self.entries
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._entry(mid)[0] < timestamp:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo = self._count_before(0, timestamp, inclusive=False)
         if lo == 0:
             return None
         ts, rel = self._entry(lo - 1)
