@@ -47,6 +47,36 @@ def test_frame_decoder_splits_across_arbitrary_chunks() -> None:
         assert decoder.buffered == 0
 
 
+@given(st.lists(st.binary(max_size=300), max_size=12), st.lists(st.integers(min_value=1, max_value=64), min_size=1),
+       st.sampled_from((bytes, bytearray, memoryview)))
+@settings(max_examples=300, deadline=None)
+def test_frame_decoder_any_chunking(payloads, cuts, kind) -> None:
+    stream = b"".join(frame(p) for p in payloads)
+    decoder = FrameDecoder()
+    got, pos, i = [], 0, 0
+    while pos < len(stream):
+        step = cuts[i % len(cuts)]
+        i += 1
+        piece = kind(stream[pos : pos + step])
+        decoder.feed(piece)
+        if isinstance(piece, bytearray):
+            piece[:] = b"\xff" * len(piece)  # the decoder must not keep the caller's buffer
+        pos += step
+        while (f := decoder.next_frame()) is not None:
+            assert type(f) is bytes
+            got.append(f)
+        # what is buffered plus what is wanted ends the frame in progress
+        done = sum(4 + len(p) for p in got)
+        assert decoder.buffered == min(pos, len(stream)) - done
+        if len(got) < len(payloads):
+            wanted = decoder.bytes_wanted()
+            assert wanted >= 1
+            if decoder.buffered >= 4:  # the size prefix is in: exactly the rest of the frame
+                assert decoder.buffered + wanted == 4 + len(payloads[len(got)])
+    assert got == payloads
+    assert decoder.buffered == 0
+
+
 def test_oversized_prefix_rejected_before_the_body_arrives() -> None:
     decoder = FrameDecoder(max_frame_size=1024)
     with pytest.raises(FrameTooLarge) as info:
