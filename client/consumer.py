@@ -283,6 +283,17 @@ def _decode_records_py(body: bytes, count: int, topic: str, partition: int, base
 if _speedups is not None:
     _speedups.configure(ConsumerRecord, CorruptRecord)
     _decode_records = _speedups.decode_records
+    _track = _speedups.track
+    _object_setattr = object.__setattr__
+
+    def _setattr_tracked(self, name, value):
+        # The compiled decoder leaves records untracked by the cycle collector (they hold only
+        # atoms then). Whatever is stored from Python -- a deserialized value, anything a user
+        # sets -- might reach back to the record, so the record is tracked again first.
+        _track(self)
+        _object_setattr(self, name, value)
+
+    ConsumerRecord.__setattr__ = _setattr_tracked  # type: ignore[method-assign]
 else:
     _decode_records = _decode_records_py
 

@@ -10,7 +10,9 @@ Skipped when the extension is not built (RINGLOG_REQUIRE_TOOLS=1 makes that a fa
 """
 from __future__ import annotations
 
+import gc
 import os
+import weakref
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -177,6 +179,27 @@ def test_wide_deltas_are_python_ints_not_wrapped():
     # int64 sums that overflow become Python ints too
     got = _same(_record(10, 10, None, None, []), 1, ((1 << 63) - 1, (1 << 63) - 5, 0, False, 0))
     assert got[0][2:4] == ((1 << 63) + 9, (1 << 63) + 5)
+
+
+def test_records_leave_the_cycle_collector_until_python_stores_into_them():
+    body = _record(0, 0, None, b"v", [(b"h", b"x")]) + _record(1, 1, b"k", b"w", [])
+    recs = _speedups.decode_records(body, 2, "t", 0, 0, 0, 0, False, 0)
+    # decoded records and their header tuples hold only atoms: the collector need not walk them
+    assert [gc.is_tracked(r) for r in recs] == [False, False]
+    assert not gc.is_tracked(recs[0].headers) and not gc.is_tracked(recs[0].headers[0])
+    # a store from Python (a deserializer, the application) tracks the record again, so a cycle
+    # through it is collected
+    class Value:
+        pass
+
+    r = recs.pop()
+    r.value = Value()
+    r.value.record = r
+    assert gc.is_tracked(r)
+    ref = weakref.ref(r.value)
+    del r, recs
+    gc.collect()
+    assert ref() is None
 
 
 def test_a_huge_count_is_not_preallocated():
