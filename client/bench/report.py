@@ -396,6 +396,8 @@ def markdown(results: dict, gs: list[dict], note: str | None = None) -> str:
              "of 1000 ms pauses fetching for a second whenever its local queue passes 100k records, which "
              "against a fast broker measures that pause rather than the broker.")
     L.append("- Each repetition uses a new topic; each produce configuration gets fresh brokers.")
+    L.append("- Every produce run and every disk limit starts from a settled page cache (`sync` first), so "
+             "that no run is slowed by writing back the dirty pages of the runs before it.")
     L.append("- Every loop is bounded in time and bytes; everything runs over loopback on the one machine.")
     return "\n".join(L) + "\n"
 

@@ -194,6 +194,7 @@ def _produce_consume(plan: Plan, wd: str) -> tuple[list[dict], list[dict]]:
                     try:
                         b = side.alive(system)
                         ensure_topic(b.bootstrap, topic, partitions)
+                        limits.settle_disk()  # no run pays for the previous runs' dirty pages
                         p = workloads.produce(b.bootstrap, topic, partitions=partitions, size=size,
                                               producers=producers, duration_s=plan.produce_s,
                                               max_bytes=plan.produce_max_bytes, broker_pid=b.pid)
