@@ -25,6 +25,16 @@ def frame(payload: bytes | bytearray) -> bytes:
     return _SIZE.pack(len(payload)) + payload
 
 
+# Reads smaller than this are appended to a bytearray tail instead of kept as chunks of their
+# own: a peer that trickles a frame in tiny reads must not cost an object per read (a 100 MiB
+# frame in 1-byte reads would otherwise hold 100M bytes objects, about 40 times its size).
+_SMALL_READ = 16384
+# A bytearray chunk that is being read from while it grows is compacted once this much of it is
+# consumed (and that is at least half of it), so a connection that never drains its buffer
+# completely (pipelined small requests) does not grow it without bound.
+_COMPACT_AT = 65536
+
+
 class FrameDecoder:
     """Incremental frame splitter.
 
@@ -32,16 +42,18 @@ class FrameDecoder:
     prefix) or None when more bytes are needed. Raises FrameTooLarge from either call once a size
     prefix over `max_frame_size` is seen; the connection should then be closed.
 
-    Received chunks are kept as they are, in a list, and a frame is cut out of them with one copy
-    when it is complete (none of the chunks is grown or compacted): a 1 MiB fetch response
-    arrives in several reads, and appending each to one growing buffer, then slicing the frame
-    out of it, copied every byte three times.
+    Large reads are kept as they arrived, in a list, and a frame is cut out of them with one copy
+    when it is complete: a 1 MiB fetch response arrives in several reads, and appending each to
+    one growing buffer, then slicing the frame out of it, copied every byte three times. Small
+    reads are gathered in a bytearray (see _SMALL_READ).
     """
 
     __slots__ = ("_chunks", "_off", "_have", "max_frame_size", "_need")
 
     def __init__(self, max_frame_size: int = 100 * 1024 * 1024) -> None:
-        self._chunks: list[bytes] = []  # received, not yet returned; the first from _off on
+        # received, not yet returned, in order; the first from _off on. bytes are reads kept as
+        # they came; a bytearray is ours (small reads gathered), only ever the last one grows.
+        self._chunks: list[bytes | bytearray] = []
         self._off = 0
         self._have = 0  # bytes in _chunks past _off
         self.max_frame_size = max_frame_size
@@ -53,12 +65,18 @@ class FrameDecoder:
         return self._have
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        if not data:
+        n = len(data)
+        if not n:
             return
-        if type(data) is not bytes:
-            data = bytes(data)  # the caller may reuse its buffer
-        self._chunks.append(data)
-        self._have += len(data)
+        chunks = self._chunks
+        if n < _SMALL_READ:
+            if chunks and type(chunks[-1]) is bytearray:
+                chunks[-1] += data
+            else:
+                chunks.append(bytearray(data))
+        else:
+            chunks.append(data if type(data) is bytes else bytes(data))  # the caller may reuse its buffer
+        self._have += n
         self._check_prefix()
 
     def _take(self, n: int) -> bytes:
@@ -68,9 +86,15 @@ class FrameDecoder:
         off = self._off
         end = off + n
         if end <= len(first):  # the usual case: one chunk holds it all
-            out = first[off:end] if (off or end != len(first)) else first
+            if type(first) is bytes:
+                out = first if (off == 0 and end == len(first)) else first[off:end]
+            else:
+                out = bytes(memoryview(first)[off:end])
             if end == len(first):
                 del chunks[0]
+                self._off = 0
+            elif type(first) is bytearray and end >= _COMPACT_AT and 2 * end >= len(first):
+                del first[:end]
                 self._off = 0
             else:
                 self._off = end
@@ -92,6 +116,9 @@ class FrameDecoder:
                 del chunks[:i]
                 self._off = left
             out = b"".join(parts)
+            for v in parts:  # a bytearray with a live view cannot grow: release them now
+                if type(v) is memoryview:
+                    v.release()
         self._have -= n
         return out
 
@@ -100,8 +127,12 @@ class FrameDecoder:
             first = self._chunks[0]
             if len(first) - self._off >= 4:
                 (size,) = _SIZE.unpack_from(first, self._off)
-            else:  # the prefix spans chunks: rare, look without consuming
-                head = b"".join(self._chunks[:4])[self._off : self._off + 4]
+            else:  # the prefix spans chunks: rare; look at four bytes without consuming them
+                head = bytearray(first[self._off :])
+                for c in self._chunks[1:]:
+                    head += c[: 4 - len(head)]
+                    if len(head) == 4:
+                        break
                 (size,) = _SIZE.unpack(head)
             if size < 0 or size > self.max_frame_size:
                 raise FrameTooLarge(size, self.max_frame_size)

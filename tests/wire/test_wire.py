@@ -47,8 +47,14 @@ def test_frame_decoder_splits_across_arbitrary_chunks() -> None:
         assert decoder.buffered == 0
 
 
-@given(st.lists(st.binary(max_size=300), max_size=12), st.lists(st.integers(min_value=1, max_value=64), min_size=1),
-       st.sampled_from((bytes, bytearray, memoryview)))
+_payloads = st.lists(st.tuples(st.integers(min_value=0, max_value=60_000), st.integers(min_value=0, max_value=255)),
+                     max_size=8).map(lambda specs: [bytes([b]) * n for n, b in specs])
+# read sizes below and above the decoder's small-read threshold (16 KiB)
+_cuts = st.lists(st.one_of(st.integers(min_value=1, max_value=64), st.integers(min_value=16_000, max_value=70_000)),
+                 min_size=1)
+
+
+@given(_payloads, _cuts, st.sampled_from((bytes, bytearray, memoryview)))
 @settings(max_examples=300, deadline=None)
 def test_frame_decoder_any_chunking(payloads, cuts, kind) -> None:
     stream = b"".join(frame(p) for p in payloads)
@@ -75,6 +81,31 @@ def test_frame_decoder_any_chunking(payloads, cuts, kind) -> None:
                 assert decoder.buffered + wanted == 4 + len(payloads[len(got)])
     assert got == payloads
     assert decoder.buffered == 0
+
+
+def test_a_trickled_frame_costs_no_object_per_read() -> None:
+    payload = bytes(range(256)) * 1024  # 256 KiB
+    stream = frame(payload)
+    decoder = FrameDecoder()
+    for i in range(len(stream)):
+        decoder.feed(stream[i : i + 1])
+    assert len(decoder._chunks) == 1  # gathered in one buffer, not 262,148 bytes objects
+    assert decoder.next_frame() == payload
+
+
+def test_a_never_drained_buffer_stays_bounded() -> None:
+    # pipelined 100-byte frames, read half a frame first and then 100 bytes at a time: the buffer
+    # always ends in the middle of a frame, so it is never emptied
+    stream = b"".join(frame(bytes([i % 256]) * 96) for i in range(100_000))
+    decoder = FrameDecoder()
+    largest = count = 0
+    for pos in [0, *range(50, len(stream), 100)]:
+        decoder.feed(stream[pos : 50 if pos == 0 else pos + 100])
+        while decoder.next_frame() is not None:
+            count += 1
+        largest = max(largest, sum(len(c) for c in decoder._chunks))
+    assert count == 100_000
+    assert largest < 200_000  # compacted as it goes, not 10 MB
 
 
 def test_oversized_prefix_rejected_before_the_body_arrives() -> None:
