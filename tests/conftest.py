@@ -5,8 +5,10 @@ Third-party tools (kcat, the Tansu binary) are required in CI (RINGLOG_REQUIRE_T
 """
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
+from types import ModuleType
 
 import pytest
 
@@ -23,6 +25,17 @@ def require_tool(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def require_extension(name: str) -> ModuleType:
+    """The compiled module `name` (built at install when a C compiler is there); at module level,
+    skip the test module without it (fail in CI, which installs a compiler)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if REQUIRE_TOOLS:
+            raise
+        pytest.skip(f"{name} is not built (no C compiler at install time)", allow_module_level=True)
 
 
 def tansu_binary() -> str:

@@ -11,7 +11,6 @@ Skipped when the extension is not built (RINGLOG_REQUIRE_TOOLS=1 makes that a fa
 from __future__ import annotations
 
 import gc
-import os
 import weakref
 
 import pytest
@@ -21,14 +20,9 @@ from hypothesis import strategies as st
 from client import consumer, producer
 from client.errors import CorruptRecord
 from storage.records import encode_record
+from tests.conftest import require_extension
 
-try:
-    from client import _speedups
-except ImportError:  # pragma: no cover - depends on the install having a C compiler
-    _speedups = None
-    if os.environ.get("RINGLOG_REQUIRE_TOOLS") == "1":
-        raise
-    pytest.skip("client._speedups is not built", allow_module_level=True)
+_speedups = require_extension("client._speedups")
 
 _speedups.configure(consumer.ConsumerRecord, CorruptRecord)
 

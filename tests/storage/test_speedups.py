@@ -9,24 +9,16 @@ Skipped when the extension is not built (RINGLOG_REQUIRE_TOOLS=1 makes that a fa
 """
 from __future__ import annotations
 
-import os
-
 import attrs
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage import records
 from storage.batch import CODEC_GZIP, CODEC_LZ4, CODEC_NONE, CODEC_SNAPPY, CODEC_ZSTD, HEADER_SIZE, parse_header
 from storage.errors import CorruptBatchError
+from tests.conftest import require_extension
 
-try:
-    from storage import _speedups
-except ImportError:  # pragma: no cover - depends on the install having a C compiler
-    _speedups = None
-    if os.environ.get("RINGLOG_REQUIRE_TOOLS") == "1":
-        raise
-    pytest.skip("storage._speedups is not built", allow_module_level=True)
+_speedups = require_extension("storage._speedups")
 
 _MANY = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
