@@ -65,7 +65,7 @@ class FrameDecoder:
         return self._have
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        n = len(data)
+        n = data.nbytes if type(data) is memoryview else len(data)
         if not n:
             return
         chunks = self._chunks
