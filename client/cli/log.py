@@ -34,6 +34,8 @@ from storage.replay import (
 )
 from storage.verify import GAP, TORN_TAIL, verify_partition
 
+from ._common import non_negative
+
 DUMP_FORMAT = """\
 output: one JSON object per line, one line per record, in offset order per partition:
 
@@ -62,26 +64,6 @@ class _UserError(Exception):
     """A mistake of the user's: one line on stderr, exit 2."""
 
 
-def _offset(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an offset: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"offsets are not negative: {text}")
-    return value
-
-
-def _partition_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a partition number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"partition numbers are not negative: {text}")
-    return value
-
-
 def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH", help="a partition directory or a data directory")
     p.add_argument(
@@ -90,7 +72,7 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--partition",
         action="append",
-        type=_partition_number,
+        type=non_negative,
         metavar="N",
         help="only this partition number (repeatable)",
     )
@@ -116,11 +98,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_selection(dump)
     dump.add_argument(
-        "--from", dest="from_offset", type=_offset, default=0, metavar="OFFSET",
+        "--from", dest="from_offset", type=non_negative, default=0, metavar="OFFSET",
         help="first offset to print (default 0; per partition)",
     )
     dump.add_argument(
-        "--to", dest="to_offset", type=_offset, default=None, metavar="OFFSET",
+        "--to", dest="to_offset", type=non_negative, default=None, metavar="OFFSET",
         help="stop before this offset (exclusive; per partition)",
     )
     dump.set_defaults(func=_guard(_dump))
@@ -492,9 +474,9 @@ def _register_replay(sub) -> None:
     )
     replay.add_argument("path", metavar="DATA_DIR", help="a data directory or one partition directory")
     replay.add_argument("--topic", required=True, metavar="TOPIC", help="the topic to replay")
-    replay.add_argument("--partition", action="append", type=_partition_number, metavar="N",
+    replay.add_argument("--partition", action="append", type=non_negative, metavar="N",
                         help="only this source partition (repeatable)")
-    replay.add_argument("--from", dest="from_offset", type=_offset, default=0, metavar="OFFSET",
+    replay.add_argument("--from", dest="from_offset", type=non_negative, default=0, metavar="OFFSET",
                         help="first source offset to replay (default 0; per partition)")
     replay.add_argument("--to", dest="bootstrap", required=True, metavar="HOST:PORT",
                         help="the target broker's bootstrap address(es)")
