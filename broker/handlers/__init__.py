@@ -58,13 +58,14 @@ everything else empty; the router uses it for UNSUPPORTED_VERSION answers.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import importlib
 import pkgutil
 import time
 import typing
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -272,6 +273,17 @@ def nested(entity_cls: type, name: str) -> type:
     import sys
 
     return getattr(sys.modules[entity_cls.__module__], name)
+
+
+def once_each(topics: Sequence[Any]) -> Iterator[tuple[Any, bool]]:
+    """Each topic of a request's list once, in first-seen order, and whether its name came more
+    than once (CreateTopics and CreatePartitions answer such a name with INVALID_REQUEST, once)."""
+    counts = collections.Counter(t.name for t in topics)
+    seen: set[str] = set()
+    for t in topics:
+        if t.name not in seen:
+            seen.add(t.name)
+            yield t, counts[t.name] > 1
 
 
 def has_field(entity_cls: type, name: str) -> bool:

@@ -13,7 +13,7 @@ import logging
 from kio.schema.errors import ErrorCode
 
 from ..errors import KafkaError
-from . import RequestContext, handler, make, nested
+from . import RequestContext, handler, make, nested, once_each
 from .create_topics import MAX_PARTITIONS_PER_TOPIC
 
 log = logging.getLogger("ringlog.create_partitions")
@@ -24,18 +24,11 @@ async def create_partitions(ctx: RequestContext, request) -> object:
     broker = ctx.broker
     Response = ctx.response_class()
     Result = nested(Response, "CreatePartitionsTopicResult")
-    counts: dict[str, int] = {}
-    for t in request.topics:
-        counts[t.name] = counts.get(t.name, 0) + 1
     results = []
-    seen: set[str] = set()
-    for topic in request.topics:
+    for topic, repeated in once_each(request.topics):
         name = topic.name
-        if name in seen:
-            continue
-        seen.add(name)
         try:
-            if counts[name] > 1:
+            if repeated:
                 raise KafkaError(ErrorCode.invalid_request, f"Duplicate topic in request: {name}")
             info = broker.metadata.get(name)
             if info is None:

@@ -25,7 +25,7 @@ from kio.schema.errors import ErrorCode
 
 from ..errors import KafkaError
 from ..metadata import topic_name_error
-from . import RequestContext, handler, make, nested
+from . import RequestContext, handler, make, nested, once_each
 from .configs import topic_config_entries, validate_topic_configs
 
 log = logging.getLogger("ringlog.create_topics")
@@ -87,21 +87,14 @@ async def create_topics(ctx: RequestContext, request) -> object:
     Result = nested(Response, "CreatableTopicResult")
     ConfigCls = nested(Response, "CreatableTopicConfigs") if ctx.api_version >= 5 else None
     validate_only = bool(request.validate_only)
-    counts: dict[str, int] = {}
-    for t in request.topics:
-        counts[t.name] = counts.get(t.name, 0) + 1
     results = []
-    done: set[str] = set()
-    for topic in request.topics:
+    for topic, repeated in once_each(request.topics):
         name = topic.name
-        if name in done:
-            continue
-        done.add(name)
         topic_id = None
         partitions = -1
         configs_out = None
         try:
-            if counts[name] > 1:
+            if repeated:
                 raise KafkaError(ErrorCode.invalid_request,
                                  f"Create topics request from client `{ctx.client_id}` contains multiple "
                                  f"entries for the following topics: {name}")

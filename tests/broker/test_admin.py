@@ -323,3 +323,34 @@ def test_kafka_python_admin_client(broker):
     finally:
         a.close()
 
+
+
+def test_a_topic_named_twice_in_one_request_is_refused_once(admin, broker):
+    """Kafka answers INVALID_REQUEST, once, for a name given twice; other names go ahead."""
+    import datetime
+
+    from kio.schema.create_partitions.v3.request import CreatePartitionsRequest, CreatePartitionsTopic
+    from kio.schema.create_topics.v5.request import CreatableTopic, CreateTopicsRequest
+    from kio.schema.types import TopicName
+    from kio.static.primitive import i32Timedelta
+
+    from tests.broker.test_idempotence_broker import Wire
+
+    def creatable(name):
+        return CreatableTopic(name=TopicName(name), num_partitions=1, replication_factor=1, assignments=(), configs=())
+
+    w = Wire(broker.bootstrap)
+    try:
+        r = w.call(CreateTopicsRequest(topics=(creatable("twice"), creatable("once"), creatable("twice"))))
+        assert [(t.name, t.error_code) for t in r.topics] == [("twice", 42), ("once", 0)]
+        assert broker.broker.metadata.get("twice") is None and broker.broker.metadata.get("once").partitions == 1
+
+        def grow(name, count):
+            return CreatePartitionsTopic(name=TopicName(name), count=count, assignments=None)
+
+        r = w.call(CreatePartitionsRequest(topics=(grow("once", 3), grow("once", 4)),
+                                           timeout=i32Timedelta.parse(datetime.timedelta(seconds=5)), validate_only=False))
+        assert [(t.name, t.error_code) for t in r.results] == [("once", 42)]
+        assert broker.broker.metadata.get("once").partitions == 1
+    finally:
+        w.close()
