@@ -220,72 +220,65 @@ def _produce_consume(plan: Plan, wd: str) -> tuple[list[dict], list[dict]]:
     return produce_rows, consume_rows
 
 
+def _interleaved(side: "_SideBySide", systems: list[str], runs: int, topic_of: Callable[[int], str], what: str,
+                 measure: Callable[[Any, str, str], dict], describe: Callable[[dict, int], str]) -> dict[str, list[dict]]:
+    """`runs` repetitions of `measure(broker, topic, system)` on each system in turn, each on a new
+    one-partition topic (`topic_of(run)`), logging `describe(result, run)`. A failed run is
+    recorded and left out."""
+    out: dict[str, list[dict]] = {s: [] for s in systems}
+    for r in range(runs):
+        for system in systems:
+            topic = topic_of(r)
+            b = None
+            try:
+                b = side.alive(system)
+                ensure_topic(b.bootstrap, topic, 1)
+                res = measure(b, topic, system)
+            except RECOVERABLE as exc:
+                _record_error(f"{system} {what} {topic}", exc, b)
+                continue
+            out[system].append(res)
+            log(f"{system:17s} {describe(res, r)}")
+    return out
+
+
 def _single_latency(plan: Plan, wd: str) -> tuple[list[dict], list[dict]]:
     single_rows: list[dict] = []
     latency_rows: list[dict] = []
     with _SideBySide(plan.systems, wd, 1) as side:
         if "single" in plan.sections:
-            runs_s: dict[str, list[dict]] = {s: [] for s in plan.systems}
-            for r in range(plan.runs):
-                for system in plan.systems:
-                    topic = f"bench-single-r{r}"
-                    b = None
-                    try:
-                        b = side.alive(system)
-                        ensure_topic(b.bootstrap, topic, 1)
-                        res = workloads.single(b.bootstrap, topic, size=plan.single_size,
-                                               duration_s=plan.single_s, max_records=1_000_000, broker_pid=b.pid)
-                    except RECOVERABLE as exc:
-                        _record_error(f"{system} single {topic}", exc, b)
-                        continue
-                    runs_s[system].append(res)
-                    log(f"{system:17s} single-record requests run {r + 1}: {res['requests_s']:,.0f} req/s")
+            runs_s = _interleaved(
+                side, plan.systems, plan.runs, lambda r: f"bench-single-r{r}", "single",
+                lambda b, topic, system: workloads.single(b.bootstrap, topic, size=plan.single_size,
+                                                          duration_s=plan.single_s, max_records=1_000_000,
+                                                          broker_pid=b.pid),
+                lambda res, r: f"single-record requests run {r + 1}: {res['requests_s']:,.0f} req/s")
             for system in [x for x in plan.systems if runs_s[x]]:
                 single_rows.append({"system": system, "size": plan.single_size, "runs": runs_s[system],
                                     "median": median_of(runs_s[system])})
         if "latency" in plan.sections:
             # The maximum: the latency workload unpaced, `runs` times, median.
-            runs_m: dict[str, list[dict]] = {s: [] for s in plan.systems}
-            for r in range(plan.runs):
-                for system in plan.systems:
-                    topic = f"bench-latency-max-r{r}"
-                    b = None
-                    try:
-                        b = side.alive(system)
-                        ensure_topic(b.bootstrap, topic, 1)
-                        res = workloads.latency(b.bootstrap, topic, size=LATENCY_SIZE, rate=None,
-                                                duration_s=plan.latency_s, warmup_s=plan.latency_warmup_s,
-                                                broker_pid=b.pid)
-                    except RECOVERABLE as exc:
-                        _record_error(f"{system} latency {topic}", exc, b)
-                        continue
-                    runs_m[system].append(res)
-                    log(f"{system:17s} latency workload unpaced run {r + 1}: {res['delivered_rate']:,.0f} rec/s")
+            runs_m = _interleaved(
+                side, plan.systems, plan.runs, lambda r: f"bench-latency-max-r{r}", "latency",
+                lambda b, topic, system: workloads.latency(b.bootstrap, topic, size=LATENCY_SIZE, rate=None,
+                                                           duration_s=plan.latency_s,
+                                                           warmup_s=plan.latency_warmup_s, broker_pid=b.pid),
+                lambda res, r: f"latency workload unpaced run {r + 1}: {res['delivered_rate']:,.0f} rec/s")
             max_rates = {s: median_of(runs_m[s])["delivered_rate"] for s in plan.systems if runs_m[s]}
             for system in max_rates:
                 latency_rows.append({"system": system, "fraction": 1.0, "max_rate": max_rates[system],
                                      "size": LATENCY_SIZE, "runs": runs_m[system],
                                      "median": median_of(runs_m[system])})
             for fraction in plan.latency_fractions:
-                runs_l: dict[str, list[dict]] = {s: [] for s in max_rates}
-                for r in range(plan.runs):
-                    for system in max_rates:
-                        topic = f"bench-latency-{int(fraction * 100)}-r{r}"
-                        b = None
-                        try:
-                            b = side.alive(system)
-                            ensure_topic(b.bootstrap, topic, 1)
-                            res = workloads.latency(b.bootstrap, topic, size=LATENCY_SIZE,
-                                                    rate=max(1.0, fraction * max_rates[system]),
-                                                    duration_s=plan.latency_s, warmup_s=plan.latency_warmup_s,
-                                                    broker_pid=b.pid)
-                        except RECOVERABLE as exc:
-                            _record_error(f"{system} latency {topic}", exc, b)
-                            continue
-                        runs_l[system].append(res)
-                        log(f"{system:17s} latency at {fraction:.0%} of max ({res['target_rate']:,.0f} rec/s) "
-                            f"run {r + 1}: ack p50 {res['ack_ms']['p50']:.2f} p99 {res['ack_ms']['p99']:.2f} ms, "
-                            f"e2e p99 {res['e2e_ms']['p99']:.2f} ms")
+                runs_l = _interleaved(
+                    side, list(max_rates), plan.runs, lambda r: f"bench-latency-{int(fraction * 100)}-r{r}",
+                    "latency",
+                    lambda b, topic, system: workloads.latency(
+                        b.bootstrap, topic, size=LATENCY_SIZE, rate=max(1.0, fraction * max_rates[system]),
+                        duration_s=plan.latency_s, warmup_s=plan.latency_warmup_s, broker_pid=b.pid),
+                    lambda res, r: f"latency at {fraction:.0%} of max ({res['target_rate']:,.0f} rec/s) run {r + 1}: "
+                                f"ack p50 {res['ack_ms']['p50']:.2f} p99 {res['ack_ms']['p99']:.2f} ms, "
+                                f"e2e p99 {res['e2e_ms']['p99']:.2f} ms")
                 for system in [x for x in max_rates if runs_l[x]]:
                     latency_rows.append({"system": system, "fraction": fraction, "max_rate": max_rates[system],
                                          "size": LATENCY_SIZE, "runs": runs_l[system],
