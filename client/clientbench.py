@@ -222,8 +222,12 @@ def consume_kafka_python(bootstrap: str, topic: str, n: int) -> tuple[float, flo
 def consume_confluent(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
     from confluent_kafka import Consumer, TopicPartition
 
+    # the broker bench's setting: librdkafka's default pauses fetching for 1 s once 100k records
+    # are queued, which a 200k-record run would measure instead of the client
+    from client.bench.workloads import CONSUMER_QUEUE_CONF
+
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "clientbench", "enable.auto.commit": False,
-                  "auto.offset.reset": "earliest"})
+                  "auto.offset.reset": "earliest", **CONSUMER_QUEUE_CONF})
     try:
         c.list_topics(topic, timeout=10)
         t0, c0 = time.perf_counter(), _cpu()
