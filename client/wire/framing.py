@@ -69,27 +69,34 @@ class FrameDecoder:
         if not n:
             return
         chunks = self._chunks
-        if n < _SMALL_READ:
-            if chunks and type(chunks[-1]) is bytearray:
-                chunks[-1] += data
-            else:
-                chunks.append(bytearray(data))
+        last = chunks[-1] if chunks else None
+        if n < _SMALL_READ and last is not None and (type(last) is bytearray or len(last) < _SMALL_READ):
+            # a small read after a small one: gather them (the first time into a bytearray of ours)
+            if type(last) is bytes:
+                chunks[-1] = last = bytearray(last)
+            last += data
         else:
             chunks.append(data if type(data) is bytes else bytes(data))  # the caller may reuse its buffer
         self._have += n
         self._check_prefix()
 
-    def _take(self, n: int) -> bytes:
-        """Remove and return the next n buffered bytes (n <= self._have)."""
+    def _take(self, n: int, skip: int = 0) -> bytes:
+        """Remove the next n buffered bytes (n <= self._have) and return them without the first
+        `skip` (a frame without its size prefix, cut out with one copy)."""
         chunks = self._chunks
         first = chunks[0]
         off = self._off
         end = off + n
+        if skip and off + skip > len(first):  # the prefix spans chunks: rare
+            self._take(skip)
+            return self._take(n - skip)
         if end <= len(first):  # the usual case: one chunk holds it all
+            start = off + skip
             if type(first) is bytes:
-                out = first if (off == 0 and end == len(first)) else first[off:end]
+                out = first if (start == 0 and end == len(first)) else first[start:end]
             else:
-                out = bytes(memoryview(first)[off:end])
+                with memoryview(first) as view:
+                    out = bytes(view[start:end])
             if end == len(first):
                 del chunks[0]
                 self._off = 0
@@ -99,7 +106,7 @@ class FrameDecoder:
             else:
                 self._off = end
         else:
-            parts = [memoryview(first)[off:]]
+            parts = [memoryview(first)[off + skip :]]
             left = n - (len(first) - off)
             i = 1
             while left > len(chunks[i]):
@@ -143,8 +150,7 @@ class FrameDecoder:
         need = self._need
         if need is None or self._have < 4 + need:
             return None
-        self._take(4)
-        out = self._take(need) if need else b""
+        out = self._take(4 + need, skip=4)
         self._need = None
         self._check_prefix()
         return out
