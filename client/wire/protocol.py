@@ -24,6 +24,7 @@ from kio.schema.errors import ErrorCode
 from kio.serial import entity_reader, entity_writer
 from kio.serial.errors import SerialError
 
+from .bounds import BodyError, check_body
 from .framing import frame
 
 API_VERSIONS_KEY = 18
@@ -163,7 +164,11 @@ def decode_request_body(header: RequestHeader, data: bytes | memoryview) -> Any:
     if cls is None:
         raise UnsupportedVersion(header.api_key, header.api_version)
     try:
+        # Every length is checked against the bytes left before kio allocates from it.
+        check_body(cls, data, header.header_size)
         entity, size = _reader(cls)(data, header.header_size)
+    except BodyError as exc:
+        raise InvalidRequest(f"malformed {cls.__name__} v{header.api_version}: {exc}") from exc
     except (SerialError, KeyError, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         # kio raises KeyError for unknown tagged fields, its own errors for underflow and the like.
         raise InvalidRequest(f"cannot decode {cls.__name__} v{header.api_version}: {exc!r}") from exc
@@ -234,8 +239,14 @@ def decode_response(data: bytes | memoryview, api_key: int, api_version: int) ->
             _tag, pos = read_unsigned_varint(data, pos)
             size, pos = read_unsigned_varint(data, pos)
             pos += size
+            if pos > len(data):
+                raise InvalidRequest("response header tagged field runs past the end of the frame")
     try:
+        # A broken or hostile broker must not be able to abort the client either.
+        check_body(cls, data, pos)
         entity, _size = _reader(cls)(data, pos)
+    except BodyError as exc:
+        raise InvalidRequest(f"malformed {cls.__name__} v{api_version}: {exc}") from exc
     except (SerialError, KeyError, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         raise InvalidRequest(f"cannot decode {cls.__name__} v{api_version}: {exc!r}") from exc
     return correlation_id, entity
