@@ -61,6 +61,12 @@ async def metadata(ctx: RequestContext, request) -> object:
         for wanted in request.topics:
             name = getattr(wanted, "name", None)
             topic_id = getattr(wanted, "topic_id", None)
+            if name is None and ctx.api_version < 12:
+                # v10-11 carry topic ids but their answers cannot hold a null name: Kafka refuses
+                # such a request ("Topic name can not be null for version N").
+                topics.append(make(Topic, error_code=ErrorCode.invalid_request, name="",
+                                   topic_id=topic_id or ZERO_UUID, partitions=()))
+                continue
             if name is None and topic_id not in (None, ZERO_UUID):
                 info = broker.metadata.by_id(topic_id)
                 if info is None:

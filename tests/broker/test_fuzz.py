@@ -125,3 +125,156 @@ def test_malformed_frames_then_real_client(tmp_path) -> None:
                 break
         c.close()
         assert got == [b"ok%d" % i for i in range(10)]
+
+
+# --- every API and version, mutated, over many connections at a broker process -------------
+
+CORPUS = 100_000 if os.environ.get("RINGLOG_SLOW") == "1" else 3_000
+THREADS = 8
+RSS_LIMIT_KIB = 300 * 1024
+KEEP = "keep-data"  # never a name the generators produce (their alphabet has no 'k', 'p', 'd')
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def _throw(host: str, port: int, frames: list[bytes], deadline_s: float) -> str | None:
+    """Send the frames on one connection and read until the broker answers, closes or goes quiet.
+
+    Quiet is allowed (acks=0, a long-poll fetch): the answer may legitimately take its max_wait.
+    Returns a description of a failure (the broker refused the connection), or None."""
+    try:
+        s = socket.create_connection((host, port), timeout=deadline_s)
+    except OSError as exc:
+        return f"connect failed: {exc!r}"
+    with s:
+        try:
+            s.sendall(b"".join(frames))
+            while True:
+                if not s.recv(65536):
+                    return None  # closed by the broker
+        except socket.timeout:
+            return None
+        except OSError:
+            return None  # reset by the broker, or our write hit a closed connection
+
+
+def test_every_api_mutated_over_many_connections(tmp_path) -> None:
+    """The acceptance run for hostile input: valid requests of every API and version the broker
+    serves, built by kio from random values and mutated by the 16 families of tests/fuzzkit.py,
+    over many concurrent connections. The broker must not die, must stay under 300 MB peak RSS,
+    must log no error or traceback, must keep answering a canary connection, and afterwards serve
+    confluent-kafka with the data produced before intact (and `ringlog log verify` clean)."""
+    import random
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from broker.testing import BrokerProcess
+    from client.wire import decode_response
+    from tests.fuzzkit import broker_request_classes, hostile_frame
+
+    seed = int(os.environ.get("RINGLOG_FUZZ_SEED", "20261201"))
+    data_dir = str(tmp_path / "d")
+    proc = BrokerProcess(data_dir, "--set", "auto.create.topics.enable=false").start()
+    try:
+        admin = AdminClient({"bootstrap.servers": proc.bootstrap})
+        for f in admin.create_topics([NewTopic(KEEP, 2, 1), NewTopic("fz", 1, 1), NewTopic("fz-other", 3, 1)]).values():
+            f.result(15)
+        p = Producer({"bootstrap.servers": proc.bootstrap, "acks": "all", "enable.idempotence": True})
+        before = [b"before-%d" % i for i in range(200)]
+        for i, v in enumerate(before):
+            p.produce(KEEP, value=v, key=b"%d" % i, partition=i % 2)
+        assert p.flush(15) == 0
+
+        classes = broker_request_classes()
+        rnd = random.Random(seed)
+        cases: list[tuple[str, list[bytes]]] = []
+        for _ in range(CORPUS):
+            # one frame a connection mostly; sometimes several pipelined on one
+            group = [hostile_frame(rnd, classes) for _ in range(1 if rnd.random() < 0.8 else rnd.randint(2, 4))]
+            cases.append(("|".join(g[0] for g in group), [g[1] for g in group]))
+
+        failures: list[str] = []
+        canary_worst = [0.0]
+        stop = threading.Event()
+        av = request_class(18, 3)(client_software_name="canary", client_software_version="1")
+
+        def canary() -> None:
+            with socket.create_connection((proc.host, proc.port), timeout=10) as s:
+                corr = 0
+                while not stop.is_set():
+                    corr += 1
+                    t0 = time.perf_counter()
+                    s.sendall(encode_request(av, corr, "canary"))
+                    head = s.recv(4, socket.MSG_WAITALL)
+                    body = s.recv(struct.unpack(">i", head)[0], socket.MSG_WAITALL)
+                    assert decode_response(body, 18, 3)[0] == corr
+                    canary_worst[0] = max(canary_worst[0], time.perf_counter() - t0)
+                    stop.wait(0.05)
+
+        def worker(part: list[tuple[str, list[bytes]]]) -> None:
+            for families, frames in part:
+                problem = _throw(proc.host, proc.port, frames, 0.25)
+                if problem is not None:
+                    failures.append(f"{families}: {problem}")
+                if proc.proc.poll() is not None:
+                    failures.append(f"broker died after {families}")
+                    return
+
+        canary_errors: list[BaseException] = []
+
+        def run_canary() -> None:
+            try:
+                canary()
+            except BaseException as exc:  # reported below
+                canary_errors.append(exc)
+
+        ct = threading.Thread(target=run_canary, daemon=True)
+        ct.start()
+        threads = [threading.Thread(target=worker, args=(cases[i::THREADS],)) for i in range(THREADS)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stop.set()
+        ct.join(15)
+        elapsed = time.monotonic() - started
+        assert proc.proc.poll() is None, "broker died:\n" + "\n".join(proc.lines[-20:])
+        assert not failures, failures[:10]
+        assert not canary_errors, canary_errors
+        hwm = _vm_hwm_kib(proc.proc.pid)
+        print(f"\n{CORPUS} cases in {elapsed:.1f} s from {THREADS} connections at a time (seed {seed}); "
+              f"broker peak RSS {hwm / 1024:.0f} MiB; slowest canary ApiVersions {canary_worst[0] * 1000:.1f} ms")
+        assert hwm < RSS_LIMIT_KIB, f"broker peak RSS {hwm} KiB"
+        bad = [line for line in proc.lines if "level=error" in line or " exc=" in line or "Traceback" in line]
+        assert not bad, "\n".join(bad[:5])
+
+        # still serving, with the earlier data intact
+        p.produce(KEEP, value=b"after", partition=0)
+        assert p.flush(15) == 0
+        before.append(b"after")
+        c = Consumer({"bootstrap.servers": proc.bootstrap, "group.id": "after-fuzz", "enable.auto.commit": False,
+                      "fetch.wait.max.ms": 50})
+        c.assign([TopicPartition(KEEP, 0, 0), TopicPartition(KEEP, 1, 0)])
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < len(before) and time.monotonic() < deadline:
+            got += [m.value() for m in c.consume(100, timeout=0.5) if not m.error()]
+        c.close()
+        assert sorted(got) == sorted(before)
+    finally:
+        code = proc.stop() if proc.proc.poll() is None else proc.proc.returncode
+    assert code == 0
+    verify = subprocess.run([sys.executable, "-m", "client.cli", "log", "verify", data_dir],
+                            capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]
