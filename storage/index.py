@@ -14,9 +14,12 @@ Entries are sparse: one every `index.interval.bytes` of log data. Both indexes a
 make lookups start close to the answer; a missing entry makes a lookup start earlier, never wrong.
 
 Life cycle:
-- The active segment's index files are preallocated to `segment.index.bytes` (rounded down to whole
-  entries; blocks really allocated with posix_fallocate so a write through the mapping can never
-  hit a full disk and SIGBUS) and mapped read-write. Unused slots are all zero: an offset-index
+- The active segment's index files are sized to `segment.index.bytes` (rounded down to whole
+  entries) as sparse files and mapped read-write. Disk blocks are allocated (posix_fallocate) ahead
+  of the entries in growing chunks, from one page up to 1 MiB, before any write through the
+  mapping touches them, so such a write can never hit a full disk and SIGBUS; when a chunk cannot
+  be allocated the entry is skipped (an index is a hint). An empty partition so costs a page per
+  index file, not `segment.index.bytes` each. Unused slots are all zero: an offset-index
   entry never has position 0 (the segment start needs no entry) and a time-index entry is never
   all zero after the first, so the first all-zero slot marks the end of the entries.
 - On roll and close the files are trimmed to their entries and mapped read-only.
@@ -40,7 +43,7 @@ from .errors import StorageError
 
 OFFSET_ENTRY_SIZE = 8
 TIME_ENTRY_SIZE = 12
-# Never preallocate fewer than this many slots: the last slot is reserved for the final
+# Never size an index for fewer than this many slots: the last slot is reserved for the final
 # time-index entry written on roll/close, so an index needs room for at least one more.
 MIN_SLOTS = 2
 
@@ -57,19 +60,27 @@ class FileHandle(Protocol):
     def fileno(self) -> int: ...
 
 
-def preallocate(fd: int, size: int) -> None:
-    """Grow the file to `size` bytes with blocks allocated up front (no sparse holes).
+# Blocks allocated ahead of the entries: the first chunk is one page, each next one doubles the
+# allocation, up to this much at a time.
+FIRST_CHUNK = 4096
+MAX_CHUNK = 1 << 20
 
-    Falls back to a sparse ftruncate on file systems that do not support fallocate.
+
+def allocate(fd: int, start: int, end: int) -> bool:
+    """Allocate the blocks of bytes [start, end) of the file (no sparse holes there).
+
+    True when they are allocated, or when the file system cannot allocate ahead at all (then the
+    mapping behaves as before fallocate existed); False when the disk has no room.
     """
-    os.ftruncate(fd, size)
-    if size <= 0:
-        return
+    if end <= start:
+        return True
     try:
-        os.posix_fallocate(fd, 0, size)
+        os.posix_fallocate(fd, start, end - start)
     except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-            raise
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            return True
+        return False
+    return True
 
 
 class _MmapIndex:
@@ -85,6 +96,8 @@ class _MmapIndex:
         self.max_entries = 0
         self.mutable = False
         self._mm: mmap.mmap | None = None
+        # bytes from the start of the file whose blocks are allocated (writable mapping only)
+        self._allocated = 0
 
     # --- mapping ------------------------------------------------------------------------------
 
@@ -125,14 +138,14 @@ class _MmapIndex:
             self.make_mutable(max_bytes)
 
     def reset(self, *, max_bytes: int) -> None:
-        """Drop every entry and preallocate a fresh writable file (used when rebuilding)."""
+        """Drop every entry and start a fresh writable file (used when rebuilding)."""
         self._unmap()
         os.ftruncate(self.handle.fileno(), 0)
         self.entries = 0
         self.make_mutable(max_bytes)
 
     def make_mutable(self, max_bytes: int) -> None:
-        """(Re)grow the file to its preallocated size and map it read-write (active segment)."""
+        """(Re)grow the file to its full (sparse) size and map it read-write (active segment)."""
         slots = max(MIN_SLOTS, max_bytes // self.SIZE, self.entries + MIN_SLOTS)
         self._unmap()
         fd = self.handle.fileno()
@@ -140,12 +153,30 @@ class _MmapIndex:
         # Slots past the entries must read as empty, and a previous truncate may have left stale
         # entries there. Cutting the file back to its entries and growing it again zeroes them
         # without reading or writing a page: scanning the tail through the mapping would fault
-        # every page of the preallocated file into memory (segment.index.bytes of resident memory
+        # every page of the sized file into memory (segment.index.bytes of resident memory
         # per index) and cost milliseconds on every roll.
         if os.fstat(fd).st_size > start:
             os.ftruncate(fd, start)
-        preallocate(fd, slots * self.SIZE)
+        os.ftruncate(fd, slots * self.SIZE)
+        # The entries already there were written, so their blocks exist.
+        self._allocated = start
         self._map(True)
+        # A new active index that cannot get its first page fails here, like the segment's
+        # other files would, rather than appending into a segment that can hold no entry.
+        if not self._allocate_for(start + self.SIZE):
+            raise OSError(errno.ENOSPC, f"cannot allocate blocks for {self.handle.path}")
+
+    def _allocate_for(self, end: int) -> bool:
+        """Make sure bytes [0, end) have blocks before the mapping writes them."""
+        if end <= self._allocated:
+            return True
+        size = self.max_entries * self.SIZE
+        chunk = min(MAX_CHUNK, max(FIRST_CHUNK, self._allocated))
+        target = min(size, max(end, self._allocated + chunk))
+        if not allocate(self.handle.fileno(), self._allocated, target):
+            return False
+        self._allocated = target
+        return True
 
     def trim(self) -> None:
         """Shrink the file to its entries and map it read-only (roll and close)."""
@@ -199,7 +230,10 @@ class _MmapIndex:
 
     def _append_raw(self, a: int, b: int) -> None:
         assert self._mm is not None and self.mutable
-        self.ENTRY.pack_into(self._mm, self.entries * self.SIZE, a, b)
+        at = self.entries * self.SIZE
+        if at + self.SIZE > self._allocated and not self._allocate_for(at + self.SIZE):
+            return  # disk full: no entry (lookups start earlier), never a SIGBUS
+        self.ENTRY.pack_into(self._mm, at, a, b)
         self.entries += 1
 
     def _truncate_entries(self, n: int) -> None:

@@ -241,7 +241,7 @@ class Segment:
 
     @classmethod
     def create(cls, directory: Path, base_offset: int, *, index_max_bytes: int) -> "Segment":
-        """A new empty active segment (files created, indexes preallocated)."""
+        """A new empty active segment (files created, indexes sized)."""
         log_path, index_path, time_path = cls.paths(directory, base_offset)
         created: list[Path] = []
         try:

@@ -252,10 +252,10 @@ def test_disk_full_on_roll(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     one = len(batch(0))
     log, _ = fill(tmp_path, 2, segment_bytes=2 * one)
 
-    def full(fd: int, size: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def full(fd: int, start: int, end: int) -> bool:
+        return False  # what allocate() answers on ENOSPC
 
-    monkeypatch.setattr(index_module, "preallocate", full)
+    monkeypatch.setattr(index_module, "allocate", full)
     with pytest.raises(StorageIOError):
         log.append(batch(2), now_ms=NOW)  # needs a new segment, whose index cannot be allocated
     assert log.segment_count() == 1 and log.log_end_offset == 2
