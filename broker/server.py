@@ -33,6 +33,7 @@ import trio
 
 from client.wire import FrameDecoder, FrameTooLarge, encode_response, response_header_bytes
 
+from . import open_files
 from .config import BrokerConfig, validate
 from .core import Broker
 from .errors import CloseConnection
@@ -440,6 +441,7 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
                 broker.port = bound[1]
             if config.advertised_host is None:
                 broker.host = config.listen_host if config.listen_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+            _log_open_files(broker)
             root.start_soon(_maintenance, broker)
             from .cleaner import serve_cleaner  # log compaction of cleanup.policy=compact topics
 
@@ -462,6 +464,15 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
                 # Also when the caller cancelled us (BrokerThread.stop, a test's cancel scope).
                 await _close_producer_state(locals().get("broker"))
                 await trio.to_thread.run_sync(logs.close)
+
+
+def _log_open_files(broker: Broker) -> None:
+    """What the open-file limit leaves room for, once the logs and the listener are open."""
+    logs = broker._all_logs()
+    low, text = open_files.capacity(open_files.soft_limit(), open_files.in_use(),
+                                    sum(plog.segment_count() for _, plog in logs), len(logs),
+                                    broker.config.max_connections)
+    log.log(logging.WARNING if low else logging.INFO, "%s", text, extra=event("open_files"))
 
 
 async def _close_producer_state(broker: Broker | None) -> None:
@@ -489,6 +500,12 @@ async def _graceful_stop(broker: Broker, listener_scope: trio.CancelScope) -> No
 
 async def run_broker(config: BrokerConfig, *, install_signals: bool = True) -> None:
     """Run until SIGTERM/SIGINT; log exactly one ready line."""
+    # The process is ours: every segment and connection holds descriptors (broker.open_files),
+    # and the usual soft limit of 1024 runs out at about 200 partitions.
+    raised = open_files.raise_soft_limit()
+    if raised is not None and raised.after != raised.before:
+        log.info("open-file limit raised from %d to %d (the hard limit)", raised.before, raised.after,
+                 extra=event("open_files_raised", before=raised.before, after=raised.after))
     async with open_broker(config) as broker:
         host, port = broker.listen_address
         maddr = broker.metrics_address
