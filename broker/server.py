@@ -33,8 +33,10 @@ import trio
 
 from client.wire import FrameDecoder, FrameTooLarge, encode_response, response_header_bytes
 
-from . import open_files
+from . import connection_limits, open_files
 from .config import BrokerConfig, validate
+from .connection_limits import (ConnectionQuotas, RateLimitedLog, Refusal, hostnames, normalize_address,
+                                resolve_overrides)
 from .core import Broker
 from .errors import CloseConnection
 from .handlers import NO_RESPONSE, RawResponse, RequestContext
@@ -50,6 +52,17 @@ RECEIVE_SIZE = 256 * 1024
 _conn_ids = itertools.count(1)
 # What a vanished client looks like from either side of a connection.
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, OSError)
+# At most one log line per this many seconds for each kind of refused connection
+# and for failing accept() calls; the lines that are left out are counted in the next one.
+NOTICE_INTERVAL_S = 10.0
+# accept() failing for lack of descriptors or memory: wait this long before trying again
+# (trio's serve_listeners does the same, but logs a traceback ten times a second).
+ACCEPT_RETRY_S = 0.1
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+def _left_out(count: int, what: str) -> str:
+    return f" ({count} more {what} in the last {NOTICE_INTERVAL_S:.0f} s)" if count else ""
 
 
 @attrs.define(eq=False)
@@ -71,16 +84,18 @@ class _Slot:
 
 
 class Connection:
-    def __init__(self, broker: Broker, router: Router, stream: trio.SocketStream) -> None:
+    def __init__(self, broker: Broker, router: Router, stream: trio.SocketStream, peer: str | None = None) -> None:
         self.broker = broker
         self.router = router
         self.stream = stream
         self.id = next(_conn_ids)
-        try:
-            host, port = stream.socket.getpeername()[:2]
-            self.peer = f"{host}:{port}"
-        except OSError:
-            self.peer = "?"
+        if peer is None:
+            try:
+                host, port = stream.socket.getpeername()[:2]
+                peer = f"{host}:{port}"
+            except OSError:
+                peer = "?"
+        self.peer = peer
         self.read_scope = trio.CancelScope()
         self.inflight = 0
 
@@ -311,18 +326,15 @@ def _log_keys(logs: Any) -> list[tuple[str, int]]:
 async def _serve_listeners(broker: Broker, router: Router, conn_scope_nursery: trio.Nursery,
                            task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     config = broker.config
+    overrides = await _resolve_overrides(config.max_connections_per_ip_overrides)
     listeners = await trio.open_tcp_listeners(config.listen_port, host=config.listen_host)
     task_status.started(listeners)
-    limiter = trio.Semaphore(config.max_connections)
+    quotas = ConnectionQuotas(config.max_connections, config.max_connections_per_ip, overrides)
+    notices = broker.connection_notices = RateLimitedLog(NOTICE_INTERVAL_S)
 
-    async def handle(stream: trio.SocketStream) -> None:
-        if limiter.value == 0:
-            broker.metrics.connection_refused()
-            log.warning("max.connections %d reached: refusing a connection", config.max_connections)
-            await stream.aclose()
-            return
-        async with limiter:
-            conn = Connection(broker, router, stream)
+    async def handle(stream: trio.SocketStream, address: str, peer: str) -> None:
+        try:
+            conn = Connection(broker, router, stream, peer)
             broker.connections.add(conn)
             broker.metrics.connection_accepted()
             try:
@@ -332,8 +344,70 @@ async def _serve_listeners(broker: Broker, router: Router, conn_scope_nursery: t
                 log.exception("connection %d from %s failed", conn.id, conn.peer)
             finally:
                 broker.connections.discard(conn)
+        finally:
+            quotas.release(address)
+            await trio.aclose_forcefully(stream)
 
-    await trio.serve_listeners(handle, listeners, handler_nursery=conn_scope_nursery)
+    def refuse(stream: trio.SocketStream, peer: str, address: str, refusal: Refusal) -> None:
+        broker.metrics.connection_refused(refusal.limit)
+        left_out = notices.should_log(refusal.limit, trio.current_time())
+        if left_out is not None:
+            if refusal.limit == connection_limits.PER_IP:
+                why = f"{address} already has {quotas.by_address.get(address, 0)} connection(s)"
+            else:
+                why = f"{quotas.total} connections are open"
+            log.warning("refused a connection from %s: %s %d reached (%s)%s", peer, refusal.limit, refusal.value,
+                        why, _left_out(left_out, "refused by it"),
+                        extra=event("connection_refused", peer=peer, limit=refusal.limit, value=refusal.value))
+        # Closing at once (not leaving it in the backlog) tells the client to back off and retry.
+        stream.socket.close()
+
+    async def accept_loop(listener: trio.SocketListener) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    left_out = notices.should_log("accept", trio.current_time())
+                    if left_out is not None:
+                        hint = ": raise ulimit -n" if exc.errno in (errno.EMFILE, errno.ENFILE) else ""
+                        log.error("accepting connections failed: %s (%s) with %d open connection(s)%s; "
+                                  "retrying every %.1f s%s", errno.errorcode[exc.errno], os.strerror(exc.errno),
+                                  quotas.total, hint, ACCEPT_RETRY_S, _left_out(left_out, "failures"),
+                                  extra=event("accept_failed", error=errno.errorcode[exc.errno]))
+                    await trio.sleep(ACCEPT_RETRY_S)
+                    continue
+                try:
+                    host, port = stream.socket.getpeername()[:2]
+                except OSError:  # reset before we looked
+                    stream.socket.close()
+                    continue
+                address = normalize_address(host)
+                peer = f"{host}:{port}"
+                refusal = quotas.admit(address)
+                if refusal is not None:
+                    refuse(stream, peer, address, refusal)
+                    continue
+                conn_scope_nursery.start_soon(handle, stream, address, peer)
+
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(accept_loop, listener)
+
+
+async def _resolve_overrides(overrides: Any) -> dict[str, int]:
+    """max.connections.per.ip.overrides keyed by address: hostnames are resolved once, at start
+    (as Kafka does); one that does not resolve stops the start."""
+    resolved: dict[str, list[str]] = {}
+    for host in hostnames(overrides):
+        try:
+            infos = await trio.socket.getaddrinfo(host, None, type=trio.socket.SOCK_STREAM)
+        except OSError as exc:
+            raise OSError(f"max.connections.per.ip.overrides: cannot resolve {host!r}: {exc}") from None
+        resolved[host] = sorted({info[4][0] for info in infos})
+    return resolve_overrides(overrides, resolved)
 
 
 async def _maintenance(broker: Broker) -> None:
