@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import math
 import os
 import signal
 import time
@@ -52,7 +53,9 @@ RECEIVE_SIZE = 256 * 1024
 _conn_ids = itertools.count(1)
 # What a vanished client looks like from either side of a connection.
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, OSError)
-# At most one log line per this many seconds for each kind of refused connection
+CONNECTIONS_MAX_IDLE = "connections.max.idle.ms"
+SOCKET_REQUEST_READ_TIMEOUT = "socket.request.read.timeout.ms"
+# At most one log line per this many seconds for each kind of refused or timed-out connection
 # and for failing accept() calls; the lines that are left out are counted in the next one.
 NOTICE_INTERVAL_S = 10.0
 # accept() failing for lack of descriptors or memory: wait this long before trying again
@@ -83,7 +86,25 @@ class _Slot:
         self.done.set()
 
 
+def _seconds(ms: int) -> float:
+    return math.inf if ms < 0 else ms / 1000
+
+
 class Connection:
+    """One client connection: a reader, a writer, the handlers in between, and a watchdog.
+
+    The watchdog closes the connection when one of two deadlines passes (see _watch):
+      * connections.max.idle.ms: no request in flight, and nothing received or sent for that long
+        (Kafka's idle rule);
+      * socket.request.read.timeout.ms: the first bytes of a frame arrived and the rest did not
+        follow within that long (a slow-loris sender holding a slot one byte at a time).
+    The read path only stamps the time (one clock read per receive and per response sent); the
+    deadline itself lives in the watchdog's one cancel scope, which wakes when the earliest
+    deadline could have passed and, when activity moved it, goes back to sleep. Pushing a cancel
+    scope's deadline forward on every receive would cost more than the clock read (a heap push in
+    trio's deadline queue each time) on the path that sets requests per second.
+    """
+
     def __init__(self, broker: Broker, router: Router, stream: trio.SocketStream, peer: str | None = None) -> None:
         self.broker = broker
         self.router = router
@@ -98,6 +119,11 @@ class Connection:
         self.peer = peer
         self.read_scope = trio.CancelScope()
         self.inflight = 0
+        # trio clock: last byte received or response sent; when the frame now being waited for began
+        self._last_active = trio.current_time()
+        self._frame_started: float | None = None
+        self._watch_scope: trio.CancelScope | None = None
+        self._decoder: FrameDecoder | None = None
 
     async def serve(self) -> None:
         config = self.broker.config
@@ -106,6 +132,8 @@ class Connection:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._write_loop, recv_slots, nursery.cancel_scope)
+                if config.connections_max_idle_ms >= 0 or config.socket_request_read_timeout_ms >= 0:
+                    nursery.start_soon(self._watch, nursery.cancel_scope)
                 async with send_slots:
                     with self.read_scope:
                         try:
@@ -119,7 +147,8 @@ class Connection:
                     await self.stream.aclose()
 
     async def _read_loop(self, send_slots: trio.MemorySendChannel, nursery: trio.Nursery) -> None:
-        decoder = FrameDecoder(self.broker.config.socket_request_max_bytes)
+        decoder = self._decoder = FrameDecoder(self.broker.config.socket_request_max_bytes)
+        current_time = trio.current_time
         while True:
             data = await self.stream.receive_some(RECEIVE_SIZE)
             if not data:
@@ -127,6 +156,7 @@ class Connection:
                 # (e.g. a long-poll fetch) have nobody to go to.
                 nursery.cancel_scope.cancel()
                 return
+            self._last_active = current_time()
             try:
                 decoder.feed(data)
                 frame = decoder.next_frame()
@@ -136,6 +166,8 @@ class Connection:
                             extra=event("request_rejected", peer=self.peer, reason=str(exc)))
                 await self._close_after_pending(send_slots, f"{exc}")
                 return
+            if frame is not None:
+                self._frame_started = None  # the frame being waited for is complete
             while frame is not None:
                 routed = self.router.route(frame)
                 slot = _Slot()
@@ -166,6 +198,70 @@ class Connection:
                                 extra=event("request_rejected", peer=self.peer, reason=str(exc)))
                     await self._close_after_pending(send_slots, f"{exc}")
                     return
+            if decoder.buffered and self._frame_started is None:
+                # Part of a frame is here: the rest must follow within the read timeout. The
+                # clock starts now, when reading resumes, not when those bytes came: time spent
+                # in the dispatch above (a full ring, a full pipeline) is the broker's, not the
+                # client's.
+                self._frame_begun()
+
+    def _frame_begun(self) -> None:
+        now = trio.current_time()
+        self._frame_started = now
+        due = now + _seconds(self.broker.config.socket_request_read_timeout_ms)
+        scope = self._watch_scope
+        if scope is not None and due < scope.deadline:
+            scope.deadline = due
+
+    def _due(self, now: float) -> float:
+        """When the watchdog should look again: the earliest moment a limit could be passed."""
+        config = self.broker.config
+        idle = _seconds(config.connections_max_idle_ms)
+        # With a request in flight the connection is busy, however long that takes (a long-poll
+        # fetch, a produce held by a full ring): look again one idle period from now.
+        due = (self._last_active if self.inflight == 0 else now) + idle
+        if self._frame_started is not None:
+            due = min(due, self._frame_started + _seconds(config.socket_request_read_timeout_ms))
+        return due
+
+    def _expired(self, now: float) -> str | None:
+        config = self.broker.config
+        started = self._frame_started
+        if started is not None and now - started >= _seconds(config.socket_request_read_timeout_ms):
+            return SOCKET_REQUEST_READ_TIMEOUT
+        if self.inflight == 0 and now - self._last_active >= _seconds(config.connections_max_idle_ms):
+            return CONNECTIONS_MAX_IDLE
+        return None
+
+    async def _watch(self, conn_scope: trio.CancelScope) -> None:
+        while True:
+            with trio.CancelScope(deadline=self._due(trio.current_time())) as scope:
+                self._watch_scope = scope
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._watch_scope = None
+            limit = self._expired(trio.current_time())
+            if limit is not None:
+                break
+        config = self.broker.config
+        self.broker.metrics.connection_closed(limit)
+        if limit == CONNECTIONS_MAX_IDLE:
+            # Routine (Kafka logs it at debug too): clients reconnect when they need to.
+            log.debug("connection %d from %s: idle for %d ms (connections.max.idle.ms); closing",
+                      self.id, self.peer, config.connections_max_idle_ms,
+                      extra=event("connection_closed", peer=self.peer, limit=limit))
+        else:
+            notices = getattr(self.broker, "connection_notices", None)
+            left_out = notices.should_log(limit, trio.current_time()) if notices is not None else 0
+            if left_out is not None:
+                log.info("connection %d from %s: a request frame did not arrive whole within %d ms "
+                         "(socket.request.read.timeout.ms, %d bytes of it so far); closing%s",
+                         self.id, self.peer, config.socket_request_read_timeout_ms,
+                         self._decoder.buffered if self._decoder is not None else 0,
+                         _left_out(left_out, "connection(s) closed the same way"),
+                         extra=event("connection_closed", peer=self.peer, limit=limit))
+        conn_scope.cancel()
 
     async def _close_after_pending(self, send_slots: trio.MemorySendChannel, reason: str) -> None:
         slot = _Slot()
@@ -203,23 +299,27 @@ class Connection:
         except _GONE as exc:
             # the client went away (or a segment vanished under sendfile): drop the connection
             log.debug("connection %d from %s: %r", self.id, self.peer, exc)
-            scope.cancel()
+        # Either way the connection is done: this also ends the watchdog.
+        scope.cancel()
 
     async def _write_slots(self, recv_slots: trio.MemoryReceiveChannel, scope: trio.CancelScope) -> None:
+        current_time = trio.current_time
         async with recv_slots:
             async for slot in recv_slots:
                 await slot.done.wait()
-                self.inflight -= 1
                 if slot.close is not None:
-                    scope.cancel()
+                    self.inflight -= 1
                     return
-                if slot.data is NO_RESPONSE:
-                    continue
-                if isinstance(slot.data, RawResponse):
-                    await self._send_raw(slot.header, slot.data)
-                else:
-                    await self.stream.send_all(slot.data)
-        # the reader finished (client closed its side) and every response is out
+                if slot.data is not NO_RESPONSE:
+                    if isinstance(slot.data, RawResponse):
+                        await self._send_raw(slot.header, slot.data)
+                    else:
+                        await self.stream.send_all(slot.data)
+                # In flight until its answer has left: a client that does not read its answers
+                # is not idle while the broker waits to send.
+                self.inflight -= 1
+                self._last_active = current_time()
+        # the reader finished (client closed its side, or shutdown) and every response is out
 
     async def _send_raw(self, header: Any, raw: RawResponse) -> None:
         head = response_header_bytes(header)
