@@ -37,6 +37,35 @@ def parse_hostport(value: str, *, default_port: int = 9092) -> tuple[str, int]:
     return host or "127.0.0.1", port_n
 
 
+def parse_per_ip_overrides(value: str | Mapping[str, Any]) -> dict[str, int]:
+    """Kafka's max.connections.per.ip.overrides, "host1:100,127.0.0.1:200" -> {host: limit}.
+
+    The limit is after the last ':' (so "::1:50" is IPv6 ::1); "[::1]:50" works too.
+    """
+    if isinstance(value, Mapping):
+        items = [(str(k), v) for k, v in value.items()]
+    else:
+        items = []
+        for entry in str(value).split(","):
+            if not entry.strip():
+                continue
+            host, sep, limit = entry.strip().rpartition(":")
+            if not sep or not host.strip():
+                raise ValueError(f"expected HOST:LIMIT, got {entry.strip()!r}")
+            items.append((host, limit))
+    out: dict[str, int] = {}
+    for host, limit in items:
+        host = host.strip().removeprefix("[").removesuffix("]")
+        try:
+            n = int(str(limit).strip())
+        except ValueError:
+            raise ValueError(f"limit {str(limit).strip()!r} of {host} is not a number") from None
+        if n < 0:
+            raise ValueError(f"limit {n} of {host} must be at least 0")
+        out[host] = n
+    return out
+
+
 @attrs.frozen
 class BrokerConfig:
     data_dir: str = "./ringlog-data"
@@ -52,6 +81,15 @@ class BrokerConfig:
     message_max_bytes: int = 1048588
     socket_request_max_bytes: int = 100 * 1024 * 1024
     max_connections: int = 1000
+    # Connection hygiene (broker.connection_limits, broker.server.Connection): Kafka's names. One
+    # address may hold at most max_connections_per_ip (overrides per host/IP), so one host cannot
+    # take every slot; idle connections and frames that trickle in are closed, so slots held by
+    # idle or slow-loris sockets come back. -1 turns a timeout off.
+    max_connections_per_ip: int = 200
+    max_connections_per_ip_overrides: Mapping[str, int] = attrs.field(
+        factory=dict, converter=lambda v: parse_per_ip_overrides(v))
+    connections_max_idle_ms: int = 600_000
+    socket_request_read_timeout_ms: int = 30_000
     # Requests read ahead of their responses on one connection (pipelining bound).
     max_inflight_per_connection: int = 64
     ring_bytes_per_partition: int = 8 * 1024 * 1024
@@ -120,6 +158,10 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "message.max.bytes": ("message_max_bytes", int),
     "socket.request.max.bytes": ("socket_request_max_bytes", int),
     "max.connections": ("max_connections", int),
+    "max.connections.per.ip": ("max_connections_per_ip", int),
+    "max.connections.per.ip.overrides": ("max_connections_per_ip_overrides", parse_per_ip_overrides),
+    "connections.max.idle.ms": ("connections_max_idle_ms", int),
+    "socket.request.read.timeout.ms": ("socket_request_read_timeout_ms", int),
     "max.inflight.requests.per.connection": ("max_inflight_per_connection", int),
     "ring.bytes.per.partition": ("ring_bytes_per_partition", int),
     "backpressure": ("backpressure", str),
@@ -200,5 +242,14 @@ def validate(config: BrokerConfig) -> BrokerConfig:
         raise ValueError("socket.request.max.bytes must be at least 1024")
     if config.max_inflight_per_connection < 1:
         raise ValueError("max.inflight.requests.per.connection must be at least 1")
+    if config.max_connections < 1:
+        raise ValueError("max.connections must be at least 1")
+    # Kafka's rule: 0 only makes sense when overrides let some hosts in.
+    if config.max_connections_per_ip < (0 if config.max_connections_per_ip_overrides else 1):
+        raise ValueError("max.connections.per.ip must be at least 1 (0 only with max.connections.per.ip.overrides)")
+    for key in ("connections.max.idle.ms", "socket.request.read.timeout.ms"):
+        value = getattr(config, _KEYS[key][0])
+        if value != -1 and value < 1:
+            raise ValueError(f"{key} must be at least 1 (or -1: never)")
     config.log_config()  # raises ValueError on bad topic defaults
     return config

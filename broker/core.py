@@ -34,6 +34,9 @@ import attrs
 import trio
 from kio.schema.errors import ErrorCode
 
+from storage.errors import StorageError
+
+from . import open_files
 from .config import BrokerConfig
 from .errors import KafkaError
 from .logging_setup import event
@@ -212,9 +215,20 @@ class Broker:
                 self.logs.set_topic_config(name, dict(configs))
             # Logs first, then the store: a crash in between leaves directories that start-up
             # adopts (TopicStore.reconcile), never a topic without logs.
-            for p in range(num_partitions):
-                self._create_partition(name, p, config)
-            info = self.metadata.add(name, num_partitions, configs or {})
+            created: list[int] = []
+            failure = None
+            try:
+                for p in range(num_partitions):
+                    self._create_partition(name, p, config)
+                    created.append(p)
+                info = self.metadata.add(name, num_partitions, configs or {})
+            except (OSError, StorageError) as exc:
+                failure = self._creation_failed(f"creating topic {name}", exc)
+            if failure is not None:
+                self._undo_partitions(name, created)
+                if configs:
+                    self.logs.topic_configs.pop(name, None)
+                raise failure
         log.info("created topic %s with %d partition(s)", name, num_partitions,
                  extra=event("topic_created", topic=name, partitions=num_partitions, configs=dict(configs or {})))
         return info
@@ -227,6 +241,30 @@ class Broker:
         if plog is None:
             plog = self.logs.create(name, p, config)
         self.partitions[(name, p)] = PartitionState(name, p, plog.log_end_offset)
+
+    def _creation_failed(self, what: str, exc: BaseException) -> KafkaError:
+        """The per-topic answer for storage that failed while creating partitions.
+
+        Returned, not raised, so the caller's except block ends (dropping the traceback, whose
+        frames hold the descriptors opened so far) before it undoes what was created."""
+        if open_files.exhausted(exc):
+            limit = open_files.soft_limit()
+            message = "too many open files: raise ulimit -n" + (f" (now {limit})" if limit else "")
+        else:
+            message = f"storage error: {exc}"
+        log.error("%s failed, undone: %s", what, exc,
+                  extra=event("topic_create_failed", action=what, reason=message))
+        return KafkaError(ErrorCode.kafka_storage_error, message)
+
+    def _undo_partitions(self, name: str, partitions: list[int]) -> None:
+        for p in partitions:
+            self.partitions.pop((name, p), None)
+        try:
+            self.logs.delete_partitions(name, partitions)
+        except (OSError, StorageError) as exc:
+            # What is left is adopted as partitions at the next start (TopicStore.reconcile).
+            log.error("could not remove the partitions %s of %s created before the failure: %s",
+                      partitions, name, exc)
 
     async def delete_topic(self, name: str) -> TopicInfo:
         info = self.metadata.get(name)
@@ -256,9 +294,18 @@ class Broker:
             return attrs.evolve(info, partitions=total)
         async with self.log_lock:
             config = self.log_config_for(name)
-            for p in range(info.partitions, total):
-                self._create_partition(name, p, config)
-            info = self.metadata.set_partitions(name, total)
+            created: list[int] = []
+            failure = None
+            try:
+                for p in range(info.partitions, total):
+                    self._create_partition(name, p, config)
+                    created.append(p)
+                info = self.metadata.set_partitions(name, total)
+            except (OSError, StorageError) as exc:
+                failure = self._creation_failed(f"adding partitions to {name}", exc)
+            if failure is not None:
+                self._undo_partitions(name, created)
+                raise failure
         log.info("topic %s now has %d partitions", name, total,
                  extra=event("topic_partitions_added", topic=name, partitions=total))
         return info

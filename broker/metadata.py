@@ -141,7 +141,11 @@ class TopicStore:
             raise ValueError(f"partition count {partitions} must be at least 1")
         info = TopicInfo(name=name, partitions=partitions, topic_id=topic_id or uuid.uuid4(), configs=configs or {})
         self._topics[name] = info
-        self.save()
+        try:
+            self.save()
+        except BaseException:
+            del self._topics[name]  # memory says what the file says
+            raise
         return info
 
     def remove(self, name: str) -> TopicInfo:
@@ -150,9 +154,14 @@ class TopicStore:
         return info
 
     def set_partitions(self, name: str, partitions: int) -> TopicInfo:
-        info = attrs.evolve(self._topics[name], partitions=partitions)
+        before = self._topics[name]
+        info = attrs.evolve(before, partitions=partitions)
         self._topics[name] = info
-        self.save()
+        try:
+            self.save()
+        except BaseException:
+            self._topics[name] = before
+            raise
         return info
 
     def set_configs(self, name: str, configs: Mapping[str, str]) -> TopicInfo:

@@ -22,7 +22,10 @@ Every metric, its type and labels (docs/operations.md explains what each means):
       ringlog_requests_total{api,error}                requests answered, by outcome
       ringlog_rejected_requests_total{reason}          frames the broker could not accept
       ringlog_backpressure_events_total{topic,partition,mode}   full-ring events
-      ringlog_connections_accepted_total / ringlog_connections_refused_total
+      ringlog_connections_accepted_total
+      ringlog_connections_refused_total{limit}         closed at accept: max.connections(.per.ip)
+      ringlog_connections_closed_total{limit}          closed by connections.max.idle.ms /
+                                                       socket.request.read.timeout.ms
       ringlog_storage_errors_total{operation}          failed appends / fsyncs
     histograms
       ringlog_request_latency_seconds{api}             request read -> response ready
@@ -256,7 +259,7 @@ class BrokerMetrics:
         fsync(seconds, error=None)           one fsync round
         fetched(topics) -> first error code  one Fetch answer (bytes out per topic)
         backpressure(tp, mode)               a batch met a full ring
-        connection_accepted() / connection_refused()
+        connection_accepted() / connection_refused(limit) / connection_closed(limit)
         storage_failed(operation, error)
     """
 
@@ -272,7 +275,8 @@ class BrokerMetrics:
         self.backpressure_events: dict[tuple[str, str, str], int] = {}
         self.storage_errors: dict[str, int] = {}
         self.connections_accepted = 0
-        self.connections_refused = 0
+        self.connections_refused: dict[str, int] = {}   # limit -> count
+        self.connections_closed: dict[str, int] = {}    # limit -> count
         self.latency = _Histogram(LATENCY_BUCKETS)
         self.round_batches = _Histogram(ROUND_BUCKETS)
         self.fsync_latency = _Histogram(FSYNC_BUCKETS)
@@ -364,8 +368,11 @@ class BrokerMetrics:
     def connection_accepted(self) -> None:
         self.connections_accepted += 1
 
-    def connection_refused(self) -> None:
-        self.connections_refused += 1
+    def connection_refused(self, limit: str = "max.connections") -> None:
+        self.connections_refused[limit] = self.connections_refused.get(limit, 0) + 1
+
+    def connection_closed(self, limit: str) -> None:
+        self.connections_closed[limit] = self.connections_closed.get(limit, 0) + 1
 
     def storage_failed(self, operation: str, error: BaseException) -> None:
         self.storage_errors[operation] = self.storage_errors.get(operation, 0) + 1
@@ -395,8 +402,12 @@ class BrokerMetrics:
         yield _counter("ringlog_storage_errors", "Failed log appends and fsync rounds.",
                        ["operation"], self.storage_errors)
         yield _counter("ringlog_connections_accepted", "Client connections accepted.", [], {(): self.connections_accepted})
-        yield _counter("ringlog_connections_refused", "Client connections closed at once because max.connections was reached.",
-                       [], {(): self.connections_refused})
+        yield _counter("ringlog_connections_refused",
+                       "Client connections closed at once because a connection limit was reached.",
+                       ["limit"], self.connections_refused)
+        yield _counter("ringlog_connections_closed",
+                       "Client connections closed by the idle or the request-read timeout.",
+                       ["limit"], self.connections_closed)
         yield self.latency.family("ringlog_request_latency_seconds",
                                   "Time from a request being read to its answer being ready.", ["api"])
         yield self.round_batches.family("ringlog_group_commit_batches",

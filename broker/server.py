@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import math
 import os
 import signal
 import time
@@ -33,7 +34,10 @@ import trio
 
 from client.wire import FrameDecoder, FrameTooLarge, encode_response, response_header_bytes
 
+from . import connection_limits, open_files
 from .config import BrokerConfig, validate
+from .connection_limits import (ConnectionQuotas, RateLimitedLog, Refusal, hostnames, normalize_address,
+                                resolve_overrides)
 from .core import Broker
 from .errors import CloseConnection
 from .handlers import NO_RESPONSE, RawResponse, RequestContext
@@ -49,6 +53,19 @@ RECEIVE_SIZE = 256 * 1024
 _conn_ids = itertools.count(1)
 # What a vanished client looks like from either side of a connection.
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, OSError)
+CONNECTIONS_MAX_IDLE = "connections.max.idle.ms"
+SOCKET_REQUEST_READ_TIMEOUT = "socket.request.read.timeout.ms"
+# At most one log line per this many seconds for each kind of refused or timed-out connection
+# and for failing accept() calls; the lines that are left out are counted in the next one.
+NOTICE_INTERVAL_S = 10.0
+# accept() failing for lack of descriptors or memory: wait this long before trying again
+# (trio's serve_listeners does the same, but logs a traceback ten times a second).
+ACCEPT_RETRY_S = 0.1
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+def _left_out(count: int, what: str) -> str:
+    return f" ({count} more {what} in the last {NOTICE_INTERVAL_S:.0f} s)" if count else ""
 
 
 @attrs.define(eq=False)
@@ -69,19 +86,44 @@ class _Slot:
         self.done.set()
 
 
+def _seconds(ms: int) -> float:
+    return math.inf if ms < 0 else ms / 1000
+
+
 class Connection:
-    def __init__(self, broker: Broker, router: Router, stream: trio.SocketStream) -> None:
+    """One client connection: a reader, a writer, the handlers in between, and a watchdog.
+
+    The watchdog closes the connection when one of two deadlines passes (see _watch):
+      * connections.max.idle.ms: no request in flight, and nothing received or sent for that long
+        (Kafka's idle rule);
+      * socket.request.read.timeout.ms: the first bytes of a frame arrived and the rest did not
+        follow within that long (a slow-loris sender holding a slot one byte at a time).
+    The read path only stamps the time (one clock read per receive and per response sent); the
+    deadline itself lives in the watchdog's one cancel scope, which wakes when the earliest
+    deadline could have passed and, when activity moved it, goes back to sleep. Pushing a cancel
+    scope's deadline forward on every receive would cost more than the clock read (a heap push in
+    trio's deadline queue each time) on the path that sets requests per second.
+    """
+
+    def __init__(self, broker: Broker, router: Router, stream: trio.SocketStream, peer: str | None = None) -> None:
         self.broker = broker
         self.router = router
         self.stream = stream
         self.id = next(_conn_ids)
-        try:
-            host, port = stream.socket.getpeername()[:2]
-            self.peer = f"{host}:{port}"
-        except OSError:
-            self.peer = "?"
+        if peer is None:
+            try:
+                host, port = stream.socket.getpeername()[:2]
+                peer = f"{host}:{port}"
+            except OSError:
+                peer = "?"
+        self.peer = peer
         self.read_scope = trio.CancelScope()
         self.inflight = 0
+        # trio clock: last byte received or response sent; when the frame now being waited for began
+        self._last_active = trio.current_time()
+        self._frame_started: float | None = None
+        self._watch_scope: trio.CancelScope | None = None
+        self._decoder: FrameDecoder | None = None
 
     async def serve(self) -> None:
         config = self.broker.config
@@ -90,6 +132,8 @@ class Connection:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._write_loop, recv_slots, nursery.cancel_scope)
+                if config.connections_max_idle_ms >= 0 or config.socket_request_read_timeout_ms >= 0:
+                    nursery.start_soon(self._watch, nursery.cancel_scope)
                 async with send_slots:
                     with self.read_scope:
                         try:
@@ -103,7 +147,8 @@ class Connection:
                     await self.stream.aclose()
 
     async def _read_loop(self, send_slots: trio.MemorySendChannel, nursery: trio.Nursery) -> None:
-        decoder = FrameDecoder(self.broker.config.socket_request_max_bytes)
+        decoder = self._decoder = FrameDecoder(self.broker.config.socket_request_max_bytes)
+        current_time = trio.current_time
         while True:
             data = await self.stream.receive_some(RECEIVE_SIZE)
             if not data:
@@ -111,6 +156,7 @@ class Connection:
                 # (e.g. a long-poll fetch) have nobody to go to.
                 nursery.cancel_scope.cancel()
                 return
+            self._last_active = current_time()
             try:
                 decoder.feed(data)
                 frame = decoder.next_frame()
@@ -120,6 +166,8 @@ class Connection:
                             extra=event("request_rejected", peer=self.peer, reason=str(exc)))
                 await self._close_after_pending(send_slots, f"{exc}")
                 return
+            if frame is not None:
+                self._frame_started = None  # the frame being waited for is complete
             while frame is not None:
                 routed = self.router.route(frame)
                 slot = _Slot()
@@ -150,6 +198,70 @@ class Connection:
                                 extra=event("request_rejected", peer=self.peer, reason=str(exc)))
                     await self._close_after_pending(send_slots, f"{exc}")
                     return
+            if decoder.buffered and self._frame_started is None:
+                # Part of a frame is here: the rest must follow within the read timeout. The
+                # clock starts now, when reading resumes, not when those bytes came: time spent
+                # in the dispatch above (a full ring, a full pipeline) is the broker's, not the
+                # client's.
+                self._frame_begun()
+
+    def _frame_begun(self) -> None:
+        now = trio.current_time()
+        self._frame_started = now
+        due = now + _seconds(self.broker.config.socket_request_read_timeout_ms)
+        scope = self._watch_scope
+        if scope is not None and due < scope.deadline:
+            scope.deadline = due
+
+    def _due(self, now: float) -> float:
+        """When the watchdog should look again: the earliest moment a limit could be passed."""
+        config = self.broker.config
+        idle = _seconds(config.connections_max_idle_ms)
+        # With a request in flight the connection is busy, however long that takes (a long-poll
+        # fetch, a produce held by a full ring): look again one idle period from now.
+        due = (self._last_active if self.inflight == 0 else now) + idle
+        if self._frame_started is not None:
+            due = min(due, self._frame_started + _seconds(config.socket_request_read_timeout_ms))
+        return due
+
+    def _expired(self, now: float) -> str | None:
+        config = self.broker.config
+        started = self._frame_started
+        if started is not None and now - started >= _seconds(config.socket_request_read_timeout_ms):
+            return SOCKET_REQUEST_READ_TIMEOUT
+        if self.inflight == 0 and now - self._last_active >= _seconds(config.connections_max_idle_ms):
+            return CONNECTIONS_MAX_IDLE
+        return None
+
+    async def _watch(self, conn_scope: trio.CancelScope) -> None:
+        while True:
+            with trio.CancelScope(deadline=self._due(trio.current_time())) as scope:
+                self._watch_scope = scope
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._watch_scope = None
+            limit = self._expired(trio.current_time())
+            if limit is not None:
+                break
+        config = self.broker.config
+        self.broker.metrics.connection_closed(limit)
+        if limit == CONNECTIONS_MAX_IDLE:
+            # Routine (Kafka logs it at debug too): clients reconnect when they need to.
+            log.debug("connection %d from %s: idle for %d ms (connections.max.idle.ms); closing",
+                      self.id, self.peer, config.connections_max_idle_ms,
+                      extra=event("connection_closed", peer=self.peer, limit=limit))
+        else:
+            notices = getattr(self.broker, "connection_notices", None)
+            left_out = notices.should_log(limit, trio.current_time()) if notices is not None else 0
+            if left_out is not None:
+                log.info("connection %d from %s: a request frame did not arrive whole within %d ms "
+                         "(socket.request.read.timeout.ms, %d bytes of it so far); closing%s",
+                         self.id, self.peer, config.socket_request_read_timeout_ms,
+                         self._decoder.buffered if self._decoder is not None else 0,
+                         _left_out(left_out, "connection(s) closed the same way"),
+                         extra=event("connection_closed", peer=self.peer, limit=limit))
+        conn_scope.cancel()
 
     async def _close_after_pending(self, send_slots: trio.MemorySendChannel, reason: str) -> None:
         slot = _Slot()
@@ -187,23 +299,27 @@ class Connection:
         except _GONE as exc:
             # the client went away (or a segment vanished under sendfile): drop the connection
             log.debug("connection %d from %s: %r", self.id, self.peer, exc)
-            scope.cancel()
+        # Either way the connection is done: this also ends the watchdog.
+        scope.cancel()
 
     async def _write_slots(self, recv_slots: trio.MemoryReceiveChannel, scope: trio.CancelScope) -> None:
+        current_time = trio.current_time
         async with recv_slots:
             async for slot in recv_slots:
                 await slot.done.wait()
-                self.inflight -= 1
                 if slot.close is not None:
-                    scope.cancel()
+                    self.inflight -= 1
                     return
-                if slot.data is NO_RESPONSE:
-                    continue
-                if isinstance(slot.data, RawResponse):
-                    await self._send_raw(slot.header, slot.data)
-                else:
-                    await self.stream.send_all(slot.data)
-        # the reader finished (client closed its side) and every response is out
+                if slot.data is not NO_RESPONSE:
+                    if isinstance(slot.data, RawResponse):
+                        await self._send_raw(slot.header, slot.data)
+                    else:
+                        await self.stream.send_all(slot.data)
+                # In flight until its answer has left: a client that does not read its answers
+                # is not idle while the broker waits to send.
+                self.inflight -= 1
+                self._last_active = current_time()
+        # the reader finished (client closed its side, or shutdown) and every response is out
 
     async def _send_raw(self, header: Any, raw: RawResponse) -> None:
         head = response_header_bytes(header)
@@ -310,18 +426,15 @@ def _log_keys(logs: Any) -> list[tuple[str, int]]:
 async def _serve_listeners(broker: Broker, router: Router, conn_scope_nursery: trio.Nursery,
                            task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     config = broker.config
+    overrides = await _resolve_overrides(config.max_connections_per_ip_overrides)
     listeners = await trio.open_tcp_listeners(config.listen_port, host=config.listen_host)
     task_status.started(listeners)
-    limiter = trio.Semaphore(config.max_connections)
+    quotas = ConnectionQuotas(config.max_connections, config.max_connections_per_ip, overrides)
+    notices = broker.connection_notices = RateLimitedLog(NOTICE_INTERVAL_S)
 
-    async def handle(stream: trio.SocketStream) -> None:
-        if limiter.value == 0:
-            broker.metrics.connection_refused()
-            log.warning("max.connections %d reached: refusing a connection", config.max_connections)
-            await stream.aclose()
-            return
-        async with limiter:
-            conn = Connection(broker, router, stream)
+    async def handle(stream: trio.SocketStream, address: str, peer: str) -> None:
+        try:
+            conn = Connection(broker, router, stream, peer)
             broker.connections.add(conn)
             broker.metrics.connection_accepted()
             try:
@@ -331,8 +444,70 @@ async def _serve_listeners(broker: Broker, router: Router, conn_scope_nursery: t
                 log.exception("connection %d from %s failed", conn.id, conn.peer)
             finally:
                 broker.connections.discard(conn)
+        finally:
+            quotas.release(address)
+            await trio.aclose_forcefully(stream)
 
-    await trio.serve_listeners(handle, listeners, handler_nursery=conn_scope_nursery)
+    def refuse(stream: trio.SocketStream, peer: str, address: str, refusal: Refusal) -> None:
+        broker.metrics.connection_refused(refusal.limit)
+        left_out = notices.should_log(refusal.limit, trio.current_time())
+        if left_out is not None:
+            if refusal.limit == connection_limits.PER_IP:
+                why = f"{address} already has {quotas.by_address.get(address, 0)} connection(s)"
+            else:
+                why = f"{quotas.total} connections are open"
+            log.warning("refused a connection from %s: %s %d reached (%s)%s", peer, refusal.limit, refusal.value,
+                        why, _left_out(left_out, "refused by it"),
+                        extra=event("connection_refused", peer=peer, limit=refusal.limit, value=refusal.value))
+        # Closing at once (not leaving it in the backlog) tells the client to back off and retry.
+        stream.socket.close()
+
+    async def accept_loop(listener: trio.SocketListener) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    left_out = notices.should_log("accept", trio.current_time())
+                    if left_out is not None:
+                        hint = ": raise ulimit -n" if exc.errno in (errno.EMFILE, errno.ENFILE) else ""
+                        log.error("accepting connections failed: %s (%s) with %d open connection(s)%s; "
+                                  "retrying every %.1f s%s", errno.errorcode[exc.errno], os.strerror(exc.errno),
+                                  quotas.total, hint, ACCEPT_RETRY_S, _left_out(left_out, "failures"),
+                                  extra=event("accept_failed", error=errno.errorcode[exc.errno]))
+                    await trio.sleep(ACCEPT_RETRY_S)
+                    continue
+                try:
+                    host, port = stream.socket.getpeername()[:2]
+                except OSError:  # reset before we looked
+                    stream.socket.close()
+                    continue
+                address = normalize_address(host)
+                peer = f"{host}:{port}"
+                refusal = quotas.admit(address)
+                if refusal is not None:
+                    refuse(stream, peer, address, refusal)
+                    continue
+                conn_scope_nursery.start_soon(handle, stream, address, peer)
+
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(accept_loop, listener)
+
+
+async def _resolve_overrides(overrides: Any) -> dict[str, int]:
+    """max.connections.per.ip.overrides keyed by address: hostnames are resolved once, at start
+    (as Kafka does); one that does not resolve stops the start."""
+    resolved: dict[str, list[str]] = {}
+    for host in hostnames(overrides):
+        try:
+            infos = await trio.socket.getaddrinfo(host, None, type=trio.socket.SOCK_STREAM)
+        except OSError as exc:
+            raise OSError(f"max.connections.per.ip.overrides: cannot resolve {host!r}: {exc}") from None
+        resolved[host] = sorted({info[4][0] for info in infos})
+    return resolve_overrides(overrides, resolved)
 
 
 async def _maintenance(broker: Broker) -> None:
@@ -440,6 +615,7 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
                 broker.port = bound[1]
             if config.advertised_host is None:
                 broker.host = config.listen_host if config.listen_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+            _log_open_files(broker)
             root.start_soon(_maintenance, broker)
             from .cleaner import serve_cleaner  # log compaction of cleanup.policy=compact topics
 
@@ -462,6 +638,15 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
                 # Also when the caller cancelled us (BrokerThread.stop, a test's cancel scope).
                 await _close_producer_state(locals().get("broker"))
                 await trio.to_thread.run_sync(logs.close)
+
+
+def _log_open_files(broker: Broker) -> None:
+    """What the open-file limit leaves room for, once the logs and the listener are open."""
+    logs = broker._all_logs()
+    low, text = open_files.capacity(open_files.soft_limit(), open_files.in_use(),
+                                    sum(plog.segment_count() for _, plog in logs), len(logs),
+                                    broker.config.max_connections)
+    log.log(logging.WARNING if low else logging.INFO, "%s", text, extra=event("open_files"))
 
 
 async def _close_producer_state(broker: Broker | None) -> None:
@@ -489,6 +674,12 @@ async def _graceful_stop(broker: Broker, listener_scope: trio.CancelScope) -> No
 
 async def run_broker(config: BrokerConfig, *, install_signals: bool = True) -> None:
     """Run until SIGTERM/SIGINT; log exactly one ready line."""
+    # The process is ours: every segment and connection holds descriptors (broker.open_files),
+    # and the usual soft limit of 1024 runs out at about 200 partitions.
+    raised = open_files.raise_soft_limit()
+    if raised is not None and raised.after != raised.before:
+        log.info("open-file limit raised from %d to %d (the hard limit)", raised.before, raised.after,
+                 extra=event("open_files_raised", before=raised.before, after=raised.after))
     async with open_broker(config) as broker:
         host, port = broker.listen_address
         maddr = broker.metrics_address

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from typing import Any
 
 import attrs
@@ -133,14 +134,17 @@ class BrokerThread:
 class BrokerProcess:
     """`ringlog broker` in a subprocess listening on 127.0.0.1 port 0."""
 
-    def __init__(self, data_dir: str, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: str, *args: str, env: dict[str, str] | None = None,
+                 preexec_fn: Any = None) -> None:
         self.data_dir = data_dir
         self.args = list(args)
         self.env = env
+        self.preexec_fn = preexec_fn  # run in the child before exec (e.g. to lower its ulimit -n)
         self.proc: subprocess.Popen | None = None
         self.host = "127.0.0.1"
         self.port = 0
         self.lines: list[str] = []
+        self._new_line = threading.Condition()
         self._reader: threading.Thread | None = None
 
     @property
@@ -151,13 +155,16 @@ class BrokerProcess:
         cmd = [sys.executable, "-c", _ENTRY, "--listen", "127.0.0.1:0", "--data-dir", self.data_dir, *self.args]
         env = dict(os.environ)
         env.update(self.env or {})
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+                                     preexec_fn=self.preexec_fn)
         ready = threading.Event()
 
         def drain() -> None:
             assert self.proc is not None and self.proc.stderr is not None
             for line in self.proc.stderr:
-                self.lines.append(line.rstrip("\n"))
+                with self._new_line:
+                    self.lines.append(line.rstrip("\n"))
+                    self._new_line.notify_all()
                 m = READY_RE.search(line)
                 if m and not ready.is_set():
                     self.host, self.port = m.group(1), int(m.group(2))
@@ -170,6 +177,19 @@ class BrokerProcess:
             self.kill()
             raise RuntimeError("broker process did not become ready:\n" + "\n".join(self.lines[-30:]))
         return self
+
+    def wait_line(self, text: str, timeout: float = 30.0) -> str:
+        """The first log line containing `text`, waiting for it to be written."""
+        deadline = time.monotonic() + timeout
+        with self._new_line:
+            while True:
+                found = next((line for line in self.lines if text in line), None)
+                if found is not None:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc is not None and self.proc.poll() is not None):
+                    raise TimeoutError(f"no log line with {text!r}:\n" + "\n".join(self.lines[-30:]))
+                self._new_line.wait(min(left, 1.0))
 
     def kill(self) -> None:
         """SIGKILL: a crash, nothing gets flushed or closed."""

@@ -46,7 +46,12 @@ class StorageIOError(StorageError):
     """An operating-system error (disk full, I/O error) while writing or flushing.
 
     The log has rolled back to its last consistent state: no partial batch is visible, and the
-    next append tries again.
+    next append tries again. `errno` is the operating system's error number when one is known
+    (EMFILE: the process ran out of file descriptors).
     """
 
     kafka_error = "KAFKA_STORAGE_ERROR"
+
+    def __init__(self, message: str = "", *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno

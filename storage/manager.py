@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import attrs
@@ -41,6 +41,16 @@ class DataDirLockedError(StorageError):
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    """The OS error number behind `exc` (an OSError, or a StorageIOError raised from one)."""
+    while exc is not None:
+        number = getattr(exc, "errno", None)
+        if number is not None:
+            return number
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None
 
 
 @attrs.define(eq=False)
@@ -132,18 +142,38 @@ class LogManager:
             return existing
         if not topic or "/" in topic or topic in (".", "..") or partition < 0:
             raise ValueError(f"invalid topic/partition {topic!r}/{partition}")
-        log = PartitionLog.open(
-            self.data_dir / f"{topic}-{partition}",
-            config or self.config_for(topic),
-            now_ms=_now_ms() if now_ms is None else now_ms,
-        )
-        fsync_dir(self.data_dir)
-        self.logs[(topic, partition)] = log
-        return log
+        directory = self.data_dir / f"{topic}-{partition}"
+        existed = directory.exists()
+        log = None
+        failure: tuple[str, int | None] | None = None
+        try:
+            log = PartitionLog.open(directory, config or self.config_for(topic),
+                                    now_ms=_now_ms() if now_ms is None else now_ms)
+            fsync_dir(self.data_dir)
+        except (OSError, StorageIOError) as exc:
+            failure = (str(exc), _errno_of(exc))
+        if failure is None:
+            assert log is not None
+            self.logs[(topic, partition)] = log
+            return log
+        # Undo a half-made partition: its directory would be adopted as a topic at the next start.
+        # This runs after the except block, which dropped the exception and, with its traceback,
+        # the files opened so far: out of descriptors (EMFILE), the removal needs them back.
+        if log is not None:
+            log.abandon()
+            log = None
+        if not existed:
+            shutil.rmtree(directory, ignore_errors=True)
+        message, number = failure
+        raise StorageIOError(f"cannot create {directory}: {message}", errno=number)
 
     def delete_topic(self, topic: str) -> None:
         """Remove every partition of `topic`: rename each dir to `<name>.<uuid>-delete`, then remove."""
-        doomed = [key for key in self.logs if key[0] == topic]
+        self.delete_partitions(topic, [p for t, p in self.logs if t == topic])
+
+    def delete_partitions(self, topic: str, partitions: Iterable[int]) -> None:
+        """Remove these partitions of `topic` the same way (used to undo a failed creation)."""
+        doomed = [(topic, p) for p in partitions if (topic, p) in self.logs]
         renamed: list[Path] = []
         for key in doomed:
             log = self.logs.pop(key)
@@ -151,6 +181,7 @@ class LogManager:
             target = self.data_dir / f"{log.directory.name}.{uuid.uuid4().hex}{DELETE_SUFFIX}"
             os.rename(log.directory, target)
             renamed.append(target)
+        log = None  # its descriptors close with it, before fsync_dir needs one
         if renamed:
             fsync_dir(self.data_dir)
         for path in renamed:

@@ -130,3 +130,38 @@ def test_garbage_checkpoint_means_full_recovery(tmp_path: Path) -> None:
     assert report.segments_scanned == 1 and report.batches_scanned == 3
     assert m.get("t", 0).log_end_offset == 3  # type: ignore[union-attr]
     m.close()
+
+
+def test_create_out_of_descriptors_leaves_nothing_behind(tmp_path: Path) -> None:
+    """EMFILE while creating a partition: a StorageIOError that says so, no directory left, and
+    the descriptors it had opened are free again."""
+    import errno
+    import resource
+
+    from storage import StorageIOError
+
+    m = LogManager.open(tmp_path, LogConfig(), now_ms=NOW)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    if in_use is None:
+        pytest.skip("needs /proc/self/fd")
+    made = []
+    try:
+        # room for a few partitions (5 descriptors each), then EMFILE part-way through one
+        resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 13, hard))
+        with pytest.raises(StorageIOError) as info:
+            for p in range(10):
+                m.create("t", p)
+                made.append(p)
+        assert info.value.errno == errno.EMFILE
+        assert made, "not even one partition fitted"
+        failed = len(made)
+        assert not (tmp_path / f"t-{failed}").exists()
+        m.delete_partitions("t", made)
+        assert not [d for d in tmp_path.iterdir() if d.name.startswith("t-")]
+        # everything it held is back: the same partitions fit again
+        for p in made:
+            m.create("t", p)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    m.close()
