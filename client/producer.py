@@ -31,15 +31,16 @@ Idempotence (default with acks=all): InitProducerId once, then sequences per par
 the broker drops duplicates a retry may create (DUPLICATE_SEQUENCE_NUMBER counts as delivered).
 
 All tasks (sender, one per in-flight request, connection readers) live in the producer's nursery,
-opened by `async with`; leaving the block flushes (unless it exits with an exception) and cancels
-them.
+opened by `async with`; leaving the block flushes (unless it exits with an exception or is
+cancelled), raises the delivery error of the first record queued at that point that failed, and
+cancels them. Failures come out as plain exceptions, not as the nursery's ExceptionGroup
+(client/_lifetime.py).
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import struct
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -52,6 +53,7 @@ import trio
 from storage.batch import CODEC_NONE, HEADER_SIZE
 from storage.records import CODECS, compress, encode_varint
 
+from ._lifetime import Lifetime, open_owned_nursery
 from .cluster import LEADERSHIP_ERRORS, Cluster
 from .connection import ApiKey
 from .errors import (
@@ -360,7 +362,7 @@ def _acks(value: Any) -> int:
     return v
 
 
-class Producer:
+class Producer(Lifetime):
     """Kafka producer; use as ``async with Producer(bootstrap, **config) as p``.
 
     Config (Java names with underscores): client_id, acks (0, 1, 'all'), enable_idempotence
@@ -450,57 +452,58 @@ class Producer:
         self._pid_ready = trio.Event()
         self._pid_error: BaseException | None = None
         self._fatal: BaseException | None = None
-        self._stack: contextlib.AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
         self.cluster: Cluster | None = None
 
     # --- lifetime
 
-    async def __aenter__(self) -> Producer:
+    @contextlib.asynccontextmanager
+    async def _lifetime(self):
         if self._started:
             raise RuntimeError("a Producer can be entered once")
         self._started = True
-        stack = contextlib.AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-            self.cluster = Cluster(
-                self._nursery,
-                self._bootstrap,
-                client_id=self.client_id,
-                request_timeout=self.request_timeout,
-                connect_timeout=self.connect_timeout,
-                metadata_max_age=self.metadata_max_age,
-                retry_backoff=self.retry_backoff,
-            )
-            await self.cluster.refresh()
-            if self.idempotent:
-                await self._init_producer_id()
-            else:
-                self._pid_ready.set()
-            self._nursery.start_soon(self._sender)
-        except BaseException:
-            if self._nursery is not None:
-                self._nursery.cancel_scope.cancel()
-            await stack.__aexit__(*sys.exc_info())
-            raise
-        self._stack = stack
-        self._open = True
-        return self
+        async with open_owned_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                self.cluster = Cluster(
+                    nursery,
+                    self._bootstrap,
+                    client_id=self.client_id,
+                    request_timeout=self.request_timeout,
+                    connect_timeout=self.connect_timeout,
+                    metadata_max_age=self.metadata_max_age,
+                    retry_backoff=self.retry_backoff,
+                )
+                await self.cluster.refresh()
+                if self.idempotent:
+                    await self._init_producer_id()
+                else:
+                    self._pid_ready.set()
+                nursery.start_soon(self._sender)
+                self._open = True
+                yield self
+                # Only a block that ended normally flushes: after an exception or a cancellation
+                # the caller is abandoning the records, and waiting for them would delay that.
+                await self._flush_on_exit()
+            finally:
+                self._closed = True
+                self._open = False
+                self._fail_all(ClientClosed("producer closed"))
+                nursery.cancel_scope.cancel()
+                if self.cluster is not None:
+                    with trio.CancelScope(shield=True):
+                        await self.cluster.aclose()
 
-    async def __aexit__(self, exc_type, exc, tb) -> bool | None:
-        try:
-            if exc_type is None:
-                await self.flush()
-        finally:
-            self._closed = True
-            self._open = False
-            self._fail_all(ClientClosed("producer closed"))
-            assert self._nursery is not None and self._stack is not None
-            self._nursery.cancel_scope.cancel()
-            with trio.CancelScope(shield=True):
-                await self.cluster.aclose()
-            return await self._stack.__aexit__(exc_type, exc, tb)
+    async def _flush_on_exit(self) -> None:
+        """Flush, then raise the delivery error of the first record queued at exit that failed.
+
+        Nobody may be waiting on those records' handles any more, so the exit is the last place
+        their failure can be seen; the other handles keep their own errors."""
+        pending = list(self._incomplete)
+        await self.flush()
+        for b in pending:
+            if b.error is not None:
+                raise b.error
 
     async def close(self) -> None:
         """Flush and stop; the `async with` block does this on exit."""
