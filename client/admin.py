@@ -15,6 +15,7 @@ TOPIC_ALREADY_EXISTS.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -28,6 +29,8 @@ from .consumer import TopicPartition
 from .errors import ConnectionLost, KafkaError, NoBrokersAvailable, RequestTimedOut
 
 __all__ = ["Admin", "ClusterDescription", "GroupDescription", "GroupMember", "NewTopic", "open_admin"]
+
+log = logging.getLogger(__name__)
 
 RESOURCE_TOPIC = 2
 RESOURCE_BROKER = 4
@@ -95,7 +98,8 @@ class Admin(Lifetime):
             try:
                 self.cluster = Cluster(nursery, self._bootstrap, client_id=self.client_id,
                                        request_timeout=self.request_timeout, connect_timeout=self.connect_timeout,
-                                       retry_backoff=self.retry_backoff, allow_auto_topic_creation=False)
+                                       retry_backoff=self.retry_backoff, allow_auto_topic_creation=False,
+                                       logger=log)
                 await self.cluster.refresh()
                 yield self
                 # Nothing is left to do on a normal exit, so a cancellation that arrived in the

@@ -534,7 +534,7 @@ class Consumer(Lifetime):
                     nursery, self._bootstrap, client_id=self.client_id,
                     request_timeout=self.request_timeout, connect_timeout=self.connect_timeout,
                     metadata_max_age=self.metadata_max_age, retry_backoff=self.retry_backoff,
-                    allow_auto_topic_creation=False,
+                    allow_auto_topic_creation=False, logger=log,
                 )
                 await self.cluster.refresh()
                 nursery.start_soon(self._fetcher)

@@ -39,6 +39,7 @@ cancels them. Failures come out as plain exceptions, not as the nursery's Except
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import struct
 import time
@@ -73,6 +74,8 @@ _new_handle = object.__new__
 from ._native import speedups as _speedups
 
 __all__ = ["BufferFull", "DeliveryHandle", "Producer", "RecordMetadata", "open_producer"]
+
+log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">qiibIhiqqqhii")
 _CRC = struct.Struct(">I")
@@ -473,6 +476,7 @@ class Producer(Lifetime):
                     connect_timeout=self.connect_timeout,
                     metadata_max_age=self.metadata_max_age,
                     retry_backoff=self.retry_backoff,
+                    logger=log,
                 )
                 await self.cluster.refresh()
                 if self.idempotent:
