@@ -134,6 +134,16 @@ async def test_exit_flush_raises_when_the_broker_is_gone(own_broker):
         handle.result()
 
 
+async def test_exit_flush_does_not_raise_errors_already_seen(ringlog_bootstrap):
+    topic = topic_name("seen")
+    async with open_admin(ringlog_bootstrap) as admin:
+        await admin.create_topics([NewTopic(topic, 1, 1, configs={"max.message.bytes": "1024"})])
+    async with open_producer(ringlog_bootstrap) as p:
+        with pytest.raises(MessageTooLargeError):
+            await p.send_and_wait(topic, b"x" * 4000)
+        assert (await p.send_and_wait(topic, b"small")).offset >= 0
+
+
 async def test_commit_failing_on_close_is_logged(own_broker, caplog):
     topic = topic_name("commitgone")
     async with open_admin(own_broker.bootstrap) as admin:
