@@ -15,19 +15,22 @@ TOPIC_ALREADY_EXISTS.
 from __future__ import annotations
 
 import contextlib
-import sys
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 import trio
 
+from ._lifetime import Lifetime, open_owned_nursery
 from .cluster import BrokerInfo, Cluster, TopicInfo
 from .connection import ApiKey
 from .consumer import TopicPartition
 from .errors import ConnectionLost, KafkaError, NoBrokersAvailable, RequestTimedOut
 
 __all__ = ["Admin", "ClusterDescription", "GroupDescription", "GroupMember", "NewTopic", "open_admin"]
+
+log = logging.getLogger(__name__)
 
 RESOURCE_TOPIC = 2
 RESOURCE_BROKER = 4
@@ -77,7 +80,7 @@ def _raise_errors(errors: dict[Any, KafkaError]) -> None:
         raise first
 
 
-class Admin:
+class Admin(Lifetime):
     def __init__(self, bootstrap_servers: str | Iterable[str] = "127.0.0.1:9092", *, client_id: str = "ringlog-admin",
                  request_timeout_ms: float = 30000, retry_backoff_ms: float = 100, connect_timeout_ms: float = 10000) -> None:
         self._bootstrap = bootstrap_servers
@@ -85,34 +88,28 @@ class Admin:
         self.request_timeout = request_timeout_ms / 1000
         self.retry_backoff = retry_backoff_ms / 1000
         self.connect_timeout = connect_timeout_ms / 1000
-        self._stack: contextlib.AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
         self.cluster: Cluster | None = None
 
-    async def __aenter__(self) -> Admin:
-        stack = contextlib.AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-            self.cluster = Cluster(self._nursery, self._bootstrap, client_id=self.client_id,
-                                   request_timeout=self.request_timeout, connect_timeout=self.connect_timeout,
-                                   retry_backoff=self.retry_backoff, allow_auto_topic_creation=False)
-            await self.cluster.refresh()
-        except BaseException:
-            if self._nursery is not None:
-                self._nursery.cancel_scope.cancel()
-            await stack.__aexit__(*sys.exc_info())
-            raise
-        self._stack = stack
-        return self
-
-    async def __aexit__(self, exc_type, exc, tb):
-        try:
-            self._nursery.cancel_scope.cancel()
-            with trio.CancelScope(shield=True):
-                await self.cluster.aclose()
-        finally:
-            return await self._stack.__aexit__(exc_type, exc, tb)
+    @contextlib.asynccontextmanager
+    async def _lifetime(self):
+        async with open_owned_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                self.cluster = Cluster(nursery, self._bootstrap, client_id=self.client_id,
+                                       request_timeout=self.request_timeout, connect_timeout=self.connect_timeout,
+                                       retry_backoff=self.retry_backoff, allow_auto_topic_creation=False,
+                                       logger=log)
+                await self.cluster.refresh()
+                yield self
+                # Nothing is left to do on a normal exit, so a cancellation that arrived in the
+                # block's last line would otherwise never be delivered: deliver it here.
+                await trio.lowlevel.checkpoint_if_cancelled()
+            finally:
+                nursery.cancel_scope.cancel()
+                if self.cluster is not None:
+                    with trio.CancelScope(shield=True):
+                        await self.cluster.aclose()
 
     # --- plumbing
 

@@ -11,9 +11,18 @@
   stale the cache may become (a refresh happens on the next look-up after that).
 
 Every connection's reader task runs in the nursery passed to Cluster, i.e. the owning client's.
+
+Unreachable brokers are logged on the owning client's logger once the client is running (it has
+had metadata): a WARNING on the first failed connection attempt to an address, then at most one
+every `UNREACHABLE_LOG_INTERVAL` seconds while it keeps failing (each attempt at DEBUG), and an
+INFO line once a connection succeeds again. Clients retry quietly otherwise, so without this a
+consumer whose broker is gone would just stop receiving records with nothing said. Failures while
+bootstrapping are only DEBUG: the caller gets NoBrokersAvailable for them.
 """
 from __future__ import annotations
 
+import logging
+import math
 import random
 import re
 from collections.abc import Iterable
@@ -25,6 +34,9 @@ from .connection import ApiKey, Connection, open_connection
 from .errors import ConnectionLost, KafkaError, NoBrokersAvailable, RequestTimedOut
 
 __all__ = ["BrokerInfo", "Cluster", "PartitionInfo", "TopicInfo", "parse_bootstrap"]
+
+# Seconds between repeated warnings about one broker address that keeps refusing connections.
+UNREACHABLE_LOG_INTERVAL = 30.0
 
 # Errors that mean "the metadata you used is stale": refresh and retry.
 LEADERSHIP_ERRORS = frozenset({3, 5, 6, 9, 74, 75, 76})  # +FENCED/UNKNOWN_LEADER_EPOCH, NOT_LEADER
@@ -91,8 +103,10 @@ class Cluster:
         metadata_max_age: float = 300.0,
         retry_backoff: float = 0.1,
         allow_auto_topic_creation: bool = True,
+        logger: logging.Logger | None = None,
     ) -> None:
         self._nursery = nursery
+        self.log = logger if logger is not None else logging.getLogger(__name__)
         self.bootstrap = parse_bootstrap(bootstrap_servers)
         self.client_id = client_id
         self.request_timeout = request_timeout
@@ -116,6 +130,8 @@ class Cluster:
         # against it instead of rebuilding them for every record
         self.version = 0
         self._closed = False
+        # (host, port) -> [first failure time, failed attempts, time of the last warning]
+        self._outages: dict[tuple[str, int], list] = {}
 
     # --- connections
 
@@ -139,13 +155,43 @@ class Cluster:
                 request_timeout=self.request_timeout,
                 connect_timeout=self.connect_timeout,
             )
-            self._conns[key] = conn
-            return conn
         except (OSError, trio.TooSlowError, ConnectionLost, RequestTimedOut) as exc:
+            self._connect_failed(host, port, node_id, exc)
             raise ConnectionLost(f"cannot connect to {host}:{port}: {exc!r}") from exc
+        else:
+            self._conns[key] = conn
+            self._connect_succeeded(host, port, node_id)
+            return conn
         finally:
             del self._connecting[key]
             ev.set()
+
+    def _connect_failed(self, host: str, port: int, node_id: int | None, exc: BaseException) -> None:
+        node = "bootstrap" if node_id is None else f"node {node_id}"
+        self.log.debug("%s: connecting to broker %s:%d (%s) failed: %r", self.client_id, host, port, node, exc)
+        if self.version == 0:
+            # Still bootstrapping: the caller gets NoBrokersAvailable if no server answers, which
+            # says it better than a log line would.
+            return
+        now = trio.current_time()
+        outage = self._outages.get((host, port))
+        if outage is None:
+            outage = self._outages[(host, port)] = [now, 0, -math.inf]
+        outage[1] += 1
+        if now - outage[2] < UNREACHABLE_LOG_INTERVAL:
+            return
+        outage[2] = now
+        if outage[1] == 1:
+            self.log.warning("%s: cannot reach broker %s:%d (%s): %r; retrying", self.client_id, host, port, node, exc)
+        else:
+            self.log.warning("%s: still cannot reach broker %s:%d (%s) after %d attempts over %.0f s: %r; retrying",
+                             self.client_id, host, port, node, outage[1], now - outage[0], exc)
+
+    def _connect_succeeded(self, host: str, port: int, node_id: int | None) -> None:
+        outage = self._outages.pop((host, port), None)
+        if outage is not None:
+            self.log.info("%s: connected to broker %s:%d again after %d failed attempts over %.1f s",
+                          self.client_id, host, port, outage[1], trio.current_time() - outage[0])
 
     async def connection(self, node_id: int) -> Connection:
         """The connection to broker `node_id` (opened if needed)."""

@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import math
 import re
 import struct
-import sys
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -49,6 +49,7 @@ from storage.batch import HEADER_SIZE
 from storage.records import decompress
 
 from . import assignors as _assignors
+from ._lifetime import Lifetime, open_owned_nursery
 from .cluster import LEADERSHIP_ERRORS, Cluster
 from .connection import ApiKey
 from .errors import (
@@ -64,6 +65,8 @@ from .errors import (
 from ._native import speedups as _speedups
 
 __all__ = ["ConsumerRecord", "Consumer", "OffsetAndTimestamp", "TopicPartition", "open_consumer"]
+
+log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">qiibIhiqqqhii")
 _CONTROL = 0x20
@@ -410,7 +413,7 @@ async def _call(fn, *args):
         await r
 
 
-class Consumer:
+class Consumer(Lifetime):
     """Kafka consumer; use as ``async with Consumer(bootstrap, **config) as c``.
 
     Config: client_id, group_id, group_instance_id, auto_offset_reset ('earliest', 'latest',
@@ -512,7 +515,6 @@ class Consumer:
 
         self._started = False
         self._closed = False
-        self._stack: contextlib.AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
         self.cluster: Cluster | None = None
         if topics:
@@ -520,65 +522,82 @@ class Consumer:
 
     # --- lifetime
 
-    async def __aenter__(self) -> Consumer:
+    @contextlib.asynccontextmanager
+    async def _lifetime(self):
         if self._started:
             raise RuntimeError("a Consumer can be entered once")
         self._started = True
-        stack = contextlib.AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-            self.cluster = Cluster(
-                self._nursery, self._bootstrap, client_id=self.client_id,
-                request_timeout=self.request_timeout, connect_timeout=self.connect_timeout,
-                metadata_max_age=self.metadata_max_age, retry_backoff=self.retry_backoff,
-                allow_auto_topic_creation=False,
-            )
-            await self.cluster.refresh()
-            self._nursery.start_soon(self._fetcher)
-            if self.enable_auto_commit:
-                self._nursery.start_soon(self._auto_commit_loop)
-            if self._subscription or self._pattern is not None:
-                self._start_group()
-        except BaseException:
-            if self._nursery is not None:
-                self._nursery.cancel_scope.cancel()
-            await stack.__aexit__(*sys.exc_info())
-            raise
-        self._stack = stack
-        return self
-
-    async def __aexit__(self, exc_type, exc, tb) -> bool | None:
-        try:
-            if not self._closed:
+        async with open_owned_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                self.cluster = Cluster(
+                    nursery, self._bootstrap, client_id=self.client_id,
+                    request_timeout=self.request_timeout, connect_timeout=self.connect_timeout,
+                    metadata_max_age=self.metadata_max_age, retry_backoff=self.retry_backoff,
+                    allow_auto_topic_creation=False, logger=log,
+                )
+                await self.cluster.refresh()
+                nursery.start_soon(self._fetcher)
+                if self.enable_auto_commit:
+                    nursery.start_soon(self._auto_commit_loop)
+                if self._subscription or self._pattern is not None:
+                    self._start_group()
+                try:
+                    yield self
+                except BaseException:
+                    # The block failed or was cancelled: its positions may not have been
+                    # processed, so nothing is committed; the group is still left.
+                    self._closed = True
+                    await self._leave(commit=False)
+                    raise
                 self._closed = True
-                with trio.move_on_after(self.request_timeout) as scope:
-                    scope.shield = True
-                    await self._leave_quietly(commit=exc_type is None)
-        finally:
-            self._closed = True
-            self._nursery.cancel_scope.cancel()
-            self._data_lot.unpark_all()
-            with trio.CancelScope(shield=True):
-                await self.cluster.aclose()
-            return await self._stack.__aexit__(exc_type, exc, tb)
+                await self._leave(commit=True)
+                # The commit and leave above are shielded; a cancellation that arrived meanwhile
+                # (or in the block's last line) is delivered here, not lost.
+                await trio.lowlevel.checkpoint_if_cancelled()
+            finally:
+                self._closed = True
+                nursery.cancel_scope.cancel()
+                self._data_lot.unpark_all()
+                if self.cluster is not None:
+                    with trio.CancelScope(shield=True):
+                        await self.cluster.aclose()
 
     async def close(self) -> None:
         await self.__aexit__(None, None, None)
 
-    async def _leave_quietly(self, commit: bool) -> None:
-        with contextlib.suppress(KafkaError, ConnectionLost, RequestTimedOut, NoBrokersAvailable, ClientClosed):
-            if commit and self.enable_auto_commit:
-                await self.commit()
-            if self.group_id is not None and self.member_id and self._coordinator is not None:
-                await _call(getattr(self._listener, "on_partitions_revoked", None), self.assignment())
-                conn = await self.cluster.connection(self._coordinator)
-                b = conn.make(ApiKey.LEAVE_GROUP)
-                await conn.request(b(group_id=self.group_id, member_id=self.member_id,
-                                     members=[b("MemberIdentity", member_id=self.member_id,
-                                                group_instance_id=self.group_instance_id)]
-                                     if b.has("MemberIdentity") else ()), timeout=5)
-                self.member_id = ""
+    async def _leave(self, commit: bool) -> None:
+        """Commit the positions (`commit` and auto-commit on) and leave the group, shielded and
+        bounded by request_timeout.
+
+        A failed commit is logged, not raised: at close it mostly meets a rebalance that other
+        members leaving at the same time started, and the only effect is that the partitions'
+        next owner reads a few records again. A caller that must know calls commit() itself at the
+        end of the block, which raises. Leaving is best effort (the coordinator drops the member
+        after session_timeout anyway)."""
+        committing = commit and self.enable_auto_commit
+        with trio.move_on_after(self.request_timeout) as scope:
+            scope.shield = True
+            if committing:
+                try:
+                    await self.commit()
+                except (KafkaError, ConnectionLost, RequestTimedOut, NoBrokersAvailable, ClientClosed) as exc:
+                    log.warning("%s: commit on close of group %s failed, its records may be read again: %r",
+                                self.client_id, self.group_id, exc)
+                committing = False
+            with contextlib.suppress(KafkaError, ConnectionLost, RequestTimedOut, NoBrokersAvailable, ClientClosed):
+                if self.group_id is not None and self.member_id and self._coordinator is not None:
+                    await _call(getattr(self._listener, "on_partitions_revoked", None), self.assignment())
+                    conn = await self.cluster.connection(self._coordinator)
+                    b = conn.make(ApiKey.LEAVE_GROUP)
+                    await conn.request(b(group_id=self.group_id, member_id=self.member_id,
+                                         members=[b("MemberIdentity", member_id=self.member_id,
+                                                    group_instance_id=self.group_instance_id)]
+                                         if b.has("MemberIdentity") else ()), timeout=5)
+                    self.member_id = ""
+        if scope.cancelled_caught and committing:
+            log.warning("%s: commit on close of group %s did not finish within %.0f s, its records may be read again",
+                        self.client_id, self.group_id, self.request_timeout)
 
     def _check_open(self) -> None:
         if self._closed:

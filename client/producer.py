@@ -26,20 +26,26 @@ How records travel:
    partition has a batch to retry nothing newer is sent for it until its in-flight requests are
    answered (OUT_OF_ORDER_SEQUENCE_NUMBER answers to those are then expected and retried), so order
    is kept. A batch fails for good after `retries` attempts or `delivery_timeout_ms`.
+   MESSAGE_TOO_LARGE splits the batch and sends the pieces instead, until a single record is too
+   large (that record fails with MessageTooLargeError); the topic's later batches are cut to its
+   max.message.bytes (see "batches the broker refuses" below).
 
 Idempotence (default with acks=all): InitProducerId once, then sequences per partition starting at 0;
 the broker drops duplicates a retry may create (DUPLICATE_SEQUENCE_NUMBER counts as delivered).
 
 All tasks (sender, one per in-flight request, connection readers) live in the producer's nursery,
-opened by `async with`; leaving the block flushes (unless it exits with an exception) and cancels
-them.
+opened by `async with`; leaving the block flushes (unless it exits with an exception or is
+cancelled), raises the delivery error of the first record queued at that point that failed, and
+cancels them. Failures come out as plain exceptions, not as the nursery's ExceptionGroup
+(client/_lifetime.py).
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
+import logging
 import math
 import struct
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -50,8 +56,9 @@ import crc32c
 import trio
 
 from storage.batch import CODEC_NONE, HEADER_SIZE
-from storage.records import CODECS, compress, encode_varint
+from storage.records import CODECS, compress, decode_records, encode_varint
 
+from ._lifetime import Lifetime, open_owned_nursery
 from .cluster import LEADERSHIP_ERRORS, Cluster
 from .connection import ApiKey
 from .errors import (
@@ -61,6 +68,7 @@ from .errors import (
     KafkaError,
     NoBrokersAvailable,
     RequestTimedOut,
+    UnsupportedApi,
 )
 from .partitioner import DefaultPartitioner
 
@@ -72,8 +80,11 @@ from ._native import speedups as _speedups
 
 __all__ = ["BufferFull", "DeliveryHandle", "Producer", "RecordMetadata", "open_producer"]
 
+log = logging.getLogger(__name__)
+
 _HEADER = struct.Struct(">qiibIhiqqqhii")
 _CRC = struct.Struct(">I")
+_SEQUENCE = struct.Struct(">i")
 
 # Zig-zag varints of small numbers, precomputed: lengths, deltas and counts are almost always small.
 _VARINT_TABLE = [encode_varint(i) for i in range(-1, 1 << 14)]
@@ -81,6 +92,12 @@ _VARINT_LIMIT = (1 << 14) - 1
 _NULL = b"\x01"  # varint(-1): a null key/value
 _DUPLICATE_SEQUENCE = 46
 _OUT_OF_ORDER_SEQUENCE = 45
+_MESSAGE_TOO_LARGE = 10
+# Answers about the producer's sequence or epoch rather than the batch: after them the batch's
+# sequence numbers cannot be given to the next batch (see Producer._sequence_hole).
+_SEQUENCE_ERRORS = frozenset({45, 47, 59, 90})
+_SEQ_MOD = 1 << 31
+_RESOURCE_TOPIC = 2
 # Longest possible encoding of a record beyond its key, value and headers: length (5), attributes
 # (1), timestamp delta (10), offset delta (5), key and value lengths (5 each), header count (5).
 _RECORD_BOUND = 36
@@ -213,6 +230,7 @@ class ProducerBatch:
         "topic", "partition", "records", "est", "room", "created",
         "closed", "raw", "sequence", "attempts", "retry_at", "done", "base_offset",
         "log_append_time", "log_start_offset", "error", "limit", "_count", "base_ts", "max_ts",
+        "root", "first", "pieces", "holes_seen",
     )
 
     def __init__(self, topic: str, partition: int, limit: int, now: float) -> None:
@@ -236,6 +254,14 @@ class ProducerBatch:
         self._count = 0
         self.base_ts = 0
         self.max_ts = 0
+        # A batch the broker refused as too large is split (Producer._split) into pieces that are
+        # sent instead of it. The refused batch stays the one its records' handles point at (the
+        # root): `pieces` lists the pieces that are not split further, in record order; each
+        # piece has `root` and `first`, the index of its first record in the root.
+        self.root: ProducerBatch | None = None
+        self.first = 0
+        self.pieces: list[ProducerBatch] | None = None
+        self.holes_seen = 0  # how many of its partition's sequence holes its sequence accounts for
 
     @property
     def count(self) -> int:
@@ -287,6 +313,18 @@ class ProducerBatch:
         self.raw = raw
         self.records = []  # the encoded records now live in raw
 
+    def set_sequence(self, sequence: int) -> None:
+        """Give the sealed batch another base sequence (the header field and the CRC over it)."""
+        raw = self.raw
+        _SEQUENCE.pack_into(raw, 53, sequence)
+        _CRC.pack_into(raw, 17, crc32c.crc32c(memoryview(raw)[21:]))
+        self.sequence = sequence
+
+    def decoded_records(self) -> list:
+        """The sealed batch's records back as (key, value, headers, timestamp) tuples."""
+        return [(r.key, r.value, _header_bytes(r.headers) if r.headers else (), r.timestamp)
+                for r in decode_records(self.raw)]
+
     def complete(self, base_offset: int, log_append_time: int, log_start_offset: int) -> None:
         self.base_offset = base_offset
         self.log_append_time = log_append_time
@@ -296,6 +334,10 @@ class ProducerBatch:
     def fail(self, error: BaseException) -> None:
         self.error = error
         self.done.set()
+
+
+def _piece_first(piece: ProducerBatch) -> int:
+    return piece.first
 
 
 class DeliveryHandle:
@@ -324,9 +366,17 @@ class DeliveryHandle:
         b = self._batch
         if not b.done.is_set():
             raise RuntimeError("delivery is not complete yet")
+        index = self._index
+        if b.pieces is not None:
+            # the batch was split: the record's piece has its offset (or its error); a piece that
+            # is not done means the whole batch failed (the producer closed)
+            piece = b.pieces[bisect.bisect_right(b.pieces, index, key=_piece_first) - 1]
+            if piece.done.is_set():
+                b = piece
+                index -= piece.first
         if b.error is not None:
             raise b.error
-        offset = b.base_offset + self._index if b.base_offset >= 0 else -1
+        offset = b.base_offset + index if b.base_offset >= 0 else -1
         ts = b.log_append_time if b.log_append_time >= 0 else self._ts
         return RecordMetadata(b.topic, b.partition, offset, ts, b.log_start_offset)
 
@@ -342,13 +392,23 @@ class DeliveryHandle:
 
 
 class _PartitionState:
-    __slots__ = ("queue", "in_flight", "next_sequence", "recovering")
+    __slots__ = ("queue", "in_flight", "next_sequence", "recovering", "window", "holes")
 
-    def __init__(self) -> None:
+    def __init__(self, window: int) -> None:
         self.queue: deque[ProducerBatch] = deque()
         self.in_flight = 0
         self.next_sequence = 0
         self.recovering = False
+        # Batches this partition may have in flight. With idempotence it starts at 1 and opens to
+        # max_in_flight after the first batch is acknowledged: a broker accepts any sequence from
+        # a producer it does not know yet, so a second batch pipelined behind a refused first one
+        # would be written, and the first one (or its split pieces) could never follow it. It is
+        # 1 again while the pieces of a split batch are being sent (Producer._split).
+        self.window = window
+        # (base sequence, count) of sequenced batches the broker refused for good, in order;
+        # batches sealed before a hole and after it in sequence move down by its count when they
+        # are sent again (Producer._resequence)
+        self.holes: list[tuple[int, int]] = []
 
 
 def _acks(value: Any) -> int:
@@ -360,7 +420,7 @@ def _acks(value: Any) -> int:
     return v
 
 
-class Producer:
+class Producer(Lifetime):
     """Kafka producer; use as ``async with Producer(bootstrap, **config) as p``.
 
     Config (Java names with underscores): client_id, acks (0, 1, 'all'), enable_idempotence
@@ -430,6 +490,10 @@ class Producer:
         self._version = -1  # the cluster metadata version those two caches belong to
         # a batch (header included) fits both batch_size and a Produce request
         self._batch_limit = max(HEADER_SIZE + 64, min(self.batch_size, self.max_request_size - 512))
+        # topic -> batch limit below _batch_limit, learnt from a MESSAGE_TOO_LARGE answer and the
+        # topic's max.message.bytes (see _split); new batches of the topic are cut to it
+        self._topic_limits: dict[str, int] = {}
+        self._learning: set[str] = set()  # topics whose max.message.bytes is being asked for
         self._sends = 0  # send() calls since it last yielded
         self._open = False  # entered, not closed: send()'s one-flag check
 
@@ -450,57 +514,59 @@ class Producer:
         self._pid_ready = trio.Event()
         self._pid_error: BaseException | None = None
         self._fatal: BaseException | None = None
-        self._stack: contextlib.AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
         self.cluster: Cluster | None = None
 
     # --- lifetime
 
-    async def __aenter__(self) -> Producer:
+    @contextlib.asynccontextmanager
+    async def _lifetime(self):
         if self._started:
             raise RuntimeError("a Producer can be entered once")
         self._started = True
-        stack = contextlib.AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-            self.cluster = Cluster(
-                self._nursery,
-                self._bootstrap,
-                client_id=self.client_id,
-                request_timeout=self.request_timeout,
-                connect_timeout=self.connect_timeout,
-                metadata_max_age=self.metadata_max_age,
-                retry_backoff=self.retry_backoff,
-            )
-            await self.cluster.refresh()
-            if self.idempotent:
-                await self._init_producer_id()
-            else:
-                self._pid_ready.set()
-            self._nursery.start_soon(self._sender)
-        except BaseException:
-            if self._nursery is not None:
-                self._nursery.cancel_scope.cancel()
-            await stack.__aexit__(*sys.exc_info())
-            raise
-        self._stack = stack
-        self._open = True
-        return self
+        async with open_owned_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                self.cluster = Cluster(
+                    nursery,
+                    self._bootstrap,
+                    client_id=self.client_id,
+                    request_timeout=self.request_timeout,
+                    connect_timeout=self.connect_timeout,
+                    metadata_max_age=self.metadata_max_age,
+                    retry_backoff=self.retry_backoff,
+                    logger=log,
+                )
+                await self.cluster.refresh()
+                if self.idempotent:
+                    await self._init_producer_id()
+                else:
+                    self._pid_ready.set()
+                nursery.start_soon(self._sender)
+                self._open = True
+                yield self
+                # Only a block that ended normally flushes: after an exception or a cancellation
+                # the caller is abandoning the records, and waiting for them would delay that.
+                await self._flush_on_exit()
+            finally:
+                self._closed = True
+                self._open = False
+                self._fail_all(ClientClosed("producer closed"))
+                nursery.cancel_scope.cancel()
+                if self.cluster is not None:
+                    with trio.CancelScope(shield=True):
+                        await self.cluster.aclose()
 
-    async def __aexit__(self, exc_type, exc, tb) -> bool | None:
-        try:
-            if exc_type is None:
-                await self.flush()
-        finally:
-            self._closed = True
-            self._open = False
-            self._fail_all(ClientClosed("producer closed"))
-            assert self._nursery is not None and self._stack is not None
-            self._nursery.cancel_scope.cancel()
-            with trio.CancelScope(shield=True):
-                await self.cluster.aclose()
-            return await self._stack.__aexit__(exc_type, exc, tb)
+    async def _flush_on_exit(self) -> None:
+        """Flush, then raise the delivery error of the first record queued at exit that failed.
+
+        Nobody may be waiting on those records' handles any more, so the exit is the last place
+        their failure can be seen; the other handles keep their own errors."""
+        pending = list(self._incomplete)
+        await self.flush()
+        for b in pending:
+            if b.error is not None:
+                raise b.error
 
     async def close(self) -> None:
         """Flush and stop; the `async with` block does this on exit."""
@@ -655,7 +721,7 @@ class Producer:
         tp = (topic, partition)
         ps = self._parts.get(tp)
         if ps is None:
-            ps = self._parts[tp] = _PartitionState()
+            ps = self._parts[tp] = _PartitionState(1 if self.idempotent else self.max_in_flight)
         q = ps.queue
         if q:
             batch = q[-1]
@@ -674,7 +740,7 @@ class Producer:
                 nxt = self._partitioner.sticky.partition(topic, partitions, available)
                 if nxt != partition:
                     return self._append(topic, info, nxt, key, value, headers, ts, need)
-        batch = ProducerBatch(topic, partition, self._batch_limit, trio.current_time())
+        batch = ProducerBatch(topic, partition, self._topic_limits.get(topic, self._batch_limit), trio.current_time())
         index = batch.add(key, value, headers, ts, need)
         q.append(batch)
         self._incomplete.add(batch)
@@ -732,7 +798,6 @@ class Producer:
         deadline = math.inf
         need_metadata = False
         urgent = self._flushing or self._closing or self._exhausted
-        per_partition = self.max_in_flight if self.idempotent else self.max_in_flight
         for tp, ps in self._parts.items():
             q = ps.queue
             if not q:
@@ -741,7 +806,7 @@ class Producer:
                 if ps.in_flight:
                     continue
                 ps.recovering = False
-            if ps.in_flight >= per_partition:
+            if ps.in_flight >= ps.window:
                 continue
             b = q[0]
             if b.retry_at > now:
@@ -794,11 +859,14 @@ class Producer:
                                 seq = ps.next_sequence
                                 ps.next_sequence = (seq + b.count) % (1 << 31)
                             b.seal(self.codec, self.producer_id, self.producer_epoch, seq)
+                            b.holes_seen = len(ps.holes)
+                        elif b.holes_seen != len(ps.holes):
+                            self._resequence(ps, b)
                         ps.in_flight += 1
                         batches.append(b)
                         size += len(b.raw)
                         # a partition with more ready batches can go again in the next request
-                        if ps.queue and ps.in_flight < self.max_in_flight and not ps.recovering and (
+                        if ps.queue and ps.in_flight < ps.window and not ps.recovering and (
                             ps.queue[0].closed or len(ps.queue) > 1 or self._flushing or self._closing or self._exhausted
                         ):
                             rest.append((tp, ps))
@@ -833,6 +901,16 @@ class Producer:
         else:
             b.complete(base_offset, log_append_time, log_start_offset)
         b.closed = True  # an expired or failed batch takes no more records
+        root = b.root
+        if root is not None:
+            # a piece of a split batch: the batch (what the handles and flush wait on) is done
+            # when all its pieces are
+            if root.done.is_set() or not all(p.done.is_set() for p in root.pieces):
+                return
+            root.closed = True
+            root.error = next((p.error for p in root.pieces if p.error is not None), None)
+            root.done.set()
+            b = root
         self._incomplete.discard(b)
         self._memory_used -= b.est
         self._memory_lot.unpark_all()
@@ -852,6 +930,121 @@ class Producer:
         while i < len(q) and q[i].raw is not None and q[i].sequence < b.sequence:
             i += 1
         q.insert(i, b)
+
+    # --- batches the broker refuses
+    #
+    # MESSAGE_TOO_LARGE (the batch exceeds the topic's max.message.bytes): the batch is split and
+    # its pieces sent in its place, recursively, until a piece of one record is still too large,
+    # which then fails that record alone (MessageTooLargeError). The pieces keep the batch's
+    # sequence range, so with idempotence nothing after it moves. The topic's later batches are
+    # cut to its max.message.bytes, asked for once with DescribeConfigs (until the answer: to
+    # half the refused size), so the refusal costs one round trip once, not on every batch.
+    #
+    # A sequenced batch refused for good leaves a hole in its partition's sequence: the broker
+    # would answer every later batch OUT_OF_ORDER_SEQUENCE_NUMBER. The next new batch reuses the
+    # hole, and batches sealed before the hole (queued or in flight; those come back out of
+    # order) move down by its count before they are sent again.
+
+    def _split(self, ps: _PartitionState, b: ProducerBatch) -> None:
+        topic = b.topic
+        limit = self._topic_limits.get(topic, self._batch_limit)
+        self._topic_limits[topic] = max(HEADER_SIZE + 64, min(limit, len(b.raw) // 2))
+        if topic not in self._learning and b.root is None:
+            self._learning.add(topic)
+            self._nursery.start_soon(self._learn_batch_limit, topic)
+        limit = self._topic_limits[topic]
+        records = b.decoded_records()
+        # Cut to the topic's limit (each record at its longest encoding); never fewer than two
+        # pieces, so a batch the limit misjudges still shrinks every time it is refused.
+        groups: list[list] = []
+        room = limit - HEADER_SIZE
+        est = room + 1
+        for rec in records:
+            bound = record_bound(rec[0], rec[1], rec[2])
+            if est + bound > room:
+                groups.append([])
+                est = 0
+            groups[-1].append(rec)
+            est += bound
+        if len(groups) < 2:
+            half = len(records) // 2
+            groups = [records[:half], records[half:]]
+        root = b.root if b.root is not None else b
+        pieces = []
+        first = b.first
+        sequence = b.sequence
+        for recs in groups:
+            piece = ProducerBatch(topic, b.partition, b.limit, b.created)
+            piece.records = recs
+            piece.root = root
+            piece.first = first
+            piece.attempts = b.attempts
+            piece.seal(self.codec, self.producer_id, self.producer_epoch, sequence)
+            piece.holes_seen = b.holes_seen
+            first += len(recs)
+            if sequence >= 0:
+                sequence = (sequence + len(recs)) % _SEQ_MOD
+            pieces.append(piece)
+        if root.pieces is None:
+            root.pieces = pieces
+            root.raw = b""  # its records live in the pieces now
+        else:
+            i = root.pieces.index(b)
+            root.pieces[i:i + 1] = pieces
+        # Back at the front of the queue in order, ahead of what was queued after the batch; later
+        # batches in flight come back OUT_OF_ORDER_SEQUENCE_NUMBER and are sent after the pieces.
+        q = ps.queue
+        i = 0
+        while i < len(q) and q[i].raw is not None and 0 <= q[i].sequence < b.sequence:
+            i += 1
+        for piece in reversed(pieces):
+            q.insert(i, piece)
+        ps.recovering = True
+        # One piece at a time until the pieces are through: a piece that is refused again is
+        # split again in place, so without this a later piece could be written before it (which
+        # only the sequence numbers of an idempotent producer would catch).
+        ps.window = 1
+
+    async def _learn_batch_limit(self, topic: str) -> None:
+        """Cut the topic's batches to its max.message.bytes (DescribeConfigs); quiet on failure:
+        the limit from the refusal then stays, and further refusals keep splitting."""
+        try:
+            conn = await self.cluster.any_connection()
+            if not conn.supports(ApiKey.DESCRIBE_CONFIGS):
+                return
+            b = conn.make(ApiKey.DESCRIBE_CONFIGS)
+            resp = await conn.request(b(
+                resources=[b("DescribeConfigsResource", resource_type=_RESOURCE_TOPIC, resource_name=topic,
+                             configuration_keys=["max.message.bytes"])],
+                include_synonyms=False, include_documentation=False))
+            for r in resp.results:
+                if r.error_code:
+                    return
+                for c in r.configs:
+                    if c.name == "max.message.bytes" and c.value:
+                        self._topic_limits[topic] = max(HEADER_SIZE + 64, min(self._batch_limit, int(c.value)))
+        except (ConnectionLost, RequestTimedOut, NoBrokersAvailable, KafkaError, UnsupportedApi, ValueError):
+            return
+        finally:
+            self._learning.discard(topic)
+
+    def _sequence_hole(self, ps: _PartitionState, b: ProducerBatch) -> None:
+        if b.holes_seen != len(ps.holes):
+            self._resequence(ps, b)
+        n = b.count
+        ps.holes.append((b.sequence, n))
+        ps.next_sequence = (ps.next_sequence - n) % _SEQ_MOD
+        ps.recovering = True
+
+    def _resequence(self, ps: _PartitionState, b: ProducerBatch) -> None:
+        """Move a sealed batch down past the holes made after it was sealed (or last moved)."""
+        seq = b.sequence
+        for hole, n in ps.holes[b.holes_seen:]:
+            if (seq - hole) % _SEQ_MOD < _SEQ_MOD // 2:  # the batch comes after the hole
+                seq = (seq - n) % _SEQ_MOD
+        b.holes_seen = len(ps.holes)
+        if seq != b.sequence:
+            b.set_sequence(seq)
 
     async def _connect(self, node: int) -> None:
         try:
@@ -906,20 +1099,28 @@ class Producer:
                     self._retry(batch, KafkaError(-1, "partition missing from the produce response"))
                     continue
                 code = int(p.error_code)
+                ps = self._parts[tp]
                 if code == 0 or code == _DUPLICATE_SEQUENCE:
                     lat = p.log_append_time
                     lat_ms = int(lat.timestamp() * 1000) if lat is not None else -1
                     self._finish(batch, base_offset=int(p.base_offset) if code == 0 else -1,
                                  log_append_time=lat_ms, log_start_offset=int(getattr(p, "log_start_offset", -1)))
+                    if not ps.queue or ps.queue[0].root is None:
+                        ps.window = self.max_in_flight
                     continue
                 err = KafkaError(code, getattr(p, "error_message", None))
-                ps = self._parts[tp]
                 if code in LEADERSHIP_ERRORS:
                     refresh = True
-                if err.retriable or (code == _OUT_OF_ORDER_SEQUENCE and (ps.recovering or tp in failed_partitions)):
+                if code == _MESSAGE_TOO_LARGE and batch.count > 1:
+                    failed_partitions.add(tp)
+                    self._split(ps, batch)
+                elif err.retriable or (code == _OUT_OF_ORDER_SEQUENCE and (ps.recovering or tp in failed_partitions)):
                     failed_partitions.add(tp)
                     self._retry(batch, err)
                 else:
+                    if batch.sequence >= 0 and code not in _SEQUENCE_ERRORS:
+                        failed_partitions.add(tp)
+                        self._sequence_hole(ps, batch)
                     self._finish(batch, error=err)
         finally:
             for batch in batches:

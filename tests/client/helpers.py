@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 import uuid
 
 import trio
@@ -19,3 +20,19 @@ def all_tasks() -> list:
         for nursery in task.child_nurseries:
             stack.extend(nursery.child_tasks)
     return out
+
+
+async def wait_until(predicate, timeout: float, what: str = "condition") -> None:
+    """Poll `predicate()` until it holds; fail the test after `timeout` seconds."""
+    with trio.move_on_after(timeout):
+        while not predicate():
+            await trio.sleep(0.01)
+        return
+    raise AssertionError(f"{what} did not happen within {timeout}s")
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound once by us, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
