@@ -268,7 +268,17 @@ def _open_storage(config: BrokerConfig):
                 topic_configs[info.name] = dict(info.configs)
             except ValueError as exc:
                 log.error("topic %s: ignoring bad stored configs: %s", info.name, exc)
-    logs = LogManager.open(config.data_dir, default, now_ms=Broker.now_ms(), topic_configs=topic_configs)
+    # Deletions carry the topic id (Broker.delete_topic): a marked directory with a listed topic's
+    # id means a crash interrupted that topic's deletion, and opening finishes marking it.
+    tags = {info.name: info.topic_id.hex for info in metadata}
+    logs = LogManager.open(config.data_dir, default, now_ms=Broker.now_ms(), topic_configs=topic_configs,
+                           deletion_tags=tags)
+    for name in logs.resumed_deletes:
+        # Before reconcile, which would otherwise recreate the topic's partitions empty.
+        info = metadata.remove(name)
+        log.warning("finished deleting topic %s, interrupted by a crash", name,
+                    extra=event("topic_deleted", topic=name, partitions=info.partitions, resumed=True))
+    logs.purge_deleted()
     for report in logs.recovery_reports:
         if not report.clean:
             log.warning("recovered %s-%d: %s", report.topic, report.partition, _describe(report),
