@@ -12,7 +12,11 @@ Owner: the broker (one Trio task at a time touches it; no locking). The partitio
 the truth for data; this file is the truth for names, ids and overrides. `reconcile(logs)` on start
 adopts partition directories that exist on disk but are missing here (a crash between creating the
 log directory and saving this file) and reports topics whose directories are missing so the broker
-recreates them empty.
+recreates them empty. Deleting a topic therefore renames its directories to delete-marked names
+(storage.manager, tagged with the topic id) before this file drops the topic: a crash in between
+leaves the topic here with marked directories, and start-up finishes the deletion (the storage
+manager's `resumed_deletes`) before reconciling, so the topic neither comes back empty nor with
+fewer partitions.
 """
 from __future__ import annotations
 
@@ -93,11 +97,20 @@ class TopicStore:
         return cls(data_dir, (TopicInfo.from_json(n, d) for n, d in raw.get("topics", {}).items()))
 
     def save(self) -> None:
+        self.write(self.encode())
+
+    def encode(self) -> bytes:
+        """The file's content for the topics as they are now."""
         data = {
             "version": FORMAT_VERSION,
             "topics": {name: t.to_json() for name, t in sorted(self._topics.items())},
         }
-        atomic_write(self.path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+        return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+
+    def write(self, content: bytes) -> None:
+        """Replace the file with `content` (from encode()); touches no in-memory state, so it may
+        run in a worker thread while the owner goes on."""
+        atomic_write(self.path, content)
 
     # --- queries -------------------------------------------------------------------------------
 
@@ -148,9 +161,11 @@ class TopicStore:
             raise
         return info
 
-    def remove(self, name: str) -> TopicInfo:
+    def remove(self, name: str, *, save: bool = True) -> TopicInfo:
+        """Forget a topic; save=False leaves persisting it to the caller (encode() + write())."""
         info = self._topics.pop(name)
-        self.save()
+        if save:
+            self.save()
         return info
 
     def set_partitions(self, name: str, partitions: int) -> TopicInfo:

@@ -26,7 +26,7 @@ Every metric, its type and labels (docs/operations.md explains what each means):
       ringlog_connections_refused_total{limit}         closed at accept: max.connections(.per.ip)
       ringlog_connections_closed_total{limit}          closed by connections.max.idle.ms /
                                                        socket.request.read.timeout.ms
-      ringlog_storage_errors_total{operation}          failed appends / fsyncs
+      ringlog_storage_errors_total{operation}          failed appends / fsyncs / topic deletions
     histograms
       ringlog_request_latency_seconds{api}             request read -> response ready
       ringlog_group_commit_batches                     record batches per group-commit round
@@ -399,7 +399,7 @@ class BrokerMetrics:
                        ["reason"], self.rejects)
         yield _counter("ringlog_backpressure_events", "Batches that met a full partition ring (mode block: waited; reject: refused).",
                        ["topic", "partition", "mode"], self.backpressure_events)
-        yield _counter("ringlog_storage_errors", "Failed log appends and fsync rounds.",
+        yield _counter("ringlog_storage_errors", "Failed log appends, fsync rounds and topic deletions.",
                        ["operation"], self.storage_errors)
         yield _counter("ringlog_connections_accepted", "Client connections accepted.", [], {(): self.connections_accepted})
         yield _counter("ringlog_connections_refused",

@@ -373,6 +373,7 @@ async def sendfile_region(stream: trio.SocketStream, region: Any) -> None:
 def _open_storage(config: BrokerConfig):
     from storage.manager import LogManager
 
+    started = time.perf_counter()
     os.makedirs(config.data_dir, exist_ok=True)
     metadata = TopicStore.load(config.data_dir)
     default = config.log_config()
@@ -384,38 +385,74 @@ def _open_storage(config: BrokerConfig):
                 topic_configs[info.name] = dict(info.configs)
             except ValueError as exc:
                 log.error("topic %s: ignoring bad stored configs: %s", info.name, exc)
-    logs = LogManager.open(config.data_dir, default, now_ms=Broker.now_ms(), topic_configs=topic_configs)
-    for report in logs.recovery_reports:
-        if not report.clean:
-            log.warning("recovered %s-%d: %s", report.topic, report.partition, _describe(report),
-                        extra=event("log_recovered", **_report_fields(report)))
-    recovered = sum(1 for r in logs.recovery_reports if not r.clean)
-    log.info("opened %d partition log(s) (%s); %d recovered", len(_log_keys(logs)),
-             "clean shutdown" if logs.had_clean_shutdown else "no clean-shutdown marker", recovered,
-             extra=event("recovery", partitions=len(_log_keys(logs)), clean_shutdown=logs.had_clean_shutdown,
-                         recovered=recovered,
-                         truncated=sum(1 for r in logs.recovery_reports if r.truncated)))
+    # Deletions carry the topic id (Broker.delete_topic): a marked directory with a listed topic's
+    # id means a crash interrupted that topic's deletion, and opening finishes marking it.
+    tags = {info.name: info.topic_id.hex for info in metadata}
+    logs = LogManager.open(config.data_dir, default, now_ms=Broker.now_ms(), topic_configs=topic_configs,
+                           deletion_tags=tags)
+    for name in logs.resumed_deletes:
+        # Before reconcile, which would otherwise recreate the topic's partitions empty.
+        info = metadata.remove(name)
+        log.warning("finished deleting topic %s, interrupted by a crash", name,
+                    extra=event("topic_deleted", topic=name, partitions=info.partitions, resumed=True))
+    logs.purge_deleted()
+    reports = logs.recovery_reports
+    repaired = [r for r in reports if r.repaired]
+    # Only what changed on disk is worth a line each: after a kill -9 every partition is scanned,
+    # and thousands of "nothing found" lines would bury the one that matters.
+    for report in repaired:
+        log.warning("recovered %s-%d: %s", report.topic, report.partition, _describe(report),
+                    extra=event("log_recovered", **_report_fields(report)))
     missing = metadata.reconcile(_log_keys(logs))
     for topic, p in missing:
         logs.create(topic, p)
+    seconds = time.perf_counter() - started
+    partitions = len(_log_keys(logs))
+    log.info("opened %d partition log(s) in %.2f s (%s): %d scanned, %d repaired",
+             partitions, seconds, "clean shutdown" if logs.had_clean_shutdown else "no clean-shutdown marker",
+             sum(1 for r in reports if r.segments_scanned), len(repaired),
+             extra=event("recovery", partitions=partitions, clean_shutdown=logs.had_clean_shutdown,
+                         scanned=sum(1 for r in reports if r.segments_scanned), repaired=len(repaired),
+                         truncated=sum(1 for r in reports if r.truncated),
+                         indexes_rebuilt=sum(r.indexes_rebuilt for r in reports),
+                         deletes_resumed=len(logs.resumed_deletes), seconds=round(seconds, 3)))
     return logs, metadata
 
 
 def _describe(report: Any) -> str:
-    text = f"scanned {report.segments_scanned} segment(s), {report.batches_scanned} batches"
+    """What recovery changed in one partition, for its warning line."""
+    parts = []
     if report.truncated:
-        text += f"; cut {report.truncated_bytes} bytes at offset {report.truncated_offset} ({report.reason})"
-    return text
+        parts.append(f"cut {report.truncated_bytes} bytes at offset {report.truncated_offset} "
+                     f"(segment {report.truncated_segment}, position {report.truncated_position}: {report.reason})")
+    if report.segments_deleted:
+        parts.append(f"deleted {report.segments_deleted} later segment(s), {report.bytes_deleted} bytes")
+    if report.indexes_rebuilt:
+        parts.append(f"rebuilt the damaged or missing indexes of {report.indexes_rebuilt} segment(s)")
+    parts.append(f"scanned {report.segments_scanned} segment(s), {report.batches_scanned} batches")
+    return "; ".join(parts)
 
 
 def _report_fields(report: Any) -> dict[str, Any]:
     return {
-        "topic": report.topic, "partition": report.partition,
+        "topic": report.topic, "partition": report.partition, "clean_shutdown": report.clean,
         "segments_scanned": report.segments_scanned, "batches_scanned": report.batches_scanned,
         "bytes_scanned": report.bytes_scanned, "indexes_rebuilt": report.indexes_rebuilt,
         "truncated_bytes": report.truncated_bytes, "truncated_offset": report.truncated_offset,
-        "segments_deleted": report.segments_deleted, "reason": report.reason,
+        "truncated_segment": report.truncated_segment, "segments_deleted": report.segments_deleted,
+        "bytes_deleted": report.bytes_deleted, "reason": report.reason,
     }
+
+
+def _log_retention(topic: str, partition: int, report: Any) -> None:
+    """One line per partition per retention round that deleted something."""
+    log.info("retention deleted %d segment(s) of %s-%d: %d bytes, offsets %d-%d (%s); log start offset %d",
+             report.segments_deleted, topic, partition, report.bytes_deleted, report.base_offset,
+             report.end_offset - 1, ", ".join(report.reasons), report.log_start_offset,
+             extra=event("retention_deleted", topic=topic, partition=partition,
+                         segments_deleted=report.segments_deleted, bytes_deleted=report.bytes_deleted,
+                         base_offset=report.base_offset, end_offset=report.end_offset,
+                         log_start_offset=report.log_start_offset, reasons=",".join(report.reasons)))
 
 
 def _log_keys(logs: Any) -> list[tuple[str, int]]:
@@ -525,7 +562,9 @@ async def _maintenance(broker: Broker) -> None:
                 try:
                     plog.maybe_roll(now)
                     if retention_due:
-                        plog.apply_retention(now)
+                        deleted = plog.apply_retention(now)
+                        if deleted.segments_deleted:
+                            _log_retention(topic, p, deleted)
                     if plog.needs_flush(now):
                         tokens.append((plog, plog.flush_begin()))
                 except Exception:

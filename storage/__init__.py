@@ -23,6 +23,7 @@ from .log import (
     PartitionLog,
     ReadResult,
     RecoveryReport,
+    RetentionReport,
     parse_partition_dir,
 )
 from .manager import DataDirLockedError, LogManager
@@ -42,6 +43,7 @@ __all__ = [
     "PartitionLog",
     "ReadResult",
     "RecoveryReport",
+    "RetentionReport",
     "SegmentFile",
     "StorageError",
     "StorageIOError",

@@ -244,12 +244,12 @@ class RecoveryReport:
     topic: str
     partition: int
     directory: Path
-    clean: bool                      # clean shutdown: nothing scanned
+    clean: bool                      # opened after a clean shutdown (nothing scanned unless damaged)
     recovery_point: int              # from the checkpoint (scanning started at its segment)
-    segments_scanned: int
+    segments_scanned: int            # read in full with CRC checks (after a crash, or to repair)
     bytes_scanned: int
     batches_scanned: int
-    indexes_rebuilt: int             # segments whose index files were rebuilt from the log
+    indexes_rebuilt: int             # trusted segments whose index files were missing or damaged
     truncated_bytes: int             # bytes cut from the segment where a bad batch was found
     truncated_segment: int | None    # base offset of that segment
     truncated_position: int | None   # position of the cut inside it
@@ -261,6 +261,24 @@ class RecoveryReport:
     @property
     def truncated(self) -> bool:
         return self.truncated_segment is not None
+
+    @property
+    def repaired(self) -> bool:
+        """Something on disk was cut or rebuilt (a routine scan after a crash that found the log
+        whole is not a repair)."""
+        return self.truncated or self.segments_deleted > 0 or self.indexes_rebuilt > 0
+
+
+@attrs.frozen
+class RetentionReport:
+    """What one apply_retention call deleted (whole segments, oldest first)."""
+
+    segments_deleted: int
+    bytes_deleted: int
+    base_offset: int                 # first offset of the first deleted segment
+    end_offset: int                  # first offset after the last one: [base_offset, end_offset) went
+    log_start_offset: int            # after the deletion
+    reasons: tuple[str, ...]         # "log start offset", "retention.ms", "retention.bytes"
 
 
 @attrs.define(eq=False)
@@ -392,14 +410,19 @@ class PartitionLog:
                 try:
                     seg.load_trusted(next_offset=next_base, active=last, index_max_bytes=cfg.segment_index_bytes)
                 except (IndexCorruptError, CorruptBatchError, struct.error, ValueError):
-                    rebuilt += 1
                     result = seg.recover(
                         active=last,
                         index_max_bytes=cfg.segment_index_bytes,
                         index_interval_bytes=cfg.index_interval_bytes,
                         allow_gaps=allow_gaps,
                     )
+                    scanned += 1
+                    # A scan that found the data whole means the index files were at fault (a
+                    # repair worth reporting); otherwise the cut below says what was wrong.
+                    if result.error is None:
+                        rebuilt += 1
             else:
+                # Rebuilding the indexes of a scanned segment is routine, not a repair.
                 result = seg.recover(
                     active=last,
                     index_max_bytes=cfg.segment_index_bytes,
@@ -407,7 +430,6 @@ class PartitionLog:
                     allow_gaps=allow_gaps,
                 )
                 scanned += 1
-                rebuilt += 1
             if result is not None:
                 batches += result.batches
                 scanned_bytes += result.file_size
@@ -899,8 +921,8 @@ class PartitionLog:
         self._write_checkpoint()
         return self._log_start_offset
 
-    def apply_retention(self, now_ms: int) -> int:
-        """Delete whole segments past retention.ms / retention.bytes (Kafka's rules); returns the count.
+    def apply_retention(self, now_ms: int) -> RetentionReport:
+        """Delete whole segments past retention.ms / retention.bytes (Kafka's rules); what went.
 
         A segment expires when its max timestamp (its file's mtime if it has none) is older than
         now - retention.ms; deletion stops at the first segment that does not qualify. When every
@@ -909,12 +931,20 @@ class PartitionLog:
         """
         self._check_open()
         cfg = self.config
-        deleted = 0
+        deleted: list[Segment] = []
+        reasons: list[str] = []
+
+        def delete(count: int, reason: str) -> None:
+            gone = self._delete_leading(count, now_ms=now_ms)
+            if gone:
+                deleted.extend(gone)
+                reasons.append(reason)
+
         # Segments wholly below the log start offset (after DeleteRecords).
         count = 0
         while count + 1 < len(self._segments) and self._bases[count + 1] <= self._log_start_offset:
             count += 1
-        deleted += self._delete_leading(count, now_ms=now_ms)
+        delete(count, "log start offset")
         if cfg.retention_ms >= 0:
             count = 0
             for seg in self._segments:
@@ -924,7 +954,7 @@ class PartitionLog:
                 if now_ms - ts <= cfg.retention_ms:
                     break
                 count += 1
-            deleted += self._delete_leading(count, now_ms=now_ms)
+            delete(count, "retention.ms")
         if cfg.retention_bytes >= 0:
             diff = self.size_bytes - cfg.retention_bytes
             count = 0
@@ -933,12 +963,19 @@ class PartitionLog:
                     break
                 diff -= seg.size
                 count += 1
-            deleted += self._delete_leading(count, now_ms=now_ms)
-        return deleted
+            delete(count, "retention.bytes")
+        return RetentionReport(
+            segments_deleted=len(deleted),
+            bytes_deleted=sum(seg.size for seg in deleted),
+            base_offset=deleted[0].base_offset if deleted else self.log_start_offset,
+            end_offset=self._segments[0].base_offset if deleted else self.log_start_offset,
+            log_start_offset=self.log_start_offset,
+            reasons=tuple(reasons),
+        )
 
-    def _delete_leading(self, count: int, *, now_ms: int | None) -> int:
+    def _delete_leading(self, count: int, *, now_ms: int | None) -> list[Segment]:
         if count <= 0:
-            return 0
+            return []
         if count >= len(self._segments):
             if now_ms is None:
                 count = len(self._segments) - 1
@@ -946,7 +983,7 @@ class PartitionLog:
                 self.roll(now_ms)
         doomed = self._segments[:count]
         if not doomed:
-            return 0
+            return []
         del self._segments[:count]
         del self._bases[:count]
         for seg in doomed:
@@ -957,7 +994,7 @@ class PartitionLog:
         if new_start != self._log_start_offset:
             self._log_start_offset = new_start
             self._write_checkpoint()
-        return len(doomed)
+        return doomed
 
     # --- closing ------------------------------------------------------------------------------
 

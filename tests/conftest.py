@@ -72,7 +72,7 @@ KNOWN_BLOCKING_SITES = {
     "broker/core.py:_create_partition",    # topic creation: directories, segments, checkpoints
     "broker/core.py:delete_records",        # log-start checkpoint
     "broker/core.py:delete_topic",          # rename + rmtree of the partition directories
-    "broker/metadata.py:save",              # topics.json, fsync'd
+    "broker/metadata.py:write",             # topics.json, fsync'd (from save on topic creation)
     "broker/snowflake.py:save",             # the id generator's high-water mark, fsync'd
     "broker/idempotence.py:_atomic_write",  # producer-state snapshot
     "broker/ingest.py:commit_round",        # segment roll inside the writer's round
@@ -107,7 +107,9 @@ def _on_trio_thread() -> bool:
 
 def _guarded(name: str, fn):
     def wrapper(*args, **kwargs):
-        if _on_trio_thread():
+        # hypothesis keeps its own cache in .hypothesis/ (kio's types register strategies with it
+        # the first time a schema loads, which can be inside a broker task): not the broker's I/O
+        if _on_trio_thread() and not (args and ".hypothesis" in str(args[0])):
             site = _blocking_site()
             if site not in KNOWN_BLOCKING_SITES:
                 text = "".join(traceback.format_stack(limit=12)[:-1])

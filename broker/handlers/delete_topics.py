@@ -3,7 +3,8 @@
 Unknown name -> UNKNOWN_TOPIC_OR_PARTITION; unknown id -> UNKNOWN_TOPIC_ID; both or neither given
 (v6) -> INVALID_REQUEST; the internal topics (__consumer_offsets, __transaction_state) ->
 INVALID_REQUEST, they are not the client's to delete. Deleting a topic fails its in-flight produce
-requests, removes its partition directories and forgets its idempotent-producer state.
+requests, forgets its idempotent-producer state and removes its partition directories, crash-safely
+(Broker.delete_topic); a failing disk answers KAFKA_STORAGE_ERROR.
 """
 from __future__ import annotations
 
@@ -41,9 +42,6 @@ async def delete_one(broker, name: str | None, topic_id: uuid.UUID | None) -> tu
     if info.name in INTERNAL_TOPICS:
         raise KafkaError(ErrorCode.invalid_request, f"Topic {info.name} is internal and cannot be deleted")
     await broker.delete_topic(info.name)
-    forget = getattr(broker.producer_state, "forget_topic", None)
-    if forget is not None:
-        forget(info.name)
     return info.name, info.topic_id
 
 

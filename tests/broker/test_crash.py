@@ -61,3 +61,32 @@ def test_sigkill_loses_no_acknowledged_record(tmp_path) -> None:
     # the log is a prefix-closed stream of what was sent; the acknowledged records all in it, once
     assert values == [b"m%08d" % n for n in range(len(values))]
     assert acked == values[: len(acked)], (len(acked), len(values), recovered)
+
+
+def test_kill9_restart_warns_only_about_partitions_it_repaired(tmp_path) -> None:
+    """After a kill -9 every partition is scanned; only the one whose tail was torn gets a line."""
+    import json
+    import os
+
+    data = str(tmp_path / "data")
+    partitions = 20
+    with BrokerProcess(data, "--num-partitions", str(partitions)) as proc:
+        producer = Producer({"bootstrap.servers": proc.bootstrap, "linger.ms": 1})
+        for i in range(3):  # a flush per round: three batches in every partition
+            for p in range(partitions):
+                producer.produce("many", value=b"v%d-%d" % (p, i), partition=p)
+            assert producer.flush(10) == 0
+        proc.kill()
+    torn = os.path.join(data, "many-7", f"{0:020d}.log")
+    os.truncate(torn, os.path.getsize(torn) - 5)  # what a crash in the middle of a write leaves
+
+    with BrokerProcess(data, "--log-format", "json") as proc:
+        events = [json.loads(line) for line in proc.lines]
+        assert proc.stop() == 0
+    warnings = [e for e in events if e["level"] == "warning"]
+    assert [(e["event"], e["topic"], e["partition"]) for e in warnings] == [("log_recovered", "many", 7)]
+    assert warnings[0]["truncated_bytes"] > 0 and warnings[0]["truncated_offset"] == 2
+    assert warnings[0]["msg"].startswith("recovered many-7: cut ")
+    [summary] = [e for e in events if e.get("event") == "recovery"]
+    assert summary["clean_shutdown"] is False and summary["repaired"] == 1 and summary["truncated"] == 1
+    assert summary["partitions"] >= partitions and summary["scanned"] >= partitions  # every one was read

@@ -217,13 +217,17 @@ def test_retention_ms(tmp_path: Path) -> None:
     for i in range(6):
         log.append(batch(1, ts=NOW + i * 100, size=100), now_ms=NOW)
     assert log.segment_count() == 6
-    assert log.apply_retention(NOW + 1000) == 0
-    assert log.apply_retention(NOW + 1250) == 3  # ts 0, 100, 200 are older than 1250-1000
+    assert log.apply_retention(NOW + 1000).segments_deleted == 0
+    one = log.size_bytes // 6
+    report = log.apply_retention(NOW + 1250)  # ts 0, 100, 200 are older than 1250-1000
+    assert (report.segments_deleted, report.bytes_deleted) == (3, 3 * one)
+    assert (report.base_offset, report.end_offset, report.log_start_offset) == (0, 3, 3)
+    assert report.reasons == ("retention.ms",)
     assert log.log_start_offset == 3
     with pytest.raises(OffsetOutOfRangeError):
         log.read(2, 100)
     # everything expired: the active segment is rolled, then all data goes
-    assert log.apply_retention(NOW + 10_000) == 3
+    assert log.apply_retention(NOW + 10_000).segments_deleted == 3
     assert log.segment_count() == 1 and log.size_bytes == 0
     assert log.log_start_offset == log.log_end_offset == 6
     log.append(batch(1), now_ms=NOW)
@@ -231,7 +235,7 @@ def test_retention_ms(tmp_path: Path) -> None:
     forever = open_log(tmp_path / "f", segment_bytes=200, retention_ms=-1)
     for i in range(3):
         forever.append(batch(1, ts=0, size=100), now_ms=NOW)
-    assert forever.apply_retention(NOW * 2) == 0
+    assert forever.apply_retention(NOW * 2).segments_deleted == 0
 
 
 def test_retention_bytes(tmp_path: Path) -> None:
@@ -241,10 +245,12 @@ def test_retention_bytes(tmp_path: Path) -> None:
     for _ in range(6):
         log.append(batch(1, size=100), now_ms=NOW)
     assert log.segment_count() == 6
-    assert log.apply_retention(NOW) == 2
+    report = log.apply_retention(NOW)
+    assert (report.segments_deleted, report.bytes_deleted, report.reasons) == (2, 2 * one, ("retention.bytes",))
     assert log.size_bytes == 4 * one and log.log_start_offset == 2
     log.update_config(LogConfig(segment_bytes=one, retention_bytes=0, retention_ms=-1))
-    assert log.apply_retention(NOW) == 4  # the active segment too, after a roll
+    report = log.apply_retention(NOW)  # the active segment too, after a roll
+    assert (report.segments_deleted, report.base_offset, report.end_offset) == (4, 2, 6)
     assert log.size_bytes == 0 and log.log_start_offset == log.log_end_offset == 6
 
 

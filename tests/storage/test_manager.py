@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 
 import storage.checkpoint as checkpoint_module
-from storage import DataDirLockedError, LogConfig, LogManager, atomic_write
+from storage import DataDirLockedError, LogConfig, LogManager, atomic_write, parse_partition_dir
 from storage.checkpoint import PartitionCheckpoint, read_partition_checkpoint
+from storage.manager import NAME_MAX, delete_dir_name, name_fits, parse_delete_dir, partition_dir_name
 from storage.records import build_batch
 
 NOW = 1_700_000_000_000
+MAX_TOPIC_NAME_LENGTH = 249  # Kafka's limit (broker.metadata); storage takes any name that fits
 
 
 def batch(i: int) -> bytes:
@@ -59,12 +61,104 @@ def test_delete_topic(tmp_path: Path) -> None:
     m.close()
 
 
-def test_leftover_delete_dirs_are_removed_on_open(tmp_path: Path) -> None:
-    doomed = tmp_path / "t-0.0123456789abcdef-delete"
-    doomed.mkdir()
-    (doomed / f"{0:020d}.log").write_bytes(b"junk")
+def test_leftover_delete_dirs_are_listed_then_purged(tmp_path: Path) -> None:
+    doomed = tmp_path / "t-0.0123456789abcdef-delete"      # an older, random-id marked dir
+    cut = tmp_path / ("t" * 200 + "-7." + "ab" * 16 + "-delete")  # a marked dir whose topic was cut
+    for d in (doomed, cut):
+        d.mkdir()
+        (d / f"{0:020d}.log").write_bytes(b"junk")
+    stray = tmp_path / "backup-delete"  # ends like one but is not ours: left alone
+    stray.mkdir()
     m = LogManager.open(tmp_path, LogConfig(), now_ms=NOW)
-    assert not doomed.exists() and m.topics() == {}
+    assert m.topics() == {} and sorted(m.pending_deletes) == sorted([doomed, cut])
+    assert doomed.exists()  # removal waits for the caller (who may still have to record the deletion)
+    m.purge_deleted()
+    assert not doomed.exists() and not cut.exists() and stray.exists()
+    m.close()
+
+
+LONG = "t" * MAX_TOPIC_NAME_LENGTH
+
+
+def test_delete_marked_names_fit_and_never_parse_as_partitions() -> None:
+    tag = "0123456789abcdef" * 2
+    # the last: 2-byte characters, and a cut that falls inside one
+    for topic, partition in [(LONG, 0), (LONG, 99999), ("a-b", 3), ("é" * 124, 3)]:
+        assert name_fits(partition_dir_name(topic, partition))
+        name = delete_dir_name(topic, partition, tag)
+        assert len(os.fsencode(name)) <= NAME_MAX
+        assert parse_delete_dir(name) == (partition, tag)
+        assert parse_partition_dir(name) is None
+    assert delete_dir_name("a-b", 3, tag) == f"a-b-3.{tag}-delete"  # short names are not cut
+    assert not name_fits(partition_dir_name(LONG, 100000))
+    with pytest.raises(ValueError):
+        delete_dir_name("t", 0, "not hex")
+
+
+def test_delete_topic_with_the_longest_legal_name(tmp_path: Path) -> None:
+    m = LogManager.open(tmp_path, LogConfig(), now_ms=NOW)
+    for p in (0, 1, 99999):
+        m.create(LONG, p).append(batch(p), now_ms=NOW)
+    with pytest.raises(ValueError, match="longer than 255"):
+        m.create(LONG, 100000)
+    m.create("kept", 0)
+    m.delete_topic(LONG)
+    assert m.topics() == {"kept": 1}
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["kept-0"]
+    m.close()
+
+
+def test_a_crash_after_marking_leaves_marked_dirs_that_open_does_not_load(tmp_path: Path) -> None:
+    m = LogManager.open(tmp_path, LogConfig(), now_ms=NOW)
+    for p in (0, 1, 99999):
+        m.create(LONG, p).append(batch(p), now_ms=NOW)
+    tag = "ab" * 16
+    m.detach_topic(LONG)
+    marked = m.mark_topic_deleted(LONG, tag)
+    assert len(marked) == 3 and all(path.exists() for path in marked)
+    m.abandon()  # the crash: purge never ran
+    m = LogManager.open(tmp_path, LogConfig(), now_ms=NOW)
+    assert m.logs == {} and sorted(m.pending_deletes) == sorted(marked)
+    m.purge_deleted()
+    assert list(p for p in tmp_path.iterdir() if p.is_dir()) == []
+    m.close()
+
+
+def test_open_finishes_a_deletion_that_a_crash_interrupted(tmp_path: Path) -> None:
+    m = LogManager.open(tmp_path, LogConfig(), now_ms=NOW)
+    for p in range(4):
+        m.create("half", p).append(batch(p), now_ms=NOW)
+    m.create("other", 0).append(batch(0), now_ms=NOW)
+    m.abandon()
+    tag, other_tag = "1" * 32, "2" * 32
+    # the crash came after two of the four renames
+    for p in range(2):
+        os.rename(tmp_path / f"half-{p}", tmp_path / delete_dir_name("half", p, tag))
+    tags = {"half": tag, "other": other_tag}
+    for _ in range(2):  # the second time: a crash during the first start-up changes nothing
+        m = LogManager.open(tmp_path, LogConfig(), now_ms=NOW, deletion_tags=tags)
+        assert m.resumed_deletes == ["half"] and m.topics() == {"other": 1}
+        assert sorted(p.name for p in m.pending_deletes) == sorted(delete_dir_name("half", p, tag) for p in range(4))
+        m.abandon()
+    m = LogManager.open(tmp_path, LogConfig(), now_ms=NOW, deletion_tags=tags)
+    m.purge_deleted()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["other-0"]
+    m.close()
+
+
+def test_a_recreated_topic_is_not_taken_by_the_deletion_of_its_namesake(tmp_path: Path) -> None:
+    m = LogManager.open(tmp_path, LogConfig(), now_ms=NOW)
+    m.create("t", 0).append(batch(0), now_ms=NOW)
+    old_tag, new_tag = "a" * 32, "b" * 32
+    m.detach_topic("t")
+    m.mark_topic_deleted("t", old_tag)  # then a crash before the purge ...
+    m.create("t", 0)  # ... after the name was used again
+    m.abandon()
+    m = LogManager.open(tmp_path, LogConfig(), now_ms=NOW, deletion_tags={"t": new_tag})
+    assert m.resumed_deletes == [] and m.topics() == {"t": 1}
+    assert m.get("t", 0).log_end_offset == 0  # type: ignore[union-attr]
+    m.purge_deleted()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["t-0"]
     m.close()
 
 

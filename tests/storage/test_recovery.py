@@ -100,6 +100,26 @@ def test_recovery_scans_only_from_the_recovery_point(tmp_path: Path) -> None:
     assert all_values(log) == list(range(13))
 
 
+def test_repaired_tells_a_routine_scan_from_a_repair(tmp_path: Path) -> None:
+    log, _ = fill(tmp_path, 10)
+    path = log_file(log, 0)
+    log.abandon()  # kill -9 with nothing damaged: the scan finds the log whole
+    log = PartitionLog.open(tmp_path / "t-0", LogConfig(), now_ms=NOW)
+    report = log.recovery_report
+    assert report is not None and report.segments_scanned == 1 and report.batches_scanned == 10
+    assert report.indexes_rebuilt == 0 and not report.truncated and not report.repaired
+    size = log.size_bytes
+    log.close()
+    os.truncate(path, size - 5)  # a torn tail that a clean start finds while walking the last batches
+    log = PartitionLog.open(tmp_path / "t-0", LogConfig(), now_ms=NOW, clean=True)
+    report = log.recovery_report
+    assert report is not None and report.clean and report.truncated and report.repaired
+    assert report.truncated_offset == 9 and report.segments_scanned == 1
+    assert report.indexes_rebuilt == 0  # the cut explains the failed load; the index was fine
+    assert log.log_end_offset == 9
+    log.close()
+
+
 def test_missing_or_corrupt_index_is_rebuilt(tmp_path: Path) -> None:
     one = len(batch(0))
     cfg = LogConfig(segment_bytes=6 * one, index_interval_bytes=one)
@@ -112,7 +132,8 @@ def test_missing_or_corrupt_index_is_rebuilt(tmp_path: Path) -> None:
     (d / f"{12:020d}.index").write_bytes(bytes.fromhex("00000009 00000010 00000001 00000020"))
     log = PartitionLog.open(d, cfg, now_ms=NOW, clean=True)
     report = log.recovery_report
-    assert report is not None and report.indexes_rebuilt == 3 and not report.truncated
+    assert report is not None and report.indexes_rebuilt == 3 and not report.truncated and report.repaired
+    assert report.segments_scanned == 3  # the damaged ones only, read in full to rebuild them
     assert all_values(log) == list(range(18))
     assert log.offset_for_timestamp(NOW + 3) == expected_ts == (3, NOW + 3)
     assert log.offset_for_timestamp(NOW + 8) == (8, NOW + 8)
