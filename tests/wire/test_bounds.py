@@ -140,3 +140,22 @@ def test_mutated_bodies_never_reach_a_kio_abort() -> None:
     checked = _run_mutations(True, n, seed)
     assert checked.returncode == 0, checked.stderr[-2000:]
     assert f"survived {n}" in checked.stdout
+
+
+def test_the_compiled_walk_agrees_with_the_reference_on_mutated_bodies() -> None:
+    from client.wire.bounds import check_body_reference
+    from tests.fuzzkit import MUTATIONS
+
+    rnd = random.Random(3)
+    for _ in range(20_000 if not SLOW else 200_000):
+        cls = rnd.choice(CLASSES)
+        body = bytearray(encode_body(random_entity(cls, rnd)))
+        for _ in range(rnd.randint(0, 3)):
+            body = rnd.choice(MUTATIONS)[1](body, rnd)
+        outcomes = []
+        for walk in (check_body, check_body_reference):
+            try:
+                outcomes.append(walk(cls, bytes(body), 0))
+            except BodyError:
+                outcomes.append("refused")
+        assert outcomes[0] == outcomes[1], (cls, bytes(body))
