@@ -9,18 +9,26 @@ Record layout (zig-zag varints, as Kafka's DefaultRecord)::
 With a codec other than none, everything after recordsCount is one compressed block. Snappy comes
 in two shapes: raw (librdkafka) and xerial-framed (the Java client, kafka-python, aiokafka); both
 are read, xerial is written because every client reads it.
+
+Decompression is bounded (see "codecs" below): a records block that would inflate past a given
+size is refused while it is being inflated, so a small batch cannot make its reader allocate
+gigabytes.
 """
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 
 import attrs
 import cramjam
+import lz4.frame
+import zstandard
 
 from .batch import (
     CODEC_GZIP,
     CODEC_LZ4,
+    CODEC_NAMES,
     CODEC_NONE,
     CODEC_SNAPPY,
     CODEC_ZSTD,
@@ -34,7 +42,7 @@ from .batch import (
     parse_header,
 )
 from ._native import speedups as _speedups
-from .errors import CorruptBatchError, InvalidBatchError
+from .errors import CorruptBatchError, DecompressedTooLargeError, InvalidBatchError
 
 Header = tuple[str, bytes | None]
 
@@ -83,27 +91,278 @@ def decode_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, i
 
 
 # --- codecs ---------------------------------------------------------------------------------
+#
+# Decompression is bounded: a records block inflates to at most `max_decompressed` bytes, and a
+# block that would inflate further raises DecompressedTooLargeError before that much output
+# exists. A zstd block of 64 KiB can hold 2 GiB of zeros, and the batch's CRC only covers the
+# compressed bytes, so the declared sizes in the codec headers are checked first (refusing most
+# bombs without decompressing anything), then output is produced in chunks of at most _CHUNK
+# and counted. Each chunk is a short native call that releases the GIL, so a worker thread
+# doing this leaves the Trio thread its turns.
+#
+# cramjam (one package for the four codecs) cannot stream: its one-shot calls have no output
+# limit and its Decompressor objects need whole frames. So zstd streams through `zstandard` and
+# lz4 frames through `lz4`; gzip uses the standard library's zlib; snappy needs no streaming,
+# its blocks declare their inflated length up front.
+
+#: The default bound on a records block's inflated size: 64 times Kafka's default
+#: message.max.bytes. The broker passes its message.max.decompressed.bytes instead.
+DEFAULT_MAX_DECOMPRESSED = 64 * 1024 * 1024
+# Output produced per native call: large enough that a typical batch (a producer's batch.size
+# is 16 KiB to 1 MB) inflates in one call, without a join; small enough (about a millisecond
+# of work) that the GIL changes hands often when a bigger block streams through.
+_CHUNK = 2 * 1024 * 1024
 
 _XERIAL_MAGIC = b"\x82SNAPPY\x00"
 _XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)
 _XERIAL_BLOCK = 32 * 1024
 
 
-def _snappy_decompress(data: bytes) -> bytes:
+def _too_large(name: str, limit: int, detail: str = "inflates") -> DecompressedTooLargeError:
+    return DecompressedTooLargeError(f"{name} records block {detail} to more than {limit} bytes, the limit")
+
+
+def _drain(read, limit: int, name: str) -> bytes:
+    """Call `read(n)` (a stream's read, b"" at its end) until the end, refusing output past `limit`."""
+    parts = []
+    total = 0
+    while True:
+        # one byte more than what is left: reaching it proves the limit is exceeded
+        chunk = read(min(_CHUNK, limit - total + 1))
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > limit:
+            raise _too_large(name, limit)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _snappy_raw_len(block) -> int:
+    try:
+        return cramjam.snappy.decompress_raw_len(block)
+    except Exception as exc:  # cramjam's DecompressionError
+        raise CorruptBatchError(f"snappy block header: {exc}") from None
+
+
+def _snappy_decompress(data, limit: int):
     if data[:8] == _XERIAL_MAGIC:
-        out = bytearray()
+        # Every block's declared length is added up before any block is inflated: a bomb costs
+        # a walk over the block headers, and a good block set is inflated once, in place.
+        blocks = []
+        total = 0
         pos = 16
-        while pos < len(data):
-            if pos + 4 > len(data):
+        end = len(data)
+        while pos < end:
+            if pos + 4 > end:
                 raise CorruptBatchError("truncated xerial snappy block length")
             (n,) = struct.unpack_from(">i", data, pos)
             pos += 4
-            if n < 0 or pos + n > len(data):
+            if n < 0 or pos + n > end:
                 raise CorruptBatchError("truncated xerial snappy block")
-            out += bytes(cramjam.snappy.decompress_raw(data[pos : pos + n]))
+            block = data[pos : pos + n]
+            size = _snappy_raw_len(block)
+            total += size
+            if total > limit:
+                raise _too_large("snappy", limit, "declares it inflates")
+            blocks.append((block, size))
             pos += n
-        return bytes(out)
-    return bytes(cramjam.snappy.decompress_raw(data))
+        out = bytearray(total)
+        view = memoryview(out)
+        at = 0
+        for block, size in blocks:
+            if cramjam.snappy.decompress_raw_into(block, view[at : at + size]) != size:
+                raise CorruptBatchError("xerial snappy block shorter than its header says")
+            at += size
+        return out
+    # Raw snappy (librdkafka): one block whose header gives its inflated length; cramjam
+    # allocates exactly that and refuses content that does not match it.
+    if _snappy_raw_len(data) > limit:
+        raise _too_large("snappy", limit, "declares it inflates")
+    return cramjam.snappy.decompress_raw(data)
+
+
+# zstd (RFC 8878) framing, read to check declared sizes before decompressing and to catch a cut
+# stream (zstandard's stream reader stops quietly at the end of its input).
+_ZSTD_MAGIC = 0xFD2FB528
+_ZSTD_SKIPPABLE = 0x184D2A50  # to 0x184D2A5F
+
+
+def _zstd_scan(data, limit: int) -> None:
+    """Walk the frames and block headers of a zstd block without decompressing it.
+
+    Raises CorruptBatchError when the framing is malformed or cut short, and
+    DecompressedTooLargeError as soon as the sizes the headers state (a frame's content size,
+    raw and RLE blocks' lengths) exceed `limit`. Compressed blocks state only their input size;
+    what they inflate to is counted while decompressing.
+    """
+    n = len(data)
+    if n == 0:
+        raise CorruptBatchError("empty zstd block")
+    pos = 0
+    stated = 0
+    while pos < n:
+        if pos + 4 > n:
+            raise CorruptBatchError("truncated zstd frame header")
+        magic = int.from_bytes(data[pos : pos + 4], "little")
+        if magic & 0xFFFFFFF0 == _ZSTD_SKIPPABLE:
+            if pos + 8 > n:
+                raise CorruptBatchError("truncated zstd skippable frame")
+            pos += 8 + int.from_bytes(data[pos + 4 : pos + 8], "little")
+            if pos > n:
+                raise CorruptBatchError("truncated zstd skippable frame")
+            continue
+        if magic != _ZSTD_MAGIC:
+            raise CorruptBatchError(f"not a zstd frame (magic {magic:#010x})")
+        pos += 4
+        if pos >= n:
+            raise CorruptBatchError("truncated zstd frame header")
+        descriptor = data[pos]
+        pos += 1
+        if descriptor & 0x08:
+            raise CorruptBatchError("zstd frame header has its reserved bit set")
+        single_segment = descriptor & 0x20
+        fcs_size = (1 if single_segment else 0, 2, 4, 8)[descriptor >> 6]
+        pos += (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3]  # window, dictionary id
+        if pos + fcs_size > n:
+            raise CorruptBatchError("truncated zstd frame header")
+        if fcs_size:
+            content_size = int.from_bytes(data[pos : pos + fcs_size], "little") + (256 if fcs_size == 2 else 0)
+            if stated + content_size > limit:
+                raise _too_large("zstd", limit, "declares it inflates")
+        pos += fcs_size
+        while True:
+            if pos + 3 > n:
+                raise CorruptBatchError("truncated zstd block header")
+            block = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+            pos += 3
+            kind = (block >> 1) & 3
+            size = block >> 3
+            if kind == 0:  # raw: `size` bytes, copied
+                stated += size
+                pos += size
+            elif kind == 1:  # RLE: one byte, repeated `size` times
+                stated += size
+                pos += 1
+            elif kind == 2:  # compressed: `size` input bytes
+                pos += size
+            else:
+                raise CorruptBatchError("zstd block of the reserved type")
+            if pos > n:
+                raise CorruptBatchError("truncated zstd block")
+            if stated > limit:
+                raise _too_large("zstd", limit, "declares it inflates")
+            if block & 1:  # last block of the frame
+                break
+        if descriptor & 0x04:  # content checksum
+            pos += 4
+            if pos > n:
+                raise CorruptBatchError("truncated zstd frame checksum")
+
+
+def _zstd_decompress(data, limit: int) -> bytes:
+    _zstd_scan(data, limit)
+    # A decompressor per call: they are not safe to share between threads, and one costs a few
+    # microseconds. Its default window limit (128 MiB) is libzstd's, which Kafka clients use too.
+    reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
+    return _drain(reader.read, limit, "zstd")
+
+
+def _lz4_decompress(data, limit: int) -> bytes:
+    parts = []
+    total = 0
+    rest = data
+    while True:  # one lz4 frame per turn: a block may hold several concatenated frames
+        content_size = lz4.frame.get_frame_info(rest)["content_size"]  # 0: not stated
+        if total + content_size > limit:
+            raise _too_large("lz4", limit, "declares it inflates")
+        frame = lz4.frame.LZ4FrameDecompressor()
+        pending = rest
+        while True:
+            chunk = frame.decompress(pending, max_length=min(_CHUNK, limit - total + 1))
+            pending = b""
+            total += len(chunk)
+            if total > limit:
+                raise _too_large("lz4", limit)
+            if chunk:
+                parts.append(chunk)
+            if frame.eof:
+                break
+            if frame.needs_input:
+                raise CorruptBatchError("truncated lz4 frame")
+        rest = frame.unused_data
+        if not rest:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+# Below this inflated size a gzip block is inflated by cramjam, about 30% faster than zlib here.
+_GZIP_ONE_SHOT = 8 * 1024 * 1024
+
+
+def _gzip_decompress(data, limit: int):
+    if len(data) >= 20:  # the smallest member: 10-byte header, empty deflate, 8-byte trailer
+        # ISIZE, the last member's length mod 2**32: the block inflates to at least this much.
+        size = int.from_bytes(data[-4:], "little")
+        if size > limit:
+            raise _too_large("gzip", limit, "declares it inflates")
+        if size <= _GZIP_ONE_SHOT:
+            # Into a buffer of exactly that size: cramjam fails rather than write past its end,
+            # so this is bounded whatever the trailer says. Anything it cannot finish there
+            # (several members, a lying trailer, damage) is decided by the zlib path below.
+            out = bytearray(size)
+            try:
+                if cramjam.gzip.decompress_into(data, out) == size:
+                    return out
+            except Exception:  # noqa: BLE001 - cramjam's DecompressionError; zlib has the last word
+                pass
+    parts = []
+    total = 0
+    rest = data
+    while True:  # one gzip member per turn (members may be concatenated)
+        member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        pending = rest
+        while not member.eof:
+            chunk = member.decompress(pending, min(_CHUNK, limit - total + 1))
+            pending = member.unconsumed_tail
+            total += len(chunk)
+            if total > limit:
+                raise _too_large("gzip", limit)
+            if not chunk and not pending:
+                raise CorruptBatchError("truncated gzip member")
+            if chunk:
+                parts.append(chunk)
+        rest = member.unused_data
+        if not rest:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _inflate(codec: int, data, limit: int):
+    """The records block `data` decompressed with `codec`, as bytes or another buffer."""
+    try:
+        if codec == CODEC_ZSTD:
+            return _zstd_decompress(data, limit)
+        if codec == CODEC_LZ4:
+            return _lz4_decompress(data, limit)
+        if codec == CODEC_SNAPPY:
+            return _snappy_decompress(data, limit)
+        if codec == CODEC_GZIP:
+            return _gzip_decompress(data, limit)
+    except CorruptBatchError:
+        raise
+    except Exception as exc:  # the codecs' own errors: zlib.error, zstandard.ZstdError, RuntimeError
+        raise CorruptBatchError(f"cannot decompress {CODEC_NAMES[codec]}: {exc}") from exc
+    # Codecs 5-7 do not exist: in bytes read back (validate_batch rejects them from clients
+    # first) that is damage. CorruptBatchError is an InvalidBatchError, so callers stay correct.
+    raise CorruptBatchError(f"unknown compression codec {codec}")
+
+
+def decompress(codec: int, data: bytes | bytearray | memoryview, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> bytes:
+    """A records block decompressed. Raises CorruptBatchError when it cannot be, and
+    DecompressedTooLargeError (one) without producing more when it would exceed `max_decompressed`."""
+    if codec == CODEC_NONE:
+        return bytes(data)
+    out = _inflate(codec, data, max_decompressed)
+    return out if type(out) is bytes else bytes(out)
 
 
 def _snappy_compress(data: bytes) -> bytes:
@@ -112,28 +371,6 @@ def _snappy_compress(data: bytes) -> bytes:
         block = bytes(cramjam.snappy.compress_raw(data[i : i + _XERIAL_BLOCK]))
         out += struct.pack(">i", len(block)) + block
     return bytes(out)
-
-
-def decompress(codec: int, data: bytes | memoryview) -> bytes:
-    data = bytes(data)
-    try:
-        if codec == CODEC_NONE:
-            return data
-        if codec == CODEC_GZIP:
-            return bytes(cramjam.gzip.decompress(data))
-        if codec == CODEC_SNAPPY:
-            return _snappy_decompress(data)
-        if codec == CODEC_LZ4:
-            return bytes(cramjam.lz4.decompress(data))
-        if codec == CODEC_ZSTD:
-            return bytes(cramjam.zstd.decompress(data))
-    except CorruptBatchError:
-        raise
-    except Exception as exc:  # cramjam raises its own DecompressionError
-        raise CorruptBatchError(f"cannot decompress {codec=}: {exc}") from exc
-    # Codecs 5-7 do not exist: in bytes read back (validate_batch rejects them from clients
-    # first) that is damage. CorruptBatchError is an InvalidBatchError, so callers stay correct.
-    raise CorruptBatchError(f"unknown compression codec {codec}")
 
 
 def compress(codec: int, data: bytes) -> bytes:
@@ -165,8 +402,14 @@ def _read_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
     return buf[pos : pos + n], pos + n
 
 
-def decode_records(batch: bytes | bytearray | memoryview, header: BatchHeader | None = None) -> list[Record]:
-    """Decode every record of one whole batch (decompressing it). Raises CorruptBatchError."""
+def decode_records(
+    batch: bytes | bytearray | memoryview,
+    header: BatchHeader | None = None,
+    *,
+    max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
+) -> list[Record]:
+    """Decode every record of one whole batch (decompressing it, up to `max_decompressed` bytes).
+    Raises CorruptBatchError (DecompressedTooLargeError past that bound)."""
     if header is None:
         header = parse_header(batch)
     # A damaged batchLength must not silently shorten or empty the records block.
@@ -180,7 +423,7 @@ def decode_records(batch: bytes | bytearray | memoryview, header: BatchHeader | 
         raise CorruptBatchError(f"magic {header.magic} where 2 was expected")
     if header.records_count < 0:
         raise CorruptBatchError(f"negative recordsCount {header.records_count}")
-    body = decompress(header.compression, memoryview(batch)[HEADER_SIZE : header.size])
+    body = decompress(header.compression, memoryview(batch)[HEADER_SIZE : header.size], max_decompressed)
     out: list[Record] = []
     pos = 0
     log_append = header.is_log_append_time
@@ -216,16 +459,24 @@ def decode_records(batch: bytes | bytearray | memoryview, header: BatchHeader | 
     return out
 
 
-def check_records(batch: bytes | bytearray | memoryview, header: BatchHeader, *, full: bool = False) -> None:
+def check_records(
+    batch: bytes | bytearray | memoryview,
+    header: BatchHeader,
+    *,
+    full: bool = False,
+    max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
+) -> None:
     """Check that a batch's (decompressed) records are well formed; raise CorruptBatchError if not.
 
     The default check walks only each record's length prefix: the lengths of `recordsCount`
     records must tile the records block exactly. That catches truncated, padded or garbage record
     data at under a microsecond per record. `full=True` decodes every field of every record and
     checks that the offset deltas run 0..n-1 (Kafka's LogValidator rule), several times slower.
+    A compressed block that would inflate past `max_decompressed` bytes raises
+    DecompressedTooLargeError, having inflated no more than that.
     """
     if full:
-        records = decode_records(batch, header)
+        records = decode_records(batch, header, max_decompressed=max_decompressed)
         for expected, record in enumerate(records):
             if record.offset - header.base_offset != expected:
                 raise CorruptBatchError(
@@ -234,14 +485,15 @@ def check_records(batch: bytes | bytearray | memoryview, header: BatchHeader, *,
         return
     raw = memoryview(batch)[HEADER_SIZE : header.size]
     if _speedups is not None:
-        # The C walk reads any buffer: an uncompressed block is walked in place, without a copy.
-        body = raw if header.compression == CODEC_NONE else decompress(header.compression, raw)
+        # The C walk reads any buffer: an uncompressed block is walked in place, and an inflated
+        # one as the codec left it (bytes, bytearray or cramjam's buffer), without a copy.
+        body = raw if header.compression == CODEC_NONE else _inflate(header.compression, raw, max_decompressed)
         pos = _speedups.walk_records(body, header.records_count)
         if pos is None:  # damage: the Python walk raises with its message
             pos = _walk_records_py(bytes(body), header.records_count)
     else:
         # bytes, not the view: indexing a memoryview is slower than one copy of the block
-        body = decompress(header.compression, raw)
+        body = decompress(header.compression, raw, max_decompressed)
         pos = _walk_records_py(body, header.records_count)
     n = len(body)
     if pos != n:
