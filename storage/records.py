@@ -122,20 +122,40 @@ def _too_large(name: str, limit: int, detail: str = "inflates") -> DecompressedT
     return DecompressedTooLargeError(f"{name} records block {detail} to more than {limit} bytes, the limit")
 
 
+class _Output:
+    """Inflated chunks, counted against the limit as they come."""
+
+    __slots__ = ("name", "limit", "total", "parts")
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.limit = limit
+        self.total = 0
+        self.parts: list[bytes] = []
+
+    def room(self) -> int:
+        """How much to ask the next call for: one byte more than what is left proves the
+        limit exceeded, and never more than a chunk."""
+        return min(_CHUNK, self.limit - self.total + 1)
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        if self.total > self.limit:
+            raise _too_large(self.name, self.limit)
+        if chunk:
+            self.parts.append(chunk)
+
+    def result(self) -> bytes:
+        parts = self.parts
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def _drain(read, limit: int, name: str) -> bytes:
     """Call `read(n)` (a stream's read, b"" at its end) until the end, refusing output past `limit`."""
-    parts = []
-    total = 0
-    while True:
-        # one byte more than what is left: reaching it proves the limit is exceeded
-        chunk = read(min(_CHUNK, limit - total + 1))
-        if not chunk:
-            break
-        total += len(chunk)
-        if total > limit:
-            raise _too_large(name, limit)
-        parts.append(chunk)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    out = _Output(name, limit)
+    while chunk := read(out.room()):
+        out.add(chunk)
+    return out.result()
 
 
 def _snappy_raw_len(block) -> int:
@@ -269,30 +289,24 @@ def _zstd_decompress(data, limit: int) -> bytes:
 
 
 def _lz4_decompress(data, limit: int) -> bytes:
-    parts = []
-    total = 0
+    out = _Output("lz4", limit)
     rest = data
     while True:  # one lz4 frame per turn: a block may hold several concatenated frames
         content_size = lz4.frame.get_frame_info(rest)["content_size"]  # 0: not stated
-        if total + content_size > limit:
+        if out.total + content_size > limit:
             raise _too_large("lz4", limit, "declares it inflates")
         frame = lz4.frame.LZ4FrameDecompressor()
         pending = rest
         while True:
-            chunk = frame.decompress(pending, max_length=min(_CHUNK, limit - total + 1))
+            out.add(frame.decompress(pending, max_length=out.room()))
             pending = b""
-            total += len(chunk)
-            if total > limit:
-                raise _too_large("lz4", limit)
-            if chunk:
-                parts.append(chunk)
             if frame.eof:
                 break
             if frame.needs_input:
                 raise CorruptBatchError("truncated lz4 frame")
         rest = frame.unused_data
         if not rest:
-            return parts[0] if len(parts) == 1 else b"".join(parts)
+            return out.result()
 
 
 # Below this inflated size a gzip block is inflated by cramjam, about 30% faster than zlib here.
@@ -306,34 +320,39 @@ def _gzip_decompress(data, limit: int):
         if size > limit:
             raise _too_large("gzip", limit, "declares it inflates")
         if size <= _GZIP_ONE_SHOT:
-            # Into a buffer of exactly that size: cramjam fails rather than write past its end,
-            # so this is bounded whatever the trailer says. Anything it cannot finish there
-            # (several members, a lying trailer, damage) is decided by the zlib path below.
-            out = bytearray(size)
-            try:
-                if cramjam.gzip.decompress_into(data, out) == size:
-                    return out
-            except Exception:  # noqa: BLE001 - cramjam's DecompressionError; zlib has the last word
-                pass
-    parts = []
-    total = 0
+            out = _gzip_one_shot(data, size)
+            if out is not None:
+                return out
+    out = _Output("gzip", limit)
     rest = data
     while True:  # one gzip member per turn (members may be concatenated)
         member = zlib.decompressobj(16 + zlib.MAX_WBITS)
         pending = rest
         while not member.eof:
-            chunk = member.decompress(pending, min(_CHUNK, limit - total + 1))
+            chunk = member.decompress(pending, out.room())
             pending = member.unconsumed_tail
-            total += len(chunk)
-            if total > limit:
-                raise _too_large("gzip", limit)
             if not chunk and not pending:
                 raise CorruptBatchError("truncated gzip member")
-            if chunk:
-                parts.append(chunk)
+            out.add(chunk)
         rest = member.unused_data
         if not rest:
-            return parts[0] if len(parts) == 1 else b"".join(parts)
+            return out.result()
+
+
+def _gzip_one_shot(data, size: int) -> bytearray | None:
+    """cramjam's inflate into a buffer of exactly `size` bytes, or None if it does not fit there.
+
+    cramjam fails rather than write past the buffer, so this is bounded whatever the trailer
+    says. Anything it cannot finish (several members, a lying trailer, damage) is left to the
+    zlib path, which has the last word; the buffer dies here, not in the caller's frame.
+    """
+    out = bytearray(size)
+    try:
+        if cramjam.gzip.decompress_into(data, out) == size:
+            return out
+    except Exception:  # noqa: BLE001 - cramjam's DecompressionError; zlib decides
+        pass
+    return None
 
 
 def _inflate(codec: int, data, limit: int):
@@ -347,13 +366,19 @@ def _inflate(codec: int, data, limit: int):
             return _snappy_decompress(data, limit)
         if codec == CODEC_GZIP:
             return _gzip_decompress(data, limit)
-    except CorruptBatchError:
-        raise
+    except CorruptBatchError as exc:
+        error = exc
     except Exception as exc:  # the codecs' own errors: zlib.error, zstandard.ZstdError, RuntimeError
-        raise CorruptBatchError(f"cannot decompress {CODEC_NAMES[codec]}: {exc}") from exc
-    # Codecs 5-7 do not exist: in bytes read back (validate_batch rejects them from clients
-    # first) that is damage. CorruptBatchError is an InvalidBatchError, so callers stay correct.
-    raise CorruptBatchError(f"unknown compression codec {codec}")
+        error = CorruptBatchError(f"cannot decompress {CODEC_NAMES[codec]}: {exc}")
+    else:
+        # Codecs 5-7 do not exist: in bytes read back (validate_batch rejects them from clients
+        # first) that is damage. CorruptBatchError is an InvalidBatchError, so callers stay correct.
+        raise CorruptBatchError(f"unknown compression codec {codec}")
+    # Raised afresh, without the original traceback: its frames' locals (the output so far, up
+    # to the limit, and zstd's decoder with its window) would live as long as the exception, and
+    # trio's machinery keeps exceptions in reference cycles until the cycle collector runs.
+    # Under a stream of refused bombs that let the broker's RSS climb by hundreds of MiB.
+    raise error.with_traceback(None)
 
 
 def decompress(codec: int, data: bytes | bytearray | memoryview, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> bytes:
