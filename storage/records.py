@@ -118,8 +118,13 @@ _XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)
 _XERIAL_BLOCK = 32 * 1024
 
 
-def _too_large(name: str, limit: int, detail: str = "inflates") -> DecompressedTooLargeError:
-    return DecompressedTooLargeError(f"{name} records block {detail} to more than {limit} bytes, the limit")
+def _too_large(name: str, limit: int, stated: int | None = None) -> DecompressedTooLargeError:
+    """The error for a block inflating past `limit`; `stated`: what its headers say it inflates
+    to (a cut gzip block's last bytes read as its trailer can say anything, so it is shown)."""
+    if stated is None:
+        return DecompressedTooLargeError(f"{name} records block inflates past the limit of {limit} bytes")
+    return DecompressedTooLargeError(
+        f"{name} records block states {stated} inflated bytes, past the limit of {limit} bytes")
 
 
 class _Output:
@@ -184,7 +189,7 @@ def _snappy_decompress(data, limit: int):
             size = _snappy_raw_len(block)
             total += size
             if total > limit:
-                raise _too_large("snappy", limit, "declares it inflates")
+                raise _too_large("snappy", limit, total)
             blocks.append((block, size))
             pos += n
         out = bytearray(total)
@@ -197,8 +202,9 @@ def _snappy_decompress(data, limit: int):
         return out
     # Raw snappy (librdkafka): one block whose header gives its inflated length; cramjam
     # allocates exactly that and refuses content that does not match it.
-    if _snappy_raw_len(data) > limit:
-        raise _too_large("snappy", limit, "declares it inflates")
+    size = _snappy_raw_len(data)
+    if size > limit:
+        raise _too_large("snappy", limit, size)
     return cramjam.snappy.decompress_raw(data)
 
 
@@ -249,7 +255,7 @@ def _zstd_scan(data, limit: int) -> None:
         if fcs_size:
             content_size = int.from_bytes(data[pos : pos + fcs_size], "little") + (256 if fcs_size == 2 else 0)
             if stated + content_size > limit:
-                raise _too_large("zstd", limit, "declares it inflates")
+                raise _too_large("zstd", limit, stated + content_size)
         pos += fcs_size
         while True:
             if pos + 3 > n:
@@ -271,7 +277,7 @@ def _zstd_scan(data, limit: int) -> None:
             if pos > n:
                 raise CorruptBatchError("truncated zstd block")
             if stated > limit:
-                raise _too_large("zstd", limit, "declares it inflates")
+                raise _too_large("zstd", limit, stated)
             if block & 1:  # last block of the frame
                 break
         if descriptor & 0x04:  # content checksum
@@ -294,7 +300,7 @@ def _lz4_decompress(data, limit: int) -> bytes:
     while True:  # one lz4 frame per turn: a block may hold several concatenated frames
         content_size = lz4.frame.get_frame_info(rest)["content_size"]  # 0: not stated
         if out.total + content_size > limit:
-            raise _too_large("lz4", limit, "declares it inflates")
+            raise _too_large("lz4", limit, out.total + content_size)
         frame = lz4.frame.LZ4FrameDecompressor()
         pending = rest
         while True:
@@ -318,7 +324,7 @@ def _gzip_decompress(data, limit: int):
         # ISIZE, the last member's length mod 2**32: the block inflates to at least this much.
         size = int.from_bytes(data[-4:], "little")
         if size > limit:
-            raise _too_large("gzip", limit, "declares it inflates")
+            raise _too_large("gzip", limit, size)
         if size <= _GZIP_ONE_SHOT:
             out = _gzip_one_shot(data, size)
             if out is not None:
