@@ -443,6 +443,11 @@ def decode_records(
     Raises CorruptBatchError (DecompressedTooLargeError past that bound)."""
     if header is None:
         header = parse_header(batch)
+    return list(_decoded(_records_block(batch, header, max_decompressed), header))
+
+
+def _records_block(batch, header: BatchHeader, max_decompressed: int) -> bytes:
+    """The (decompressed) records block of a whole batch, its framing checked."""
     # A damaged batchLength must not silently shorten or empty the records block.
     if header.batch_length < HEADER_SIZE - 12 or header.size > len(batch):
         raise CorruptBatchError(
@@ -454,8 +459,13 @@ def decode_records(
         raise CorruptBatchError(f"magic {header.magic} where 2 was expected")
     if header.records_count < 0:
         raise CorruptBatchError(f"negative recordsCount {header.records_count}")
-    body = decompress(header.compression, memoryview(batch)[HEADER_SIZE : header.size], max_decompressed)
-    out: list[Record] = []
+    return decompress(header.compression, memoryview(batch)[HEADER_SIZE : header.size], max_decompressed)
+
+
+def _decoded(body: bytes, header: BatchHeader) -> Iterator[Record]:
+    """The records of a records block one by one (a full check need not hold them all: a 64 MiB
+    block of 7-byte records is 9 million of them). Bytes left after the last record raise
+    CorruptBatchError when the iteration ends."""
     pos = 0
     log_append = header.is_log_append_time
     for _ in range(header.records_count):
@@ -484,10 +494,9 @@ def decode_records(
         if pos != end:
             raise CorruptBatchError("record length does not match its fields")
         timestamp = header.max_timestamp if log_append else header.base_timestamp + ts_delta
-        out.append(Record(header.base_offset + off_delta, timestamp, key, value, tuple(headers)))
+        yield Record(header.base_offset + off_delta, timestamp, key, value, tuple(headers))
     if pos != len(body):
         raise CorruptBatchError(f"{len(body) - pos} bytes after the last record")
-    return out
 
 
 def check_records(
@@ -507,7 +516,7 @@ def check_records(
     DecompressedTooLargeError, having inflated no more than that.
     """
     if full:
-        records = decode_records(batch, header, max_decompressed=max_decompressed)
+        records = _decoded(_records_block(batch, header, max_decompressed), header)
         for expected, record in enumerate(records):
             if record.offset - header.base_offset != expected:
                 raise CorruptBatchError(

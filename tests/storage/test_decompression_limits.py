@@ -21,6 +21,7 @@ from storage.errors import CorruptBatchError, DecompressedTooLargeError
 from storage.records import (
     DEFAULT_MAX_DECOMPRESSED,
     _XERIAL_MAGIC,
+    build_batch,
     check_records,
     compress,
     decode_records,
@@ -149,3 +150,17 @@ def test_a_bomb_is_refused_without_allocating_what_it_inflates_to(name):
     # The bombs inflate to 16 MiB (snappy) up to 2 GiB. The stated ones cost nothing; the others
     # at most the limit, one chunk past it and zstd's window (2 MiB for these frames).
     assert growth_mb < (2 if name in STATED else limit / MiB + 6)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_the_full_check_holds_one_record_at_a_time():
+    # 200 000 empty records zstd-pack into 110 KiB; as Record objects they take some 20 MB, and
+    # a limit-sized block of them (9 million) gigabytes: record.validation=full walks, not lists.
+    raw = build_batch([(None, None, (), 0)] * 200_000, compression=CODEC_ZSTD)
+    header = parse_header(raw)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _hwm_kb()
+    check_records(raw, header, full=True)
+    growth_mb = (_hwm_kb() - before) / 1024
+    assert growth_mb < 5, growth_mb
