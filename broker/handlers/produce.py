@@ -30,6 +30,7 @@ from storage.errors import DecompressedTooLargeError, StorageError
 
 from ..errors import CloseConnection, KafkaError, error_code_for
 from ..ingest import PendingAppend, RingFull
+from ..logging_setup import event
 from . import RequestContext, handler, make, nested
 
 log = logging.getLogger("ringlog.produce")
@@ -84,7 +85,9 @@ async def produce(ctx: RequestContext, request) -> object:
                     res.error = error_code_for(exc)
                     res.message = str(exc)
                     log.warning("produce from %s to %s-%d refused: %s (message.max.decompressed.bytes)",
-                                ctx.peer, name, res.index, exc)
+                                ctx.peer, name, res.index, exc,
+                                extra=event("produce_too_inflated", peer=ctx.peer, topic=name,
+                                            partition=res.index, reason=str(exc)))
                     continue
                 except StorageError as exc:
                     res.error = error_code_for(exc)
