@@ -42,7 +42,7 @@ from .batch import (
     parse_header,
 )
 from ._native import speedups as _speedups
-from .errors import CorruptBatchError, DecompressedTooLargeError, InvalidBatchError
+from .errors import CorruptBatchError, DecompressedTooLargeError, InvalidBatchError, StorageError
 
 Header = tuple[str, bytes | None]
 
@@ -214,8 +214,12 @@ _ZSTD_MAGIC = 0xFD2FB528
 _ZSTD_SKIPPABLE = 0x184D2A50  # to 0x184D2A5F
 
 
-def _zstd_scan(data, limit: int) -> None:
-    """Walk the frames and block headers of a zstd block without decompressing it.
+_ZSTD_BLOCK_MAX = 128 * 1024  # what one compressed block inflates to at most (RFC 8878)
+
+
+def _zstd_scan(data, limit: int) -> int:
+    """Walk the frames and block headers of a zstd block without decompressing it; return an
+    upper bound of what it inflates to.
 
     Raises CorruptBatchError when the framing is malformed or cut short, and
     DecompressedTooLargeError as soon as the sizes the headers state (a frame's content size,
@@ -227,6 +231,7 @@ def _zstd_scan(data, limit: int) -> None:
         raise CorruptBatchError("empty zstd block")
     pos = 0
     stated = 0
+    compressed = 0
     while pos < n:
         if pos + 4 > n:
             raise CorruptBatchError("truncated zstd frame header")
@@ -271,6 +276,7 @@ def _zstd_scan(data, limit: int) -> None:
                 stated += size
                 pos += 1
             elif kind == 2:  # compressed: `size` input bytes
+                compressed += 1
                 pos += size
             else:
                 raise CorruptBatchError("zstd block of the reserved type")
@@ -284,6 +290,7 @@ def _zstd_scan(data, limit: int) -> None:
             pos += 4
             if pos > n:
                 raise CorruptBatchError("truncated zstd frame checksum")
+    return stated + compressed * _ZSTD_BLOCK_MAX
 
 
 def _zstd_decompress(data, limit: int) -> bytes:
@@ -359,6 +366,79 @@ def _gzip_one_shot(data, size: int) -> bytearray | None:
     except Exception:  # noqa: BLE001 - cramjam's DecompressionError; zlib decides
         pass
     return None
+
+
+def _lz4_bound(data) -> int:
+    """An upper bound of what lz4 frames inflate to, from their block headers (each block
+    inflates to at most the frame's block maximum size). ValueError on framing it cannot read."""
+    n = len(data)
+    pos = 0
+    bound = 0
+    while pos < n:
+        magic = int.from_bytes(data[pos : pos + 4], "little")
+        if magic & 0xFFFFFFF0 == 0x184D2A50:  # skippable frame
+            pos += 8 + int.from_bytes(data[pos + 4 : pos + 8], "little")
+            continue
+        if magic != 0x184D2204 or pos + 7 > n:
+            raise ValueError("not an lz4 frame")
+        flags = data[pos + 4]
+        block_max = 1 << (8 + 2 * ((data[pos + 5] >> 4) & 7))  # 4 -> 64 KiB ... 7 -> 4 MiB
+        pos += 7 + (8 if flags & 0x08 else 0) + (4 if flags & 0x01 else 0)
+        block_checksum = 4 if flags & 0x10 else 0
+        while True:
+            if pos + 4 > n:
+                raise ValueError("truncated lz4 frame")
+            size = int.from_bytes(data[pos : pos + 4], "little") & 0x7FFFFFFF
+            pos += 4
+            if size == 0:  # end mark
+                break
+            bound += block_max
+            pos += size + block_checksum
+        pos += 4 if flags & 0x04 else 0  # content checksum
+    return bound
+
+
+# Deflate's best ratio is 1032:1 (258-byte matches of 2 bits and change).
+_DEFLATE_MAX_RATIO = 1032
+
+
+def inflate_bound(codec: int, data, limit: int = DEFAULT_MAX_DECOMPRESSED) -> int:
+    """A cheap upper bound (from headers, without decompressing) of how many bytes decompress()
+    with this `limit` produces before it returns or refuses: what checking `data` costs.
+
+    0 when the very header checks decompress() starts with refuse it (that costs nothing more);
+    limit + 1 when the headers cannot be read here (decompressing will tell)."""
+    try:
+        if codec == CODEC_NONE:
+            return len(data)
+        if codec == CODEC_ZSTD:
+            bound = _zstd_scan(data, limit)
+        elif codec == CODEC_SNAPPY and data[:8] != _XERIAL_MAGIC:
+            bound = _snappy_raw_len(data)
+        elif codec == CODEC_GZIP:
+            bound = _DEFLATE_MAX_RATIO * len(data)
+        elif codec == CODEC_SNAPPY:
+            bound = _xerial_bound(data)
+        elif codec == CODEC_LZ4:
+            bound = _lz4_bound(data)
+        else:
+            return limit + 1
+    except StorageError:  # decompress() starts with the same check and refuses there
+        return 0
+    except (ValueError, IndexError, struct.error):
+        return limit + 1
+    return min(bound, limit + 1)
+
+
+def _xerial_bound(data) -> int:
+    bound, pos, end = 0, 16, len(data)
+    while pos < end:
+        (n,) = struct.unpack_from(">i", data, pos)
+        if n < 0:
+            raise ValueError("negative xerial block length")
+        bound += _snappy_raw_len(data[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    return bound
 
 
 def _inflate(codec: int, data, limit: int):

@@ -149,3 +149,24 @@ def test_bombs_are_refused_per_partition_cheaply_and_without_stalling(tmp_path, 
     assert len(refusals) == len(bombs)
     assert all("level=warning" in line for line in refusals), refusals
     assert not [line for line in lines if "Traceback" in line or "level=error" in line]
+
+
+def test_what_is_checked_off_the_trio_thread(bombs) -> None:
+    from broker.handlers.produce import _INLINE_INFLATE_BYTES, _inflate_cost
+
+    def batch_of(n_bytes: int, codec: int) -> bytes:
+        return build_batch([(b"k%d" % i, b"%08d" % i * 12, (), 1) for i in range(n_bytes // 100)], compression=codec)
+
+    limit = 64 * MiB
+    for codec in (CODEC_SNAPPY, CODEC_LZ4, CODEC_ZSTD):  # a Java client's default 16 KiB batch
+        assert _inflate_cost(batch_of(16 * 1024, codec), limit) <= _INLINE_INFLATE_BYTES, codec
+        assert _inflate_cost(batch_of(16 * 1024, codec) * 40, limit) > _INLINE_INFLATE_BYTES, codec
+    # deflate is bounded only by its 1032:1 ratio: even a small gzip batch goes to a thread
+    assert _inflate_cost(batch_of(16 * 1024, CODEC_GZIP), limit) > _INLINE_INFLATE_BYTES
+    for codec in (CODEC_GZIP, CODEC_SNAPPY, CODEC_LZ4, CODEC_ZSTD):
+        assert _inflate_cost(batch_of(MiB, codec), limit) > _INLINE_INFLATE_BYTES, codec
+    assert _inflate_cost(batch_of(MiB, 0), limit) == 0
+    for name, bomb in bombs.items():
+        # only bombs whose headers already refuse them stay inline: a scan of a few KiB
+        cost = _inflate_cost(bomb, LIMIT)
+        assert cost > _INLINE_INFLATE_BYTES or name in ("zstd-rle", "zstd-content-size"), name

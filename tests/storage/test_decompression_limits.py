@@ -27,6 +27,7 @@ from storage.records import (
     decode_records,
     decompress,
     encode_record,
+    inflate_bound,
 )
 from tests.bombs import BOMB_NAMES, MiB, batch, codec_bombs
 
@@ -164,3 +165,28 @@ def test_the_full_check_holds_one_record_at_a_time():
     check_records(raw, header, full=True)
     growth_mb = (_hwm_kb() - before) / 1024
     assert growth_mb < 5, growth_mb
+
+
+@pytest.mark.parametrize("shape", BLOCKS)
+def test_inflate_bound_is_an_upper_bound_from_the_headers(shape):
+    codec, make = BLOCKS[shape]
+    block = make(BODY)
+    bound = inflate_bound(codec, block, 2**32)
+    assert len(BODY) <= bound < 2**32
+    # stated sizes (zstd content size, snappy lengths) and block counts make it close
+    if shape not in ("gzip", "gzip-two-members"):  # deflate only bounds by its 1032:1 ratio
+        assert bound <= len(BODY) + 4 * 128 * 1024
+    assert inflate_bound(codec, block, len(BODY) // 2) <= len(BODY) // 2 + 1
+
+
+@pytest.mark.parametrize("name", BOMB_NAMES)
+def test_inflate_bound_of_a_bomb_is_past_the_limit_unless_its_headers_refuse_it(name):
+    raw = codec_bombs()[name]
+    header = parse_header(raw)
+    bound = inflate_bound(header.compression, memoryview(raw)[61:], 8 * MiB)
+    if bound == 0:  # refused by the same header checks decompress starts with: nothing to inflate
+        assert name in STATED
+        with pytest.raises(DecompressedTooLargeError, match="states"):
+            check_records(raw, header, max_decompressed=8 * MiB)
+    else:
+        assert bound == 8 * MiB + 1
