@@ -103,7 +103,8 @@ def decode_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, i
 # cramjam (one package for the four codecs) cannot stream: its one-shot calls have no output
 # limit and its Decompressor objects need whole frames. So zstd streams through `zstandard` and
 # lz4 frames through `lz4`; gzip uses the standard library's zlib; snappy needs no streaming,
-# its blocks declare their inflated length up front.
+# its blocks declare their inflated length up front. inflate_bound() reads the same headers to
+# bound what a check will cost before running it (the broker decides from it where to run it).
 
 #: The default bound on a records block's inflated size: 64 times Kafka's default
 #: message.max.bytes. The broker passes its message.max.decompressed.bytes instead.
