@@ -1,15 +1,15 @@
 """Broker produce throughput per codec, with batches built once and sent as they are.
 
-    python -m tests.bench.produce_codecs [--seconds 3] [--runs 3] [--window 8]
+    python -m tests.bench.produce_codecs [--seconds 3] [--runs 3] [--window 8] [--connections 1]
 
-A `ringlog broker` subprocess (fsync never) and one raw connection that pipelines Produce v9
-requests (acks=1, one batch each, `--window` in flight) of one prebuilt batch: the client does no
-encoding or compression, so the figure is the broker's cost of taking that batch (framing, CRC,
-the records check with its decompression, the ring and the write). Cases: 1 MiB of records
-compressed with each codec (about 150-260 KiB on the wire), 16 KiB of records with zstd, and
-uncompressed 16 KiB and 900 KiB batches. Prints records/s and uncompressed MB/s per run and
-their medians, and the broker's CPU time (all threads, from /proc) per batch, which a busy
-shared machine disturbs much less than the rates.
+A `ringlog broker` subprocess (fsync never) and raw connections (one by default) that each
+pipeline Produce v9 requests (acks=1, one batch each, `--window` in flight) of one prebuilt
+batch: the client does no encoding or compression, so the figure is the broker's cost of taking
+that batch (framing, CRC, the records check with its decompression, the ring and the write).
+Cases: 1 MiB of records compressed with each codec (about 150-260 KiB on the wire), 16 KiB of
+records with zstd, and uncompressed 16 KiB and 900 KiB batches. Prints records/s and
+uncompressed MB/s per run and their medians, and the broker's CPU time (all threads, from
+/proc) per batch, which a busy shared machine disturbs much less than the rates.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import socket
 import statistics
 import struct
 import tempfile
+import threading
 import time
 
 import trio
@@ -77,6 +78,25 @@ def run_case(host: str, port: int, topic: str, batch: bytes, seconds: float, win
         sock.close()
 
 
+def run_connections(host: str, port: int, topic: str, batch: bytes, seconds: float, window: int,
+                    connections: int) -> int:
+    """run_case on `connections` connections at once (one thread each: the client side is a
+    sendall and a small decode per request, the GIL is mostly free); batches acknowledged."""
+    if connections == 1:
+        return run_case(host, port, topic, batch, seconds, window)
+    counts = [0] * connections
+
+    def one(i: int) -> None:
+        counts[i] = run_case(host, port, topic, batch, seconds, window)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts)
+
+
 def _cpu_seconds(pid: int) -> float:
     """utime + stime of a process, all its threads (Linux /proc)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -90,6 +110,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--codecs", default="zstd,lz4,gzip,snappy")
+    ap.add_argument("--connections", type=int, default=1, help="producing connections at once")
     args = ap.parse_args()
     big = records(1 << 20)
     cases = [(f"{c} 1MiB", build_batch(big, compression=CODECS[c]), len(big)) for c in args.codecs.split(",")]
@@ -114,12 +135,12 @@ def main() -> None:
               "  broker CPU us/batch (median)")
         for i, (name, batch, nrec) in enumerate(cases):
             raw_bytes = {"zstd 16KiB": 16 * 1024, "none 16KiB": 16 * 1024, "none 900KiB": 900 * 1024}.get(name, 1 << 20)
-            run_case(b.host, b.port, f"bench{i}", batch, 0.5, args.window)  # warm up
+            run_connections(b.host, b.port, f"bench{i}", batch, 0.5, args.window, args.connections)  # warm up
             rates = []
             cpu = []
             for _ in range(args.runs):
                 c0 = _cpu_seconds(b.proc.pid)
-                n = run_case(b.host, b.port, f"bench{i}", batch, args.seconds, args.window)
+                n = run_connections(b.host, b.port, f"bench{i}", batch, args.seconds, args.window, args.connections)
                 cpu.append((_cpu_seconds(b.proc.pid) - c0) / n * 1e6)
                 rates.append(n / args.seconds)
             shown = " ".join(f"{r * nrec:,.0f} ({r * raw_bytes / 1e6:.0f})" for r in rates)
