@@ -79,6 +79,9 @@ class BrokerConfig:
     fsync: str = attrs.field(default="interval", validator=attrs.validators.in_(FSYNC_POLICIES))
     flush_interval_ms: int = 1000
     message_max_bytes: int = 1048588
+    # Largest size a produced batch's compressed records may inflate to while they are checked
+    # (they are held in memory meanwhile); beyond it the batch is refused. docs/configuration.md
+    message_max_decompressed_bytes: int = 64 * 1024 * 1024
     socket_request_max_bytes: int = 100 * 1024 * 1024
     max_connections: int = 1000
     # Connection hygiene (broker.connection_limits, broker.server.Connection): Kafka's names. One
@@ -156,6 +159,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "flush.interval.ms": ("flush_interval_ms", int),
     "log.flush.interval.ms": ("flush_interval_ms", int),
     "message.max.bytes": ("message_max_bytes", int),
+    "message.max.decompressed.bytes": ("message_max_decompressed_bytes", int),
     "socket.request.max.bytes": ("socket_request_max_bytes", int),
     "max.connections": ("max_connections", int),
     "max.connections.per.ip": ("max_connections_per_ip", int),
@@ -236,6 +240,9 @@ def validate(config: BrokerConfig) -> BrokerConfig:
         raise ValueError("num.partitions must be at least 1")
     if config.message_max_bytes < 64:
         raise ValueError("message.max.bytes is too small")
+    # Below message.max.bytes a batch accepted uncompressed would be refused compressed.
+    if config.message_max_decompressed_bytes < config.message_max_bytes:
+        raise ValueError("message.max.decompressed.bytes must be at least message.max.bytes")
     if config.ring_bytes_per_partition < 1024:
         raise ValueError("ring.bytes.per.partition must be at least 1024")
     if config.socket_request_max_bytes < 1024:

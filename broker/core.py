@@ -136,6 +136,10 @@ class Broker:
         from .ingest import Ingest
 
         self.ingest = Ingest(self)
+        # Worker threads that inflate and check compressed produced batches (handlers.produce).
+        # Two: the work is CPU-bound, so more threads would not finish it sooner on a small
+        # machine, and each holds up to message.max.decompressed.bytes of records meanwhile.
+        self.record_check_limiter = trio.CapacityLimiter(2)
         from .coordinator_runtime import CoordinatorRuntime
 
         # consumer groups; its task (load of __consumer_offsets, timers) runs in the root nursery

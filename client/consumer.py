@@ -46,7 +46,7 @@ import crc32c
 import trio
 
 from storage.batch import HEADER_SIZE
-from storage.records import decompress
+from storage.records import DEFAULT_MAX_DECOMPRESSED, decompress
 
 from . import assignors as _assignors
 from ._lifetime import Lifetime, open_owned_nursery
@@ -301,12 +301,14 @@ else:
     _decode_records = _decode_records_py
 
 
-def decode_batch_records(topic: str, partition: int, raw, header: tuple, deserialize_key=None, deserialize_value=None) -> list[ConsumerRecord]:
-    """Decode one whole batch (header fields as unpacked by _HEADER) into ConsumerRecords."""
+def decode_batch_records(topic: str, partition: int, raw, header: tuple, deserialize_key=None, deserialize_value=None,
+                         max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> list[ConsumerRecord]:
+    """Decode one whole batch (header fields as unpacked by _HEADER) into ConsumerRecords.
+    Compressed records inflating past `max_decompressed` bytes raise DecompressedTooLargeError."""
     (base_offset, _blen, leader_epoch, _magic, _crc, attributes, _lod, base_ts, max_ts, _pid, _pe, _bs, count) = header
     codec = attributes & 7
     if codec:
-        body = decompress(codec, memoryview(raw)[HEADER_SIZE:])
+        body = decompress(codec, memoryview(raw)[HEADER_SIZE:], max_decompressed)
     elif _decode_records is _decode_records_py:
         body = bytes(raw[HEADER_SIZE:])  # slices of bytes are bytes (of a memoryview, views)
     else:
@@ -422,7 +424,9 @@ class Consumer(Lifetime):
     'read_committed'), session_timeout_ms, heartbeat_interval_ms, max_poll_interval_ms
     (rebalance timeout), partition_assignment_strategy (names from client.assignors, in
     preference order), check_crcs, key_deserializer, value_deserializer, request_timeout_ms,
-    retry_backoff_ms, metadata_max_age_ms.
+    retry_backoff_ms, metadata_max_age_ms, max_decompressed_bytes (the most a fetched batch's
+    compressed records may inflate to; a batch beyond it raises CorruptRecord, so a broken or
+    hostile broker cannot make the consumer allocate gigabytes).
     """
 
     def __init__(
@@ -452,6 +456,7 @@ class Consumer(Lifetime):
         metadata_max_age_ms: float = 300000,
         connect_timeout_ms: float = 10000,
         rebalance_listener=None,
+        max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self.client_id = client_id
@@ -477,6 +482,7 @@ class Consumer(Lifetime):
         self._assignors = [_assignors.get_assignor(n) for n in partition_assignment_strategy]
         self.check_crcs = check_crcs
         self._kdes = key_deserializer
+        self._max_decompressed = max_decompressed_bytes
         self._vdes = value_deserializer
         self.request_timeout = request_timeout_ms / 1000
         self.retry_backoff = retry_backoff_ms / 1000
@@ -1016,7 +1022,8 @@ class Consumer(Lifetime):
                     ps.buffered += 1
                     continue
                 try:
-                    recs = decode_batch_records(cur.tp.topic, cur.tp.partition, raw, h, self._kdes, self._vdes)
+                    recs = decode_batch_records(cur.tp.topic, cur.tp.partition, raw, h, self._kdes, self._vdes,
+                                                self._max_decompressed)
                 except Exception as exc:  # noqa: BLE001 - decompression or layout damage
                     self._current = None
                     raise CorruptRecord(f"{cur.tp} batch at offset {h[0]}: {exc}") from exc

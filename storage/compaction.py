@@ -95,7 +95,7 @@ from .checkpoint import TMP_SUFFIX, atomic_write, fsync_dir
 from .errors import CorruptBatchError, StorageError, StorageIOError
 from .index import OffsetIndex, TimeIndex
 from .log import PartitionLog
-from .records import _read_bytes, compress, decode_varint, decompress, encode_varint
+from .records import DEFAULT_MAX_DECOMPRESSED, _read_bytes, compress, decode_varint, decompress, encode_varint
 from .segment import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
@@ -331,8 +331,8 @@ class _RawRecord:
     tail: bytes          # key, value and headers exactly as stored
 
 
-def _raw_records(header: BatchHeader, raw: bytes) -> list[_RawRecord]:
-    body = decompress(header.compression, memoryview(raw)[HEADER_SIZE:])
+def _raw_records(header: BatchHeader, raw: bytes, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> list[_RawRecord]:
+    body = decompress(header.compression, memoryview(raw)[HEADER_SIZE:], max_decompressed)
     out = []
     pos = 0
     for _ in range(header.records_count):
@@ -771,11 +771,14 @@ def clean_log(
     return commit_clean(log, plan, result)
 
 
-def records_have_keys(batch: bytes | bytearray | memoryview, header: BatchHeader) -> bool:
-    """Whether every record of a (non-control) batch has a key: compacted topics require it."""
+def records_have_keys(
+    batch: bytes | bytearray | memoryview, header: BatchHeader, *, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED
+) -> bool:
+    """Whether every record of a (non-control) batch has a key: compacted topics require it.
+    A compressed batch inflating past `max_decompressed` raises DecompressedTooLargeError."""
     if header.is_control:
         return True
-    return all(r.key is not None for r in _raw_records(header, bytes(batch)))
+    return all(r.key is not None for r in _raw_records(header, bytes(batch), max_decompressed))
 
 
 __all__ = [

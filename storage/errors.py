@@ -24,6 +24,18 @@ class CorruptBatchError(InvalidBatchError):
     kafka_error = "CORRUPT_MESSAGE"
 
 
+class DecompressedTooLargeError(CorruptBatchError):
+    """A compressed records block inflates past the size limit the reader was given.
+
+    Refused before the inflated bytes exist: decompression stops at the limit. It is a
+    CorruptBatchError so every reader that copes with an undecodable batch copes with this one,
+    but a client hears INVALID_RECORD: the bytes may be intact, the broker just will not hold them
+    (and CORRUPT_MESSAGE is retriable for the Java client, which would resend the same batch).
+    """
+
+    kafka_error = "INVALID_RECORD"
+
+
 class UnsupportedMagicError(InvalidBatchError):
     """Only RecordBatch v2 (magic 2) is stored."""
 

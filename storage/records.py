@@ -9,18 +9,26 @@ Record layout (zig-zag varints, as Kafka's DefaultRecord)::
 With a codec other than none, everything after recordsCount is one compressed block. Snappy comes
 in two shapes: raw (librdkafka) and xerial-framed (the Java client, kafka-python, aiokafka); both
 are read, xerial is written because every client reads it.
+
+Decompression is bounded (see "codecs" below): a records block that would inflate past a given
+size is refused while it is being inflated, so a small batch cannot make its reader allocate
+gigabytes.
 """
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 
 import attrs
 import cramjam
+import lz4.frame
+import zstandard
 
 from .batch import (
     CODEC_GZIP,
     CODEC_LZ4,
+    CODEC_NAMES,
     CODEC_NONE,
     CODEC_SNAPPY,
     CODEC_ZSTD,
@@ -34,7 +42,7 @@ from .batch import (
     parse_header,
 )
 from ._native import speedups as _speedups
-from .errors import CorruptBatchError, InvalidBatchError
+from .errors import CorruptBatchError, DecompressedTooLargeError, InvalidBatchError, StorageError
 
 Header = tuple[str, bytes | None]
 
@@ -83,27 +91,390 @@ def decode_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, i
 
 
 # --- codecs ---------------------------------------------------------------------------------
+#
+# Decompression is bounded: a records block inflates to at most `max_decompressed` bytes, and a
+# block that would inflate further raises DecompressedTooLargeError before that much output
+# exists. A zstd block of 64 KiB can hold 2 GiB of zeros, and the batch's CRC only covers the
+# compressed bytes, so the declared sizes in the codec headers are checked first (refusing most
+# bombs without decompressing anything), then output is produced in chunks of at most _CHUNK
+# and counted. Each chunk is a short native call that releases the GIL, so a worker thread
+# doing this leaves the Trio thread its turns.
+#
+# cramjam (one package for the four codecs) cannot stream: its one-shot calls have no output
+# limit and its Decompressor objects need whole frames. So zstd streams through `zstandard` and
+# lz4 frames through `lz4`; gzip uses the standard library's zlib; snappy needs no streaming,
+# its blocks declare their inflated length up front. inflate_bound() reads the same headers to
+# bound what a check will cost before running it (the broker decides from it where to run it).
+
+#: The default bound on a records block's inflated size: 64 times Kafka's default
+#: message.max.bytes. The broker passes its message.max.decompressed.bytes instead.
+DEFAULT_MAX_DECOMPRESSED = 64 * 1024 * 1024
+# Output produced per native call: large enough that a typical batch (a producer's batch.size
+# is 16 KiB to 1 MB) inflates in one call, without a join; small enough (about a millisecond
+# of work) that the GIL changes hands often when a bigger block streams through.
+_CHUNK = 2 * 1024 * 1024
 
 _XERIAL_MAGIC = b"\x82SNAPPY\x00"
 _XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)
 _XERIAL_BLOCK = 32 * 1024
 
 
-def _snappy_decompress(data: bytes) -> bytes:
+def _too_large(name: str, limit: int, stated: int | None = None) -> DecompressedTooLargeError:
+    """The error for a block inflating past `limit`; `stated`: what its headers say it inflates
+    to (a cut gzip block's last bytes read as its trailer can say anything, so it is shown)."""
+    if stated is None:
+        return DecompressedTooLargeError(f"{name} records block inflates past the limit of {limit} bytes")
+    return DecompressedTooLargeError(
+        f"{name} records block states {stated} inflated bytes, past the limit of {limit} bytes")
+
+
+class _Output:
+    """Inflated chunks, counted against the limit as they come."""
+
+    __slots__ = ("name", "limit", "total", "parts")
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.limit = limit
+        self.total = 0
+        self.parts: list[bytes] = []
+
+    def room(self) -> int:
+        """How much to ask the next call for: one byte more than what is left proves the
+        limit exceeded, and never more than a chunk."""
+        return min(_CHUNK, self.limit - self.total + 1)
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        if self.total > self.limit:
+            raise _too_large(self.name, self.limit)
+        if chunk:
+            self.parts.append(chunk)
+
+    def result(self) -> bytes:
+        parts = self.parts
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _drain(read, limit: int, name: str) -> bytes:
+    """Call `read(n)` (a stream's read, b"" at its end) until the end, refusing output past `limit`."""
+    out = _Output(name, limit)
+    while chunk := read(out.room()):
+        out.add(chunk)
+    return out.result()
+
+
+def _snappy_raw_len(block) -> int:
+    try:
+        return cramjam.snappy.decompress_raw_len(block)
+    except Exception as exc:  # cramjam's DecompressionError
+        raise CorruptBatchError(f"snappy block header: {exc}") from None
+
+
+def _snappy_decompress(data, limit: int):
     if data[:8] == _XERIAL_MAGIC:
-        out = bytearray()
+        # Every block's declared length is added up before any block is inflated: a bomb costs
+        # a walk over the block headers, and a good block set is inflated once, in place.
+        blocks = []
+        total = 0
         pos = 16
-        while pos < len(data):
-            if pos + 4 > len(data):
+        end = len(data)
+        while pos < end:
+            if pos + 4 > end:
                 raise CorruptBatchError("truncated xerial snappy block length")
             (n,) = struct.unpack_from(">i", data, pos)
             pos += 4
-            if n < 0 or pos + n > len(data):
+            if n < 0 or pos + n > end:
                 raise CorruptBatchError("truncated xerial snappy block")
-            out += bytes(cramjam.snappy.decompress_raw(data[pos : pos + n]))
+            block = data[pos : pos + n]
+            size = _snappy_raw_len(block)
+            total += size
+            if total > limit:
+                raise _too_large("snappy", limit, total)
+            blocks.append((block, size))
             pos += n
-        return bytes(out)
-    return bytes(cramjam.snappy.decompress_raw(data))
+        out = bytearray(total)
+        view = memoryview(out)
+        at = 0
+        for block, size in blocks:
+            if cramjam.snappy.decompress_raw_into(block, view[at : at + size]) != size:
+                raise CorruptBatchError("xerial snappy block shorter than its header says")
+            at += size
+        return out
+    # Raw snappy (librdkafka): one block whose header gives its inflated length; cramjam
+    # allocates exactly that and refuses content that does not match it.
+    size = _snappy_raw_len(data)
+    if size > limit:
+        raise _too_large("snappy", limit, size)
+    return cramjam.snappy.decompress_raw(data)
+
+
+# zstd (RFC 8878) framing, read to check declared sizes before decompressing and to catch a cut
+# stream (zstandard's stream reader stops quietly at the end of its input).
+_ZSTD_MAGIC = 0xFD2FB528
+_ZSTD_SKIPPABLE = 0x184D2A50  # to 0x184D2A5F
+
+
+_ZSTD_BLOCK_MAX = 128 * 1024  # what one compressed block inflates to at most (RFC 8878)
+
+
+def _zstd_scan(data, limit: int) -> int:
+    """Walk the frames and block headers of a zstd block without decompressing it; return an
+    upper bound of what it inflates to.
+
+    Raises CorruptBatchError when the framing is malformed or cut short, and
+    DecompressedTooLargeError as soon as the sizes the headers state (a frame's content size,
+    raw and RLE blocks' lengths) exceed `limit`. Compressed blocks state only their input size;
+    what they inflate to is counted while decompressing.
+    """
+    n = len(data)
+    if n == 0:
+        raise CorruptBatchError("empty zstd block")
+    pos = 0
+    stated = 0
+    compressed = 0
+    while pos < n:
+        if pos + 4 > n:
+            raise CorruptBatchError("truncated zstd frame header")
+        magic = int.from_bytes(data[pos : pos + 4], "little")
+        if magic & 0xFFFFFFF0 == _ZSTD_SKIPPABLE:
+            if pos + 8 > n:
+                raise CorruptBatchError("truncated zstd skippable frame")
+            pos += 8 + int.from_bytes(data[pos + 4 : pos + 8], "little")
+            if pos > n:
+                raise CorruptBatchError("truncated zstd skippable frame")
+            continue
+        if magic != _ZSTD_MAGIC:
+            raise CorruptBatchError(f"not a zstd frame (magic {magic:#010x})")
+        pos += 4
+        if pos >= n:
+            raise CorruptBatchError("truncated zstd frame header")
+        descriptor = data[pos]
+        pos += 1
+        if descriptor & 0x08:
+            raise CorruptBatchError("zstd frame header has its reserved bit set")
+        single_segment = descriptor & 0x20
+        fcs_size = (1 if single_segment else 0, 2, 4, 8)[descriptor >> 6]
+        pos += (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3]  # window, dictionary id
+        if pos + fcs_size > n:
+            raise CorruptBatchError("truncated zstd frame header")
+        if fcs_size:
+            content_size = int.from_bytes(data[pos : pos + fcs_size], "little") + (256 if fcs_size == 2 else 0)
+            if stated + content_size > limit:
+                raise _too_large("zstd", limit, stated + content_size)
+        pos += fcs_size
+        while True:
+            if pos + 3 > n:
+                raise CorruptBatchError("truncated zstd block header")
+            block = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+            pos += 3
+            kind = (block >> 1) & 3
+            size = block >> 3
+            if kind == 0:  # raw: `size` bytes, copied
+                stated += size
+                pos += size
+            elif kind == 1:  # RLE: one byte, repeated `size` times
+                stated += size
+                pos += 1
+            elif kind == 2:  # compressed: `size` input bytes
+                compressed += 1
+                pos += size
+            else:
+                raise CorruptBatchError("zstd block of the reserved type")
+            if pos > n:
+                raise CorruptBatchError("truncated zstd block")
+            if stated > limit:
+                raise _too_large("zstd", limit, stated)
+            if block & 1:  # last block of the frame
+                break
+        if descriptor & 0x04:  # content checksum
+            pos += 4
+            if pos > n:
+                raise CorruptBatchError("truncated zstd frame checksum")
+    return stated + compressed * _ZSTD_BLOCK_MAX
+
+
+def _zstd_decompress(data, limit: int) -> bytes:
+    _zstd_scan(data, limit)
+    # A decompressor per call: they are not safe to share between threads, and one costs a few
+    # microseconds. Its default window limit (128 MiB) is libzstd's, which Kafka clients use too.
+    reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
+    return _drain(reader.read, limit, "zstd")
+
+
+def _lz4_decompress(data, limit: int) -> bytes:
+    out = _Output("lz4", limit)
+    rest = data
+    while True:  # one lz4 frame per turn: a block may hold several concatenated frames
+        content_size = lz4.frame.get_frame_info(rest)["content_size"]  # 0: not stated
+        if out.total + content_size > limit:
+            raise _too_large("lz4", limit, out.total + content_size)
+        frame = lz4.frame.LZ4FrameDecompressor()
+        pending = rest
+        while True:
+            out.add(frame.decompress(pending, max_length=out.room()))
+            pending = b""
+            if frame.eof:
+                break
+            if frame.needs_input:
+                raise CorruptBatchError("truncated lz4 frame")
+        rest = frame.unused_data
+        if not rest:
+            return out.result()
+
+
+# Below this inflated size a gzip block is inflated by cramjam, about 30% faster than zlib here.
+_GZIP_ONE_SHOT = 8 * 1024 * 1024
+
+
+def _gzip_decompress(data, limit: int):
+    if len(data) >= 20:  # the smallest member: 10-byte header, empty deflate, 8-byte trailer
+        # ISIZE, the last member's length mod 2**32: the block inflates to at least this much.
+        size = int.from_bytes(data[-4:], "little")
+        if size > limit:
+            raise _too_large("gzip", limit, size)
+        if size <= _GZIP_ONE_SHOT:
+            out = _gzip_one_shot(data, size)
+            if out is not None:
+                return out
+    out = _Output("gzip", limit)
+    rest = data
+    while True:  # one gzip member per turn (members may be concatenated)
+        member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        pending = rest
+        while not member.eof:
+            chunk = member.decompress(pending, out.room())
+            pending = member.unconsumed_tail
+            if not chunk and not pending:
+                raise CorruptBatchError("truncated gzip member")
+            out.add(chunk)
+        rest = member.unused_data
+        if not rest:
+            return out.result()
+
+
+def _gzip_one_shot(data, size: int) -> bytearray | None:
+    """cramjam's inflate into a buffer of exactly `size` bytes, or None if it does not fit there.
+
+    cramjam fails rather than write past the buffer, so this is bounded whatever the trailer
+    says. Anything it cannot finish (several members, a lying trailer, damage) is left to the
+    zlib path, which has the last word; the buffer dies here, not in the caller's frame.
+    """
+    out = bytearray(size)
+    try:
+        if cramjam.gzip.decompress_into(data, out) == size:
+            return out
+    except Exception:  # noqa: BLE001 - cramjam's DecompressionError; zlib decides
+        pass
+    return None
+
+
+def _lz4_bound(data) -> int:
+    """An upper bound of what lz4 frames inflate to, from their block headers (each block
+    inflates to at most the frame's block maximum size). ValueError on framing it cannot read."""
+    n = len(data)
+    pos = 0
+    bound = 0
+    while pos < n:
+        magic = int.from_bytes(data[pos : pos + 4], "little")
+        if magic & 0xFFFFFFF0 == 0x184D2A50:  # skippable frame
+            pos += 8 + int.from_bytes(data[pos + 4 : pos + 8], "little")
+            continue
+        if magic != 0x184D2204 or pos + 7 > n:
+            raise ValueError("not an lz4 frame")
+        flags = data[pos + 4]
+        block_max = 1 << (8 + 2 * ((data[pos + 5] >> 4) & 7))  # 4 -> 64 KiB ... 7 -> 4 MiB
+        pos += 7 + (8 if flags & 0x08 else 0) + (4 if flags & 0x01 else 0)
+        block_checksum = 4 if flags & 0x10 else 0
+        while True:
+            if pos + 4 > n:
+                raise ValueError("truncated lz4 frame")
+            size = int.from_bytes(data[pos : pos + 4], "little") & 0x7FFFFFFF
+            pos += 4
+            if size == 0:  # end mark
+                break
+            bound += block_max
+            pos += size + block_checksum
+        pos += 4 if flags & 0x04 else 0  # content checksum
+    return bound
+
+
+# Deflate's best ratio is 1032:1 (258-byte matches of 2 bits and change).
+_DEFLATE_MAX_RATIO = 1032
+
+
+def inflate_bound(codec: int, data, limit: int = DEFAULT_MAX_DECOMPRESSED) -> int:
+    """A cheap upper bound (from headers, without decompressing) of how many bytes decompress()
+    with this `limit` produces before it returns or refuses: what checking `data` costs.
+
+    0 when the very header checks decompress() starts with refuse it (that costs nothing more);
+    limit + 1 when the headers cannot be read here (decompressing will tell)."""
+    try:
+        if codec == CODEC_NONE:
+            return len(data)
+        if codec == CODEC_ZSTD:
+            bound = _zstd_scan(data, limit)
+        elif codec == CODEC_SNAPPY and data[:8] != _XERIAL_MAGIC:
+            bound = _snappy_raw_len(data)
+        elif codec == CODEC_GZIP:
+            bound = _DEFLATE_MAX_RATIO * len(data)
+        elif codec == CODEC_SNAPPY:
+            bound = _xerial_bound(data)
+        elif codec == CODEC_LZ4:
+            bound = _lz4_bound(data)
+        else:
+            return limit + 1
+    except StorageError:  # decompress() starts with the same check and refuses there
+        return 0
+    except (ValueError, IndexError, struct.error):
+        return limit + 1
+    return min(bound, limit + 1)
+
+
+def _xerial_bound(data) -> int:
+    bound, pos, end = 0, 16, len(data)
+    while pos < end:
+        (n,) = struct.unpack_from(">i", data, pos)
+        if n < 0:
+            raise ValueError("negative xerial block length")
+        bound += _snappy_raw_len(data[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    return bound
+
+
+def _inflate(codec: int, data, limit: int):
+    """The records block `data` decompressed with `codec`, as bytes or another buffer."""
+    try:
+        if codec == CODEC_ZSTD:
+            return _zstd_decompress(data, limit)
+        if codec == CODEC_LZ4:
+            return _lz4_decompress(data, limit)
+        if codec == CODEC_SNAPPY:
+            return _snappy_decompress(data, limit)
+        if codec == CODEC_GZIP:
+            return _gzip_decompress(data, limit)
+    except CorruptBatchError as exc:
+        error = exc
+    except Exception as exc:  # the codecs' own errors: zlib.error, zstandard.ZstdError, RuntimeError
+        error = CorruptBatchError(f"cannot decompress {CODEC_NAMES[codec]}: {exc}")
+    else:
+        # Codecs 5-7 do not exist: in bytes read back (validate_batch rejects them from clients
+        # first) that is damage. CorruptBatchError is an InvalidBatchError, so callers stay correct.
+        raise CorruptBatchError(f"unknown compression codec {codec}")
+    # Raised afresh, without the original traceback: its frames' locals (the output so far, up
+    # to the limit, and zstd's decoder with its window) would live as long as the exception, and
+    # trio's machinery keeps exceptions in reference cycles until the cycle collector runs.
+    # Under a stream of refused bombs that let the broker's RSS climb by hundreds of MiB.
+    raise error.with_traceback(None)
+
+
+def decompress(codec: int, data: bytes | bytearray | memoryview, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> bytes:
+    """A records block decompressed. Raises CorruptBatchError when it cannot be, and
+    DecompressedTooLargeError (one) without producing more when it would exceed `max_decompressed`."""
+    if codec == CODEC_NONE:
+        return bytes(data)
+    out = _inflate(codec, data, max_decompressed)
+    return out if type(out) is bytes else bytes(out)
 
 
 def _snappy_compress(data: bytes) -> bytes:
@@ -112,28 +483,6 @@ def _snappy_compress(data: bytes) -> bytes:
         block = bytes(cramjam.snappy.compress_raw(data[i : i + _XERIAL_BLOCK]))
         out += struct.pack(">i", len(block)) + block
     return bytes(out)
-
-
-def decompress(codec: int, data: bytes | memoryview) -> bytes:
-    data = bytes(data)
-    try:
-        if codec == CODEC_NONE:
-            return data
-        if codec == CODEC_GZIP:
-            return bytes(cramjam.gzip.decompress(data))
-        if codec == CODEC_SNAPPY:
-            return _snappy_decompress(data)
-        if codec == CODEC_LZ4:
-            return bytes(cramjam.lz4.decompress(data))
-        if codec == CODEC_ZSTD:
-            return bytes(cramjam.zstd.decompress(data))
-    except CorruptBatchError:
-        raise
-    except Exception as exc:  # cramjam raises its own DecompressionError
-        raise CorruptBatchError(f"cannot decompress {codec=}: {exc}") from exc
-    # Codecs 5-7 do not exist: in bytes read back (validate_batch rejects them from clients
-    # first) that is damage. CorruptBatchError is an InvalidBatchError, so callers stay correct.
-    raise CorruptBatchError(f"unknown compression codec {codec}")
 
 
 def compress(codec: int, data: bytes) -> bytes:
@@ -165,10 +514,21 @@ def _read_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
     return buf[pos : pos + n], pos + n
 
 
-def decode_records(batch: bytes | bytearray | memoryview, header: BatchHeader | None = None) -> list[Record]:
-    """Decode every record of one whole batch (decompressing it). Raises CorruptBatchError."""
+def decode_records(
+    batch: bytes | bytearray | memoryview,
+    header: BatchHeader | None = None,
+    *,
+    max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
+) -> list[Record]:
+    """Decode every record of one whole batch (decompressing it, up to `max_decompressed` bytes).
+    Raises CorruptBatchError (DecompressedTooLargeError past that bound)."""
     if header is None:
         header = parse_header(batch)
+    return list(_decoded(_records_block(batch, header, max_decompressed), header))
+
+
+def _records_block(batch, header: BatchHeader, max_decompressed: int) -> bytes:
+    """The (decompressed) records block of a whole batch, its framing checked."""
     # A damaged batchLength must not silently shorten or empty the records block.
     if header.batch_length < HEADER_SIZE - 12 or header.size > len(batch):
         raise CorruptBatchError(
@@ -180,8 +540,13 @@ def decode_records(batch: bytes | bytearray | memoryview, header: BatchHeader | 
         raise CorruptBatchError(f"magic {header.magic} where 2 was expected")
     if header.records_count < 0:
         raise CorruptBatchError(f"negative recordsCount {header.records_count}")
-    body = decompress(header.compression, memoryview(batch)[HEADER_SIZE : header.size])
-    out: list[Record] = []
+    return decompress(header.compression, memoryview(batch)[HEADER_SIZE : header.size], max_decompressed)
+
+
+def _decoded(body: bytes, header: BatchHeader) -> Iterator[Record]:
+    """The records of a records block one by one (a full check need not hold them all: a 64 MiB
+    block of 7-byte records is 9 million of them). Bytes left after the last record raise
+    CorruptBatchError when the iteration ends."""
     pos = 0
     log_append = header.is_log_append_time
     for _ in range(header.records_count):
@@ -210,22 +575,29 @@ def decode_records(batch: bytes | bytearray | memoryview, header: BatchHeader | 
         if pos != end:
             raise CorruptBatchError("record length does not match its fields")
         timestamp = header.max_timestamp if log_append else header.base_timestamp + ts_delta
-        out.append(Record(header.base_offset + off_delta, timestamp, key, value, tuple(headers)))
+        yield Record(header.base_offset + off_delta, timestamp, key, value, tuple(headers))
     if pos != len(body):
         raise CorruptBatchError(f"{len(body) - pos} bytes after the last record")
-    return out
 
 
-def check_records(batch: bytes | bytearray | memoryview, header: BatchHeader, *, full: bool = False) -> None:
+def check_records(
+    batch: bytes | bytearray | memoryview,
+    header: BatchHeader,
+    *,
+    full: bool = False,
+    max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
+) -> None:
     """Check that a batch's (decompressed) records are well formed; raise CorruptBatchError if not.
 
     The default check walks only each record's length prefix: the lengths of `recordsCount`
     records must tile the records block exactly. That catches truncated, padded or garbage record
     data at under a microsecond per record. `full=True` decodes every field of every record and
     checks that the offset deltas run 0..n-1 (Kafka's LogValidator rule), several times slower.
+    A compressed block that would inflate past `max_decompressed` bytes raises
+    DecompressedTooLargeError, having inflated no more than that.
     """
     if full:
-        records = decode_records(batch, header)
+        records = _decoded(_records_block(batch, header, max_decompressed), header)
         for expected, record in enumerate(records):
             if record.offset - header.base_offset != expected:
                 raise CorruptBatchError(
@@ -234,14 +606,15 @@ def check_records(batch: bytes | bytearray | memoryview, header: BatchHeader, *,
         return
     raw = memoryview(batch)[HEADER_SIZE : header.size]
     if _speedups is not None:
-        # The C walk reads any buffer: an uncompressed block is walked in place, without a copy.
-        body = raw if header.compression == CODEC_NONE else decompress(header.compression, raw)
+        # The C walk reads any buffer: an uncompressed block is walked in place, and an inflated
+        # one as the codec left it (bytes, bytearray or cramjam's buffer), without a copy.
+        body = raw if header.compression == CODEC_NONE else _inflate(header.compression, raw, max_decompressed)
         pos = _speedups.walk_records(body, header.records_count)
         if pos is None:  # damage: the Python walk raises with its message
             pos = _walk_records_py(bytes(body), header.records_count)
     else:
         # bytes, not the view: indexing a memoryview is slower than one copy of the block
-        body = decompress(header.compression, raw)
+        body = decompress(header.compression, raw, max_decompressed)
         pos = _walk_records_py(body, header.records_count)
     n = len(body)
     if pos != n:

@@ -1,28 +1,39 @@
 """Produce (0) v3-9 (v0-2 advertised for librdkafka's feature detection, answered UNSUPPORTED_VERSION).
 
 Per partition: split the records into batches and validate each (framing, CRC-32C, counts, size
-limit, client rules: storage.batch.validate_batch), ask the idempotent-producer state, then push
+limit, client rules: storage.batch.validate_batch; the records inside, inflated first when
+compressed, up to message.max.decompressed.bytes), ask the idempotent-producer state, then push
 the batches into the partition's ring (broker.ingest). The handler is `sequential`: the connection
 reads its next request only after this one's batches are in the rings, so pipelined batches keep
 their order, and in "block" backpressure mode a full ring stops the reading. Then it waits for the
 group commit (acks 1/all are the same on a single node: written, and fsynced under fsync=always).
 
 acks=0: no response at all; an error closes the connection (the only signal the client gets).
+
+A partition whose records may take long to check is checked in a worker thread: inflating a
+compressed batch takes about a millisecond per MiB, up to the limit, and must not stall the
+other connections. What the codec headers say bounds that cost (storage.records.inflate_bound):
+batches that inflate to at most 256 KiB, such as the Java client's default 16 KiB batches, stay
+on the Trio thread with the uncompressed ones (the framing walk costs nanoseconds a record),
+where the hop to a thread would cost more than the check.
 """
 from __future__ import annotations
 
 import datetime
 import logging
+import struct
 
+import trio
 from kio.schema.errors import ErrorCode
 
 from storage.batch import split_batches, validate_batch
 from storage.compaction import records_have_keys
-from storage.records import check_records
-from storage.errors import StorageError
+from storage.records import DEFAULT_MAX_DECOMPRESSED, check_records, inflate_bound
+from storage.errors import DecompressedTooLargeError, StorageError
 
 from ..errors import CloseConnection, KafkaError, error_code_for
 from ..ingest import PendingAppend, RingFull
+from ..logging_setup import event
 from . import RequestContext, handler, make, nested
 
 log = logging.getLogger("ringlog.produce")
@@ -70,8 +81,17 @@ async def produce(ctx: RequestContext, request) -> object:
                     continue
                 tp = (name, res.index)
                 try:
-                    entry = _validate(tp, pdata.records, config.max_message_bytes, full_check,
-                                      compacted="compact" in config.cleanup_policy)
+                    entry = await _validate_partition(broker, tp, pdata.records, config, full_check)
+                except DecompressedTooLargeError as exc:
+                    # Warning, not info: a client (or an attacker) sent a batch that inflates
+                    # beyond what the broker holds; an operator may need to raise the limit.
+                    res.error = error_code_for(exc)
+                    res.message = str(exc)
+                    log.warning("produce from %s to %s-%d refused: %s (message.max.decompressed.bytes)",
+                                ctx.peer, name, res.index, exc,
+                                extra=event("produce_too_inflated", peer=ctx.peer, topic=name,
+                                            partition=res.index, reason=str(exc)))
+                    continue
                 except StorageError as exc:
                     res.error = error_code_for(exc)
                     res.message = str(exc)
@@ -157,7 +177,56 @@ async def produce(ctx: RequestContext, request) -> object:
     )
 
 
-def _validate(tp, records, max_size: int, full_check: bool, compacted: bool = False) -> PendingAppend:
+# Inflated bytes a partition's compressed batches may reach and still be checked on the Trio
+# thread: some 0.1-0.2 ms of decompression, about what the hop to a worker thread costs.
+_INLINE_INFLATE_BYTES = 256 * 1024
+# With record.validation=full, records blobs up to this size are decoded on the Trio thread
+# (about 6 us a record: some 100 records, well under a millisecond); larger ones in a thread.
+_INLINE_FULL_CHECK_BYTES = 16 * 1024
+_BATCH_LENGTH = struct.Struct(">i")
+
+
+def _inflate_cost(records, limit: int) -> int:
+    """Bytes the compressed batches of the records blob may inflate to, from their headers
+    alone (storage.records.inflate_bound). Damage stops the walk: _validate reports it."""
+    pos = 0
+    end = len(records)
+    cost = 0
+    while pos + 61 <= end:
+        (length,) = _BATCH_LENGTH.unpack_from(records, pos + 8)
+        if length < 49 or pos + 12 + length > end:  # not a whole batch: damage
+            break
+        codec = records[pos + 22] & 0x07  # low byte of the attributes (i16 at 21): the codec
+        if codec:
+            cost += inflate_bound(codec, memoryview(records)[pos + 61 : pos + 12 + length], limit)
+        pos += 12 + length
+    return cost
+
+
+async def _validate_partition(broker, tp, records, config, full_check: bool) -> PendingAppend:
+    # A topic allowed larger batches than the broker's limit (its max.message.bytes) gets them
+    # compressed too: a batch accepted uncompressed is never refused for being compressed.
+    max_decompressed = max(broker.config.message_max_decompressed_bytes, config.max_message_bytes)
+    args = (tp, records, config.max_message_bytes, full_check, "compact" in config.cleanup_policy, max_decompressed)
+    if records and (_inflate_cost(records, max_decompressed) > _INLINE_INFLATE_BYTES
+                    or (full_check and len(records) > _INLINE_FULL_CHECK_BYTES)):
+        return await trio.to_thread.run_sync(_validate_in_thread, *args, limiter=broker.record_check_limiter)
+    return _validate(*args)
+
+
+def _validate_in_thread(*args) -> PendingAppend:
+    try:
+        return _validate(*args)
+    except (StorageError, KafkaError) as exc:
+        # Without its traceback, whose frames hold the inflated records (up to the limit):
+        # trio.to_thread keeps the exception in a reference cycle, alive until the cycle
+        # collector runs, and a stream of refused batches would pile them up meanwhile.
+        raise exc.with_traceback(None)
+
+
+def _validate(tp, records, max_size: int, full_check: bool, compacted: bool = False,
+              max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> PendingAppend:
+    """Runs on the Trio thread or in a worker thread: touches nothing but its arguments."""
     if not records:
         raise KafkaError(ErrorCode.invalid_record, "no record batches in the request")
     batches: list[bytearray] = []
@@ -167,10 +236,10 @@ def _validate(tp, records, max_size: int, full_check: bool, compacted: bool = Fa
         header = validate_batch(view, max_size=max_size, from_client=True)
         # A valid CRC only proves the bytes arrived as the client built them: garbage records
         # inside would be stored and break every consumer, so their framing is checked too.
-        check_records(view, header, full=full_check)
+        check_records(view, header, full=full_check, max_decompressed=max_decompressed)
         # Kafka's LogValidator: a compacted topic keeps the latest record per key, so every
         # record needs one.
-        if compacted and not records_have_keys(view, header):
+        if compacted and not records_have_keys(view, header, max_decompressed=max_decompressed):
             raise KafkaError(ErrorCode.invalid_record, "compacted topic requires a key on every record")
         batches.append(bytearray(view))
         headers.append(header)
