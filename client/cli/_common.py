@@ -132,6 +132,24 @@ def positive(text: str) -> int:
     return value
 
 
+# The largest values of the Kafka wire's fixed-size integer fields. A number that does not fit
+# cannot even be encoded into the request, so the argument parser refuses it with a clear line.
+INT16_MAX = 2**15 - 1
+INT32_MAX = 2**31 - 1
+
+
+def positive_up_to(limit: int) -> Callable[[str], int]:
+    """argparse type for 1..limit (e.g. INT32_MAX for a partition count)."""
+
+    def parse(text: str) -> int:
+        value = positive(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"{text} is too large (at most {limit})")
+        return value
+
+    return parse
+
+
 def seconds(text: str) -> float:
     try:
         value = float(text)
