@@ -371,6 +371,7 @@ def describe_failure(exc: BaseException, bootstrap: str | None) -> tuple[str, in
     from client.errors import (
         ClientClosed,
         ConnectionLost,
+        CorruptRecord,
         KafkaError,
         NoBrokersAvailable,
         RequestTimedOut,
@@ -397,6 +398,10 @@ def describe_failure(exc: BaseException, bootstrap: str | None) -> tuple[str, in
         return f"the broker refused: {exc.name}" + (f" ({exc.message})" if exc.message else ""), EXIT_FAILED
     if isinstance(exc, ClientClosed):
         return f"client closed: {exc}", EXIT_FAILED
+    if isinstance(exc, CorruptRecord):
+        # the reason names the offset; the partition comes from the consumer
+        place = f" in topic {exc.topic!r} partition {exc.partition}" if exc.topic is not None else ""
+        return f"corrupt data{place}: {exc.reason}", EXIT_FAILED
     return None
 
 

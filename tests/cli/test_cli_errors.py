@@ -3,6 +3,8 @@ with a line that says what is wrong (checked as a substring), the documented exi
 a traceback. Brokers are real (the module's BrokerThread on loopback); no mocks."""
 from __future__ import annotations
 
+import os
+import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +46,34 @@ class Ctx:
     tmp: Path  # this test's own
 
 
+def _first_segment(ctx: Ctx, topic: str, partition: int = 0) -> Path:
+    return ctx.data_dir / f"{topic}-{partition}" / "00000000000000000000.log"
+
+
+def corrupt_first_batch(path: Path) -> None:
+    """Flip the last byte of the first batch in a segment, under the running broker.
+
+    Done while the broker runs rather than between a stop and a start: a start after an unclean
+    stop scans the logs and cuts a batch whose CRC fails, so nothing corrupt would be served. The
+    broker answers Fetch with sendfile from the page cache, which this write goes through."""
+    with open(path, "r+b") as f:
+        header = f.read(61)
+        assert len(header) == 61, "the segment has no batch yet"
+        # batch layout: baseOffset int64, batchLength int32 (bytes after these 12), ...; the
+        # CRC-32C covers bytes 21 to the end, so the last byte is inside it
+        size = 12 + struct.unpack_from(">i", header, 8)[0]
+        f.seek(size - 1)
+        byte = f.read(1)
+        assert len(byte) == 1
+        os.pwrite(f.fileno(), bytes([byte[0] ^ 0xFF]), size - 1)
+
+
+def damaged_topic(ctx: Ctx, topic: str) -> None:
+    ok(ringlog("topics", "create", topic, "-p", "1", "-b", ctx.bootstrap))
+    ok(ringlog("produce", topic, "-b", ctx.bootstrap, input="one\ntwo\nthree\n"))
+    corrupt_first_batch(_first_segment(ctx, topic))
+
+
 @attrs.frozen
 class Case:
     id: str
@@ -57,6 +87,13 @@ class Case:
 
 def _create(name: str, *more: str) -> Callable[[Ctx], list[str]]:
     return lambda c: ["topics", "create", name, *more, "-b", c.bootstrap]
+
+
+def _damaged_then(name: str, *args: str) -> Callable[[Ctx], list[str]]:
+    def prepare(c: Ctx) -> list[str]:
+        damaged_topic(c, name)
+        return [*args, "-b", c.bootstrap]
+    return prepare
 
 
 CASES = [
@@ -74,6 +111,12 @@ CASES = [
     Case("partitions-over-broker-limit", _create("huge", "--partitions", "2147483647"), 1,
          "ringlog topics create: invalid number of partitions for 'huge': 2147483647 partitions is "
          "more than the limit of 10000"),
+    # 2. a batch whose CRC fails names where it is
+    Case("consume-bad-crc", _damaged_then("damaged", "consume", "damaged", "--from", "beginning", "-e"), 1,
+         "ringlog consume: corrupt data in topic 'damaged' partition 0: CRC-32C mismatch in the batch at offset 0"),
+    Case("consume-bad-crc-in-group",
+         _damaged_then("damaged-g", "consume", "damaged-g", "--group", "g-damaged", "--from", "beginning", "-e"), 1,
+         "ringlog consume: corrupt data in topic 'damaged-g' partition 0: CRC-32C mismatch in the batch at offset 0"),
 ]
 
 
