@@ -92,23 +92,26 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"ringlog broker: {exc}", file=sys.stderr)
         return 2
+    from broker.metadata import TopicsFileError
     from storage.errors import StorageError
 
+    log = logging.getLogger("ringlog")
     try:
         trio.run(run_broker, config)
-    except KeyboardInterrupt:
-        return 130
-    except (OSError, StorageError) as exc:
-        logging.getLogger("ringlog").error("cannot start: %s", exc)
-        return 1
-    except BaseExceptionGroup as group:
-        # Start-up failures (address in use, data dir locked by another broker) surface from the
-        # broker's nursery wrapped in a group: report them as one line, not a traceback.
-        cause = _only_leaf(group)
+    except BaseException as exc:  # noqa: BLE001 - start-up failures sorted below, the rest re-raised
+        # Start-up failures (address in use, data dir locked by another broker, a damaged
+        # topics.json) may surface from the broker's nurseries wrapped in groups: report the one
+        # cause as one line, not a traceback.
+        cause = _only_leaf(exc)
         if isinstance(cause, KeyboardInterrupt):
             return 130
+        if isinstance(cause, TopicsFileError):
+            # the operator has to repair or move the file before any start can succeed: like a
+            # bad configuration, exit 2
+            log.error("cannot start: %s", cause)
+            return 2
         if isinstance(cause, (OSError, StorageError)):
-            logging.getLogger("ringlog").error("cannot start: %s", cause)
+            log.error("cannot start: %s", cause)
             return 1
         raise
     return 0

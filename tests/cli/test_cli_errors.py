@@ -36,6 +36,14 @@ def shape_usage(p: subprocess.CompletedProcess) -> str:
     return lines[-1]
 
 
+def shape_broker_log(p: subprocess.CompletedProcess) -> str:
+    """`ringlog broker` failing to start: its info lines so far, then one error line, the last."""
+    lines = p.stderr.splitlines()
+    errors = [line for line in lines if "level=error" in line]
+    assert len(errors) == 1 and lines[-1] == errors[0], p.stderr
+    return errors[0]
+
+
 # --- the situations -----------------------------------------------------------------------------
 
 
@@ -74,6 +82,13 @@ def damaged_topic(ctx: Ctx, topic: str) -> None:
     corrupt_first_batch(_first_segment(ctx, topic))
 
 
+def topics_file(ctx: Ctx, text: str) -> Path:
+    data = ctx.tmp / "data"
+    data.mkdir()
+    (data / "topics.json").write_text(text)
+    return data
+
+
 @attrs.frozen
 class Case:
     id: str
@@ -96,6 +111,12 @@ def _damaged_then(name: str, *args: str) -> Callable[[Ctx], list[str]]:
     return prepare
 
 
+def _broker_on(text: str) -> Callable[[Ctx], list[str]]:
+    return lambda c: ["broker", "--data-dir", str(topics_file(c, text)), "--listen", "127.0.0.1:0"]
+
+
+_ADVICE = "restore the file from a backup, or move it aside"
+
 CASES = [
     # 1. numbers the Kafka wire cannot carry are refused before anything is sent
     Case("partitions-beyond-int32", _create("huge", "--partitions", "99999999999"), 2,
@@ -117,6 +138,18 @@ CASES = [
     Case("consume-bad-crc-in-group",
          _damaged_then("damaged-g", "consume", "damaged-g", "--group", "g-damaged", "--from", "beginning", "-e"), 1,
          "ringlog consume: corrupt data in topic 'damaged-g' partition 0: CRC-32C mismatch in the batch at offset 0"),
+    # 3. a damaged topics.json: which file, what is wrong, what to do; exit 2
+    Case("topics-json-not-json", _broker_on('{"version": 1, "topics": {'), 2,
+         "cannot start: {tmp}/data/topics.json: not valid JSON (", shape_broker_log),
+    Case("topics-json-empty", _broker_on(""), 2,
+         "cannot start: {tmp}/data/topics.json: empty, no JSON in it; " + _ADVICE, shape_broker_log),
+    Case("topics-json-bad-entry", _broker_on('{"version": 1, "topics": {"t": {"partitions": 2}}}'), 2,
+         "topics.json: topic 't' has no topic_id field; " + _ADVICE, shape_broker_log),
+    Case("topics-json-bad-count",
+         _broker_on('{"version": 1, "topics": {"t": {"partitions": "many", "topic_id": "x"}}}'), 2,
+         "topics.json: topic 't': partitions 'many' is not a number; " + _ADVICE, shape_broker_log),
+    Case("topics-json-other-version", _broker_on('{"version": 7, "topics": {}}'), 2,
+         "topics.json: format version 7, this broker reads version 1; " + _ADVICE, shape_broker_log),
 ]
 
 
