@@ -150,6 +150,12 @@ CASES = [
          "topics.json: topic 't': partitions 'many' is not a number; " + _ADVICE, shape_broker_log),
     Case("topics-json-other-version", _broker_on('{"version": 7, "topics": {}}'), 2,
          "topics.json: format version 7, this broker reads version 1; " + _ADVICE, shape_broker_log),
+    # 5. produce --file: the file's problem, not "cannot reach a broker"
+    Case("produce-file-is-a-directory", lambda c: ["produce", "t5", "--file", str(c.tmp), "-b", c.bootstrap], 2,
+         "ringlog produce: {tmp}: is a directory, not a file of lines"),
+    Case("produce-file-missing",
+         lambda c: ["produce", "t5", "--file", str(c.tmp / "missing.txt"), "-b", c.bootstrap], 2,
+         "ringlog produce: {tmp}/missing.txt: No such file or directory"),
 ]
 
 
