@@ -148,12 +148,21 @@ async def _create(args: argparse.Namespace) -> int:
 
     async with open_admin(args) as admin:
         topic = NewTopic(args.name, args.partitions or -1, args.replication_factor or -1, dict(args.config))
+        existed = False
         try:
-            await admin.create_topics([topic], exist_ok=args.if_not_exists)
+            # TOPIC_ALREADY_EXISTS is caught here rather than with exist_ok, so that --if-not-exists
+            # can say the topic was there already instead of claiming it was created
+            await admin.create_topics([topic])
         except KafkaError as exc:
-            raise (_explain(exc, args.name) or exc) from None
+            if not (args.if_not_exists and exc.code == _ERR_TOPIC_EXISTS):
+                raise (_explain(exc, args.name) or exc) from None
+            existed = True
         n = await _partition_count(admin, args.name)
-    print(f"Created topic {args.name} with {n} partition{'s' if n != 1 else ''}.")
+    plural = "s" if n != 1 else ""
+    if existed:
+        print(f"Topic {args.name} already exists with {n} partition{plural}; nothing created.")
+    else:
+        print(f"Created topic {args.name} with {n} partition{plural}.")
     return 0
 
 
@@ -163,9 +172,13 @@ async def _delete(args: argparse.Namespace) -> int:
 
     async with open_admin(args) as admin:
         try:
-            await admin.delete_topics([args.name], missing_ok=args.if_exists)
+            # not missing_ok: --if-exists must tell "deleted" from "was not there"
+            await admin.delete_topics([args.name])
         except KafkaError as exc:
-            raise (_explain(exc, args.name) or exc) from None
+            if not (args.if_exists and exc.code == _ERR_UNKNOWN_TOPIC):
+                raise (_explain(exc, args.name) or exc) from None
+            print(f"Topic {args.name} does not exist; nothing deleted.")
+            return 0
     print(f"Deleted topic {args.name}.")
     return 0
 

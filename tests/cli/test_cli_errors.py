@@ -44,6 +44,12 @@ def shape_broker_log(p: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
+def shape_success(p: subprocess.CompletedProcess) -> str:
+    """Not a failure: the answer is stdout, stderr stays empty."""
+    assert p.stderr == "", p.stderr
+    return p.stdout
+
+
 # --- the situations -----------------------------------------------------------------------------
 
 
@@ -104,6 +110,13 @@ def _create(name: str, *more: str) -> Callable[[Ctx], list[str]]:
     return lambda c: ["topics", "create", name, *more, "-b", c.bootstrap]
 
 
+def _existing_then(name: str, *args: str) -> Callable[[Ctx], list[str]]:
+    def prepare(c: Ctx) -> list[str]:
+        ok(ringlog("topics", "create", name, "-p", "2", "-b", c.bootstrap))
+        return [*args, "-b", c.bootstrap]
+    return prepare
+
+
 def _damaged_then(name: str, *args: str) -> Callable[[Ctx], list[str]]:
     def prepare(c: Ctx) -> list[str]:
         damaged_topic(c, name)
@@ -156,6 +169,13 @@ CASES = [
     Case("produce-file-missing",
          lambda c: ["produce", "t5", "--file", str(c.tmp / "missing.txt"), "-b", c.bootstrap], 2,
          "ringlog produce: {tmp}/missing.txt: No such file or directory"),
+    # 6. --if-exists / --if-not-exists succeed, and say what happened
+    Case("delete-if-exists-of-missing-topic",
+         lambda c: ["topics", "delete", "never-was", "--if-exists", "-b", c.bootstrap], 0,
+         "Topic never-was does not exist; nothing deleted.\n", shape_success),
+    Case("create-if-not-exists-of-existing-topic",
+         _existing_then("twice", "topics", "create", "twice", "-p", "5", "--if-not-exists"), 0,
+         "Topic twice already exists with 2 partitions; nothing created.\n", shape_success),
 ]
 
 
@@ -167,3 +187,18 @@ def test_cli_error(case: Case, broker, tmp_path) -> None:
     _no_traceback(p)
     message = case.shape(p)
     assert case.says.format(bootstrap=ctx.bootstrap, tmp=tmp_path) in message
+
+
+def test_the_success_answers_are_whole_lines(broker) -> None:
+    # the rows above match substrings; a success message must also be all that is printed
+    b = broker.bootstrap
+    p = ok(ringlog("topics", "delete", "not-here-either", "--if-exists", "-b", b))
+    assert p.stdout == "Topic not-here-either does not exist; nothing deleted.\n"
+    ok(ringlog("topics", "create", "here", "-b", b))
+    p = ok(ringlog("topics", "create", "here", "--if-not-exists", "-b", b))
+    assert p.stdout == "Topic here already exists with 1 partition; nothing created.\n"
+    # and a real create or delete still says so
+    p = ok(ringlog("topics", "delete", "here", "--if-exists", "-b", b))
+    assert p.stdout == "Deleted topic here.\n"
+    p = ok(ringlog("topics", "create", "here", "--if-not-exists", "-b", b))
+    assert p.stdout == "Created topic here with 1 partition.\n"
