@@ -176,6 +176,15 @@ CASES = [
     Case("create-if-not-exists-of-existing-topic",
          _existing_then("twice", "topics", "create", "twice", "-p", "5", "--if-not-exists"), 0,
          "Topic twice already exists with 2 partitions; nothing created.\n", shape_success),
+    # 7. a listener that cannot bind is named
+    Case("broker-listen-address-in-use",
+         lambda c: ["broker", "--data-dir", str(c.tmp / "d"), "--listen", c.bootstrap], 1,
+         'msg="cannot listen on {bootstrap}: address already in use"', shape_broker_log),
+    Case("broker-metrics-address-in-use",
+         lambda c: ["broker", "--data-dir", str(c.tmp / "d"), "--listen", "127.0.0.1:0",
+                    "--metrics-listen", c.bootstrap], 1,
+         'msg="cannot listen on {bootstrap} for /metrics and /health (metrics.listen): address already in use"',
+         shape_broker_log),
 ]
 
 
