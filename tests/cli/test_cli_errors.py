@@ -3,16 +3,21 @@ with a line that says what is wrong (checked as a substring), the documented exi
 a traceback. Brokers are real (the module's BrokerThread on loopback); no mocks."""
 from __future__ import annotations
 
+import json
 import os
+import signal
 import struct
 import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import attrs
 import pytest
 
-from .conftest import ok, ringlog
+from .conftest import ROOT, ok, ringlog
 
 # --- what a failure must look like ------------------------------------------------------------
 
@@ -211,3 +216,85 @@ def test_the_success_answers_are_whole_lines(broker) -> None:
     assert p.stdout == "Deleted topic here.\n"
     p = ok(ringlog("topics", "create", "here", "--if-not-exists", "-b", b))
     assert p.stdout == "Created topic here with 1 partition.\n"
+
+
+# --- Ctrl-C in the examples -----------------------------------------------------------------------
+
+
+def _wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+
+
+def _has_records(bootstrap: str, topic: str) -> bool:
+    p = ringlog("topics", "describe", topic, "--json", "-b", bootstrap)
+    if p.returncode != 0:
+        return False
+    return any(part["end_offset"] for part in json.loads(p.stdout)[0]["partitions"])
+
+
+def _start_example(name: str, *args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / name), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+        # a process started in the background may inherit SIGINT as ignored, and Python then never
+        # raises KeyboardInterrupt: give the example the terminal's default, as a user's shell does
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def _interrupt(proc: subprocess.Popen) -> tuple[str, str]:
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"did not stop on SIGINT\nstdout: {out}\nstderr: {err}") from None
+    return out, err
+
+
+def test_ctrl_c_in_consume_example_is_quiet(broker) -> None:
+    b = broker.bootstrap
+    ok(ringlog("topics", "create", "ex-events", "-b", b))
+    ok(ringlog("produce", "ex-events", "-b", b, input="first\n"))
+    proc = _start_example("consume.py", b, "ex-events", "ex-group")
+    # running and inside its consume loop: the record was printed (the watchdog ends a hang)
+    watchdog = threading.Timer(60, proc.kill)
+    watchdog.start()
+    try:
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "value=b'first'" in line:
+                break
+        else:
+            raise AssertionError(f"the example ended early: {seen}\n{proc.stderr.read()}")
+    finally:
+        watchdog.cancel()
+    out, err = _interrupt(proc)
+    assert "Traceback" not in err, err
+    assert err == "", err
+    # Ctrl-C is the way to stop a consumer: a normal exit, as for `ringlog consume`
+    assert proc.returncode == 0
+
+
+def test_ctrl_c_in_produce_example_is_quiet(broker) -> None:
+    b = broker.bootstrap
+    # far more records than it sends before the interrupt, so it is still producing then
+    proc = _start_example("produce.py", b, "ex-produce", "100000000")
+    try:
+        _wait_until(lambda: _has_records(b, "ex-produce"), "the example produced nothing")
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    assert proc.poll() is None, "the example finished before the interrupt"
+    out, err = _interrupt(proc)
+    assert "Traceback" not in err, err
+    assert err == "", err
+    assert out == ""  # it was stopped before it could report a total
+    assert proc.returncode == 130
