@@ -17,6 +17,10 @@ recreates them empty. Deleting a topic therefore renames its directories to dele
 leaves the topic here with marked directories, and start-up finishes the deletion (the storage
 manager's `resumed_deletes`) before reconciling, so the topic neither comes back empty nor with
 fewer partitions.
+
+A file that cannot be read as this format (damaged by hand or by the disk, not by a crash) raises
+`TopicsFileError`: the broker refuses to start rather than guess, since starting without the file
+would adopt the topic directories under new ids and without their config overrides.
 """
 from __future__ import annotations
 
@@ -51,6 +55,20 @@ def topic_name_error(name: str | None) -> str | None:
     return None
 
 
+class TopicsFileError(Exception):
+    """topics.json exists but is not a topics file: `path`, `problem` (what is wrong), and the
+    message says what to do."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"{path}: {problem}; restore the file from a backup, or move it aside to start with the "
+            f"topic directories found in the data dir (adopted with new topic ids and without their "
+            f"config overrides)"
+        )
+
+
 def is_internal(name: str) -> bool:
     return name.startswith("__")
 
@@ -71,11 +89,25 @@ class TopicInfo:
 
     @classmethod
     def from_json(cls, name: str, data: Mapping) -> TopicInfo:
+        """Raises ValueError naming the field that is wrong, KeyError for a missing one."""
+        try:
+            partitions = int(data["partitions"])
+        except (TypeError, ValueError):
+            raise ValueError(f"partitions {data['partitions']!r} is not a number") from None
+        if partitions < 1:
+            raise ValueError(f"partitions {partitions} must be at least 1")
+        try:
+            topic_id = uuid.UUID(str(data["topic_id"]))
+        except ValueError:
+            raise ValueError(f"topic_id {data['topic_id']!r} is not a UUID") from None
+        configs = data.get("configs") or {}
+        if not isinstance(configs, Mapping):
+            raise ValueError("configs is not an object")
         return cls(
             name=name,
-            partitions=int(data["partitions"]),
-            topic_id=uuid.UUID(data["topic_id"]),
-            configs={str(k): str(v) for k, v in dict(data.get("configs") or {}).items()},
+            partitions=partitions,
+            topic_id=topic_id,
+            configs={str(k): str(v) for k, v in configs.items()},
         )
 
 
@@ -91,10 +123,33 @@ class TopicStore:
         path = Path(data_dir) / FILE_NAME
         if not path.exists():
             return cls(data_dir)
-        raw = json.loads(path.read_text("utf-8"))
+        data = path.read_bytes()
+        try:
+            raw = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise TopicsFileError(path, f"not UTF-8 text (byte {exc.start})") from None
+        except json.JSONDecodeError as exc:
+            what = "empty, no JSON in it" if not data.strip() else f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+            raise TopicsFileError(path, what) from None
+        if not isinstance(raw, dict):
+            raise TopicsFileError(path, "not a JSON object")
         if raw.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: unknown topics file version {raw.get('version')!r}")
-        return cls(data_dir, (TopicInfo.from_json(n, d) for n, d in raw.get("topics", {}).items()))
+            raise TopicsFileError(path, f"format version {raw.get('version')!r}, this broker reads version "
+                                        f"{FORMAT_VERSION}")
+        topics = raw.get("topics", {})
+        if not isinstance(topics, dict):
+            raise TopicsFileError(path, "its topics field is not an object")
+        infos = []
+        for name, entry in topics.items():
+            if not isinstance(entry, dict):
+                raise TopicsFileError(path, f"topic {name!r} is not an object")
+            try:
+                infos.append(TopicInfo.from_json(name, entry))
+            except KeyError as exc:
+                raise TopicsFileError(path, f"topic {name!r} has no {exc.args[0]} field") from None
+            except ValueError as exc:
+                raise TopicsFileError(path, f"topic {name!r}: {exc}") from None
+        return cls(data_dir, infos)
 
     def save(self) -> None:
         self.write(self.encode())

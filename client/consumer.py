@@ -357,15 +357,15 @@ def split_fetched(records, fetch_offset: int, *, check_crcs: bool = True, read_c
         h = _HEADER.unpack_from(view, pos)
         size = h[1] + 12
         if h[1] < HEADER_SIZE - 12:
-            raise CorruptRecord(f"batch length {h[1]} at fetch position {pos}")
+            raise CorruptRecord(f"batch length {h[1]} at byte {pos} of a fetch from offset {fetch_offset}")
         if pos + size > n:
             break  # partial batch at the end of the slice: fetched again next time
         raw = view[pos : pos + size]
         pos += size
         if h[3] != 2:
-            raise CorruptRecord(f"magic {h[3]} batch at offset {h[0]}: only magic 2 is supported")
+            raise CorruptRecord(f"magic {h[3]} batch at offset {h[0]}: only magic 2 is supported", offset=h[0])
         if check_crcs and crc32c.crc32c(raw[21:]) != h[4]:
-            raise CorruptRecord(f"CRC-32C mismatch in the batch at offset {h[0]}")
+            raise CorruptRecord(f"CRC-32C mismatch in the batch at offset {h[0]}", offset=h[0])
         last = h[0] + h[6]
         if last + 1 > next_offset:
             next_offset = last + 1
@@ -933,6 +933,7 @@ class Consumer(Lifetime):
                         batches, next_offset = split_fetched(records, offsets[tp], check_crcs=self.check_crcs,
                                                              read_committed=self.read_committed, aborted=aborted)
                     except CorruptRecord as exc:
+                        exc.topic, exc.partition = tp.topic, tp.partition
                         self._fetch_error = exc
                         continue
                     if next_offset == offsets[tp] and records and not batches:
@@ -1026,7 +1027,8 @@ class Consumer(Lifetime):
                                                 self._max_decompressed)
                 except Exception as exc:  # noqa: BLE001 - decompression or layout damage
                     self._current = None
-                    raise CorruptRecord(f"{cur.tp} batch at offset {h[0]}: {exc}") from exc
+                    raise CorruptRecord(f"batch at offset {h[0]}: {exc}",
+                                        topic=cur.tp.topic, partition=cur.tp.partition, offset=h[0]) from exc
                 self._rend = h[0] + h[6] + 1
                 self._recs = recs
                 self._ri = 0

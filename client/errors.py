@@ -197,7 +197,28 @@ class UnsupportedApi(ClientError):
 
 
 class CorruptRecord(ClientError):
-    """A fetched batch failed its CRC-32C or could not be decoded."""
+    """A fetched batch failed its CRC-32C or could not be decoded.
+
+    The message names the offset; `topic`, `partition` and `offset` (the damaged batch's base
+    offset) say where for programs, None when unknown. The consumer fills in the partition,
+    which the batch parser does not know."""
+
+    def __init__(self, message: str, *, topic: str | None = None, partition: int | None = None,
+                 offset: int | None = None) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+
+    @property
+    def reason(self) -> str:
+        """What is wrong, without where."""
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        if self.topic is None:
+            return self.reason
+        return f"{self.topic}-{self.partition}: {self.reason}"
 
 
 __all__ += ["ClientError"]

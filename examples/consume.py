@@ -31,7 +31,10 @@ if __name__ == "__main__":
     bootstrap = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:9092"
     topic = sys.argv[2] if len(sys.argv) > 2 else "events"
     group = sys.argv[3] if len(sys.argv) > 3 else "example-group"
+    # Ctrl-C is how this example stops: exit quietly. Trio raises the KeyboardInterrupt inside
+    # whichever task was running, so it can arrive wrapped in the client's exception groups, which
+    # a plain `except KeyboardInterrupt` would let through as a traceback.
     try:
         trio.run(main, bootstrap, topic, group)
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:
         pass

@@ -27,4 +27,12 @@ if __name__ == "__main__":
     bootstrap = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:9092"
     topic = sys.argv[2] if len(sys.argv) > 2 else "events"
     count = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
-    trio.run(main, bootstrap, topic, count)
+    # Ctrl-C stops it without a traceback, exit status 130 as for any program a SIGINT ended. The
+    # KeyboardInterrupt can arrive wrapped in the client's exception groups: hence except*.
+    interrupted = False
+    try:
+        trio.run(main, bootstrap, topic, count)
+    except* KeyboardInterrupt:
+        interrupted = True
+    if interrupted:
+        sys.exit(130)

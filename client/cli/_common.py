@@ -132,6 +132,24 @@ def positive(text: str) -> int:
     return value
 
 
+# The largest values of the Kafka wire's fixed-size integer fields. A number that does not fit
+# cannot even be encoded into the request, so the argument parser refuses it with a clear line.
+INT16_MAX = 2**15 - 1
+INT32_MAX = 2**31 - 1
+
+
+def positive_up_to(limit: int) -> Callable[[str], int]:
+    """argparse type for 1..limit (e.g. INT32_MAX for a partition count)."""
+
+    def parse(text: str) -> int:
+        value = positive(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"{text} is too large (at most {limit})")
+        return value
+
+    return parse
+
+
 def seconds(text: str) -> float:
     try:
         value = float(text)
@@ -353,6 +371,7 @@ def describe_failure(exc: BaseException, bootstrap: str | None) -> tuple[str, in
     from client.errors import (
         ClientClosed,
         ConnectionLost,
+        CorruptRecord,
         KafkaError,
         NoBrokersAvailable,
         RequestTimedOut,
@@ -379,6 +398,10 @@ def describe_failure(exc: BaseException, bootstrap: str | None) -> tuple[str, in
         return f"the broker refused: {exc.name}" + (f" ({exc.message})" if exc.message else ""), EXIT_FAILED
     if isinstance(exc, ClientClosed):
         return f"client closed: {exc}", EXIT_FAILED
+    if isinstance(exc, CorruptRecord):
+        # the reason names the offset; the partition comes from the consumer
+        place = f" in topic {exc.topic!r} partition {exc.partition}" if exc.topic is not None else ""
+        return f"corrupt data{place}: {exc.reason}", EXIT_FAILED
     return None
 
 

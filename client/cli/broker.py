@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 
 BACKPRESSURE = ("block", "reject")
 FSYNC = ("always", "interval", "never")
@@ -92,26 +93,60 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"ringlog broker: {exc}", file=sys.stderr)
         return 2
+    from broker.metadata import TopicsFileError
     from storage.errors import StorageError
 
+    log = logging.getLogger("ringlog")
     try:
         trio.run(run_broker, config)
-    except KeyboardInterrupt:
-        return 130
-    except (OSError, StorageError) as exc:
-        logging.getLogger("ringlog").error("cannot start: %s", exc)
-        return 1
-    except BaseExceptionGroup as group:
-        # Start-up failures (address in use, data dir locked by another broker) surface from the
-        # broker's nursery wrapped in a group: report them as one line, not a traceback.
-        cause = _only_leaf(group)
+    except BaseException as exc:  # noqa: BLE001 - start-up failures sorted below, the rest re-raised
+        # Start-up failures (address in use, data dir locked by another broker, a damaged
+        # topics.json) may surface from the broker's nurseries wrapped in groups: report the one
+        # cause as one line, not a traceback.
+        cause = _only_leaf(exc)
         if isinstance(cause, KeyboardInterrupt):
             return 130
+        if isinstance(cause, TopicsFileError):
+            # the operator has to repair or move the file before any start can succeed: like a
+            # bad configuration, exit 2
+            log.error("cannot start: %s", cause)
+            return 2
+        if isinstance(cause, OSError):
+            listener = _failed_listener(cause, config)
+            if listener is not None:
+                reason = cause.strerror or str(cause)
+                log.error("cannot listen on %s: %s", listener, reason[:1].lower() + reason[1:])
+                return 1
         if isinstance(cause, (OSError, StorageError)):
-            logging.getLogger("ringlog").error("cannot start: %s", cause)
+            log.error("cannot start: %s", cause)
             return 1
         raise
     return 0
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _failed_listener(exc: OSError, config) -> str | None:
+    """The listener whose socket `exc` came from, as "HOST:PORT" (and what it is for, when not
+    the Kafka listener); None when `exc` is not from opening a listener.
+
+    The broker lets the OSError of bind() (or of resolving the host) through as it is, and that
+    names no address. Which listener it was follows from where it was raised: inside trio's
+    open_tcp_listeners, called from the metrics endpoint (broker.http.serve_http) or else from
+    the Kafka listener."""
+    import trio
+
+    from broker.http import serve_http
+
+    codes = {frame.f_code for frame, _ in traceback.walk_tb(exc.__traceback__)}
+    if trio.open_tcp_listeners.__code__ not in codes:
+        return None
+    if serve_http.__code__ in codes:
+        host = config.metrics_listen_host or "127.0.0.1"
+        return f"{_address(host, config.metrics_listen_port)} for /metrics and /health (metrics.listen)"
+    return _address(config.listen_host, config.listen_port)
 
 
 def _only_leaf(exc: BaseException) -> BaseException | None:

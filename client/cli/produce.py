@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 
 from ._common import (
@@ -128,6 +129,17 @@ async def check_topic(producer_or_consumer, topic: str) -> list[int]:
         raise
 
 
+async def _read(fd: int, name: str) -> bytes:
+    """The next chunk of the input. A read error names the input: left as a bare OSError it
+    would be reported as the broker being unreachable."""
+    import trio
+
+    try:
+        return await trio.to_thread.run_sync(os.read, fd, _CHUNK, abandon_on_cancel=True)
+    except OSError as exc:
+        raise CliError(f"cannot read {name}: {exc.strerror or exc}") from None
+
+
 @command("ringlog produce")
 async def _produce(args: argparse.Namespace) -> int:
     import trio
@@ -144,12 +156,19 @@ async def _produce(args: argparse.Namespace) -> int:
             fd = os.open(args.file, os.O_RDONLY)
         except OSError as exc:
             raise UsageError(f"{args.file}: {exc.strerror}") from None
-        total = os.fstat(fd).st_size or None
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            # open() accepts a directory; only the first read fails, and an OSError from there
+            # would read as a network failure
+            os.close(fd)
+            raise UsageError(f"{args.file}: is a directory, not a file of lines")
+        total = (st.st_size if stat.S_ISREG(st.st_mode) else 0) or None
         label = os.path.basename(args.file)
+        source = args.file
     else:
         fd = sys.stdin.fileno()
         total = None
-        label = "stdin"
+        label = source = "stdin"
     progress = Progress.for_args(args, label, total, "bytes") if args.file else Progress(label, None, "bytes", enabled=args.progress)
     acks = "all" if args.acks in ("all", "-1") else int(args.acks)
     delivery = _Delivery()
@@ -173,7 +192,7 @@ async def _produce(args: argparse.Namespace) -> int:
             rest = b""
             done_bytes = 0
             while True:
-                chunk = await trio.to_thread.run_sync(os.read, fd, _CHUNK, abandon_on_cancel=True)
+                chunk = await _read(fd, source)
                 if not chunk:
                     break
                 done_bytes += len(chunk)

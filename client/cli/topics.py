@@ -10,6 +10,8 @@ import argparse
 
 from ._common import (
     CONNECT_TIMEOUT,
+    INT16_MAX,
+    INT32_MAX,
     CliError,
     add_bootstrap,
     add_json,
@@ -17,7 +19,7 @@ from ._common import (
     command,
     connected,
     key_value,
-    positive,
+    positive_up_to,
     print_json,
     print_table,
 )
@@ -38,9 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("create", help="create a topic", description="Create topic NAME.")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--partitions", "-p", type=positive, metavar="N",
+    # CreateTopics carries the partition count as an int32 and the replication factor as an int16
+    p.add_argument("--partitions", "-p", type=positive_up_to(INT32_MAX), metavar="N",
                    help="number of partitions (default: the broker's num.partitions)")
-    p.add_argument("--replication-factor", type=positive, metavar="R",
+    p.add_argument("--replication-factor", type=positive_up_to(INT16_MAX), metavar="R",
                    help="replicas per partition (default: the broker's; a single broker has 1)")
     p.add_argument("--config", "-c", action="append", type=key_value, default=[], metavar="K=V",
                    help="a topic config, e.g. retention.ms=86400000 (repeatable)")
@@ -81,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("add-partitions", help="grow a topic to N partitions",
                        description="Grow topic NAME to N partitions in total (partitions are never removed).")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--partitions", "-p", type=positive, required=True, metavar="N",
+    p.add_argument("--partitions", "-p", type=positive_up_to(INT32_MAX), required=True, metavar="N",
                    help="the new total number of partitions")
     add_bootstrap(p)
     p.set_defaults(func=_add_partitions)
@@ -106,6 +109,9 @@ def _explain(exc: BaseException, topic: str) -> CliError | None:
     if code is None:
         return None
     detail = exc.message if exc.message and exc.message != topic else None
+    if detail and detail.startswith(f"{topic}: "):
+        # the admin client prefixes the broker's message with the topic, which the line names already
+        detail = detail[len(topic) + 2:]
     extra = f": {detail}" if detail else ""
     if code == _ERR_UNKNOWN_TOPIC:
         return CliError(f"unknown topic {topic!r}")
@@ -142,12 +148,21 @@ async def _create(args: argparse.Namespace) -> int:
 
     async with open_admin(args) as admin:
         topic = NewTopic(args.name, args.partitions or -1, args.replication_factor or -1, dict(args.config))
+        existed = False
         try:
-            await admin.create_topics([topic], exist_ok=args.if_not_exists)
+            # TOPIC_ALREADY_EXISTS is caught here rather than with exist_ok, so that --if-not-exists
+            # can say the topic was there already instead of claiming it was created
+            await admin.create_topics([topic])
         except KafkaError as exc:
-            raise (_explain(exc, args.name) or exc) from None
+            if not (args.if_not_exists and exc.code == _ERR_TOPIC_EXISTS):
+                raise (_explain(exc, args.name) or exc) from None
+            existed = True
         n = await _partition_count(admin, args.name)
-    print(f"Created topic {args.name} with {n} partition{'s' if n != 1 else ''}.")
+    plural = "s" if n != 1 else ""
+    if existed:
+        print(f"Topic {args.name} already exists with {n} partition{plural}; nothing created.")
+    else:
+        print(f"Created topic {args.name} with {n} partition{plural}.")
     return 0
 
 
@@ -157,9 +172,13 @@ async def _delete(args: argparse.Namespace) -> int:
 
     async with open_admin(args) as admin:
         try:
-            await admin.delete_topics([args.name], missing_ok=args.if_exists)
+            # not missing_ok: --if-exists must tell "deleted" from "was not there"
+            await admin.delete_topics([args.name])
         except KafkaError as exc:
-            raise (_explain(exc, args.name) or exc) from None
+            if not (args.if_exists and exc.code == _ERR_UNKNOWN_TOPIC):
+                raise (_explain(exc, args.name) or exc) from None
+            print(f"Topic {args.name} does not exist; nothing deleted.")
+            return 0
     print(f"Deleted topic {args.name}.")
     return 0
 

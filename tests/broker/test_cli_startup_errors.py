@@ -28,7 +28,8 @@ def running(tmp_path):
 def test_port_in_use(running, tmp_path) -> None:
     result = _run("--data-dir", str(tmp_path / "second"), "--listen", running.bootstrap)
     assert result.returncode == 1
-    assert "Address already in use" in result.stderr
+    # the line names the listener that could not bind
+    assert f"cannot listen on {running.bootstrap}: address already in use" in result.stderr
     assert "Traceback" not in result.stderr
 
 
