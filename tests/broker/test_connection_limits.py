@@ -81,8 +81,12 @@ class Sockets:
     def open(self, source: str, host: str, port: int, n: int) -> list[socket.socket]:
         out = []
         for _ in range(n):
+            # The time before connecting: the broker may accept (and start the socket's clock)
+            # before connect() has returned here, so a time taken after it could make a socket
+            # closed exactly on time look early.
+            started = time.monotonic()
             s = connect_from(source, host, port)
-            self.opened_at[s] = time.monotonic()
+            self.opened_at[s] = started
             self.selector.register(s, selectors.EVENT_READ)
             out.append(s)
         return out
