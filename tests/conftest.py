@@ -72,7 +72,6 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 KNOWN_BLOCKING_SITES = {
     "broker/core.py:_create_partition",    # topic creation: directories, segments, checkpoints
     "broker/core.py:delete_records",        # log-start checkpoint
-    "broker/core.py:delete_topic",          # rename + rmtree of the partition directories
     "broker/metadata.py:write",             # topics.json, fsync'd (from save on topic creation)
     "broker/snowflake.py:save",             # the id generator's high-water mark, fsync'd
     "broker/idempotence.py:_atomic_write",  # producer-state snapshot
