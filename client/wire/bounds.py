@@ -52,6 +52,7 @@ class BodyError(Exception):
 
 
 def _uvarint(buf: Any, pos: int, end: int) -> tuple[int, int]:
+    """(value, next position) of the unsigned varint at `pos`, at most 5 bytes, before `end`."""
     result = 0
     shift = 0
     while True:
@@ -153,21 +154,23 @@ def _plan(cls: type) -> _Plan:
 def _walk(plan: _Plan, buf: Any, pos: int, end: int) -> int:
     for step in plan.steps:
         pos = _step(step, plan, buf, pos, end)
-    if plan.flexible:
-        count, pos = _uvarint(buf, pos, end)
-        if count > end - pos:
-            raise BodyError(f"{plan.name}: {count} tagged fields in {end - pos} bytes")
-        for _ in range(count):
-            tag, pos = _uvarint(buf, pos, end)
-            size, pos = _uvarint(buf, pos, end)
-            stop = pos + size
-            if stop > end:
-                raise BodyError(f"{plan.name}: tagged field {tag} of {size} bytes runs past the end")
-            step = plan.tags.get(tag)
-            if step is not None and _step(step, plan, buf, pos, stop) > stop:
-                raise BodyError(f"{plan.name}: tagged field {tag} is longer than its size")
-            pos = stop
-    return pos
+    return _tagged(plan, buf, pos, end) if plan.flexible else pos
+
+
+def _length(buf: Any, pos: int, end: int, compact: bool, width: int, nullable: bool, what: str,
+            kind: str) -> tuple[int, int]:
+    """(length, next position): compact is uvarint - 1, else a signed i16/i32; -1 is null."""
+    if compact:
+        n, pos = _uvarint(buf, pos, end)
+        n -= 1
+    else:
+        if pos + width > end:
+            raise BodyError(f"{what} runs past the end")
+        (n,) = (_I16 if width == 2 else _I32).unpack_from(buf, pos)
+        pos += width
+    if n < 0 and (n != -1 or not nullable):
+        raise BodyError(f"{what}: {kind}length {n}" if n != -1 else f"{what} is not nullable but was null")
+    return n, pos
 
 
 def _step(step: tuple, plan: _Plan, buf: Any, pos: int, end: int) -> int:
@@ -179,23 +182,8 @@ def _step(step: tuple, plan: _Plan, buf: Any, pos: int, end: int) -> int:
         return pos
     if kind == _STRING or kind == _BYTES:
         _, name, compact, nullable = step
-        if compact:
-            n, pos = _uvarint(buf, pos, end)
-            n -= 1
-        elif kind == _STRING:
-            if pos + 2 > end:
-                raise BodyError(f"{plan.name}.{name} runs past the end")
-            (n,) = _I16.unpack_from(buf, pos)
-            pos += 2
-        else:
-            if pos + 4 > end:
-                raise BodyError(f"{plan.name}.{name} runs past the end")
-            (n,) = _I32.unpack_from(buf, pos)
-            pos += 4
+        n, pos = _length(buf, pos, end, compact, 2 if kind == _STRING else 4, nullable, f"{plan.name}.{name}", "")
         if n < 0:
-            if n != -1 or not nullable:
-                raise BodyError(f"{plan.name}.{name}: length {n}" if n != -1 else
-                                f"{plan.name}.{name} is not nullable but was null")
             return pos
         pos += n
         if pos > end:
@@ -203,18 +191,8 @@ def _step(step: tuple, plan: _Plan, buf: Any, pos: int, end: int) -> int:
         return pos
     if kind == _ARRAY:
         _, name, compact, nullable, elem, elem_min = step
-        if compact:
-            n, pos = _uvarint(buf, pos, end)
-            n -= 1
-        else:
-            if pos + 4 > end:
-                raise BodyError(f"{plan.name}.{name} runs past the end")
-            (n,) = _I32.unpack_from(buf, pos)
-            pos += 4
+        n, pos = _length(buf, pos, end, compact, 4, nullable, f"{plan.name}.{name}", "array ")
         if n < 0:
-            if n != -1 or not nullable:
-                raise BodyError(f"{plan.name}.{name}: array length {n}" if n != -1 else
-                                f"{plan.name}.{name} is not nullable but was null")
             return pos
         if n * elem_min > end - pos:
             raise BodyError(f"{plan.name}.{name}: {n} elements cannot fit in {end - pos} bytes")
@@ -343,6 +321,7 @@ def _compiled(plan: _Plan):
 
 
 def _tagged(plan: _Plan, buf: Any, pos: int, end: int) -> int:
+    """The tagged-field section of a flexible entity (shared by both walks)."""
     count, pos = _uvarint(buf, pos, end)
     if count > end - pos:
         raise BodyError(f"{plan.name}: {count} tagged fields in {end - pos} bytes")

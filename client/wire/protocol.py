@@ -24,7 +24,7 @@ from kio.schema.errors import ErrorCode
 from kio.serial import entity_reader, entity_writer
 from kio.serial.errors import SerialError
 
-from .bounds import BodyError, check_body
+from .bounds import BodyError, _uvarint, check_body
 from .framing import frame
 
 API_VERSIONS_KEY = 18
@@ -100,19 +100,10 @@ def _writer(cls: type):
 
 
 def read_unsigned_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    while True:
-        if pos >= len(buf):
-            raise InvalidRequest("varint runs past the end of the frame")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 28:
-            raise InvalidRequest("unsigned varint longer than 5 bytes")
+    try:
+        return _uvarint(buf, pos, len(buf))
+    except BodyError as exc:
+        raise InvalidRequest(f"{exc} of the frame") from None
 
 
 def write_unsigned_varint(value: int) -> bytes:
