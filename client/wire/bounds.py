@@ -246,6 +246,17 @@ def _read_len(out: list[str], ind: str, var: str, compact: bool, width: int, wha
         out.append(f"{ind}pos += {width}")
 
 
+def _emit_null(out: list[str], ind: str, var: str, nullable: bool, what: str, kind: str) -> None:
+    """Lines for a negative length in `var` (the rule of _length): -1 is null, allowed only where
+    the schema has it; the caller continues with `else:`/`elif` for a real length."""
+    out.append(f"{ind}if {var} < 0:")
+    if nullable:
+        out.append(f"{ind}    if {var} != -1: _fail({what!r} + ': {kind}length %d' % {var})")
+    else:
+        out.append(f"{ind}    _fail({what + ' is not nullable but was null'!r} if {var} == -1 else "
+                   f"{what!r} + ': {kind}length %d' % {var})")
+
+
 def _emit(step: tuple, plan: _Plan, out: list[str], ind: str, refs: dict[str, Any], depth: int) -> None:
     kind = step[0]
     what = f"{plan.name}.{step[1]}"
@@ -256,24 +267,14 @@ def _emit(step: tuple, plan: _Plan, out: list[str], ind: str, refs: dict[str, An
     elif kind in (_STRING, _BYTES):
         _, _name, compact, nullable = step
         _read_len(out, ind, n, compact, 2 if (kind == _STRING and not compact) else 4, what)
-        out.append(f"{ind}if {n} < 0:")
-        if nullable:
-            out.append(f"{ind}    if {n} != -1: _fail({what!r} + ': length %d' % {n})")
-        else:
-            out.append(f"{ind}    _fail({what + ' is not nullable but was null'!r} if {n} == -1 else "
-                       f"{what!r} + ': length %d' % {n})")
+        _emit_null(out, ind, n, nullable, what, "")
         out.append(f"{ind}else:")
         out.append(f"{ind}    pos += {n}")
         out.append(f"{ind}    if pos > end: _fail({what!r} + ': %d bytes run past the end' % {n})")
     elif kind == _ARRAY:
         _, _name, compact, nullable, elem, elem_min = step
         _read_len(out, ind, n, compact, 4, what)
-        out.append(f"{ind}if {n} < 0:")
-        if nullable:
-            out.append(f"{ind}    if {n} != -1: _fail({what!r} + ': array length %d' % {n})")
-        else:
-            out.append(f"{ind}    _fail({what + ' is not nullable but was null'!r} if {n} == -1 else "
-                       f"{what!r} + ': array length %d' % {n})")
+        _emit_null(out, ind, n, nullable, what, "array ")
         out.append(f"{ind}elif {n} * {elem_min} > end - pos:")
         out.append(f"{ind}    _fail({what!r} + ': %d elements cannot fit in %d bytes' % ({n}, end - pos))")
         if elem[0] == _SKIP:
