@@ -49,6 +49,13 @@ def hwm_bytes(pid: int) -> int:
     return _status_kib(pid, "VmHWM:") * 1024
 
 
+def reset_peak(pid: int) -> None:
+    """Make VmHWM start again from the current RSS (Linux: "5" into /proc/<pid>/clear_refs), so a
+    later hwm_bytes() is the peak from here on, not over the process's whole life."""
+    with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as f:
+        f.write("5")
+
+
 class ResourceWindow:
     """`with ResourceWindow(pid) as w: ...` then w.cpu_s, w.rss_peak_bytes, w.wall_s."""
 

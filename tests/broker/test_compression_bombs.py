@@ -11,6 +11,7 @@ every client for 4 s.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import statistics
@@ -23,6 +24,7 @@ from kio.schema.errors import ErrorCode
 
 from broker.testing import BrokerProcess
 from client.admin import Admin, NewTopic
+from client.bench.procstat import hwm_bytes, reset_peak, rss_bytes
 from client.wire import request_class
 from storage.batch import CODEC_GZIP, CODEC_LZ4, CODEC_SNAPPY, CODEC_ZSTD
 from storage.records import build_batch
@@ -53,14 +55,6 @@ def _produce(parts: list[tuple[int, bytes]], topic: str = "t"):
             m.PartitionProduceData(index=p, records=records) for p, records in parts)),))
 
 
-def _status_kb(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 class _Pinger(threading.Thread):
     """ApiVersions round trips on a connection of its own, every 2 ms, until stopped."""
 
@@ -89,16 +83,23 @@ class _Pinger(threading.Thread):
             self.client.close()
 
 
+@contextlib.contextmanager
+def _broker_with_topic(tmp_path, limit: int, *, partitions: int):
+    """A broker process with message.max.decompressed.bytes=`limit` and topic "t"."""
+    with BrokerProcess(str(tmp_path / "d"), "--set", f"message.max.decompressed.bytes={limit}") as b:
+        async def create() -> None:
+            async with Admin(b.bootstrap) as admin:
+                await admin.create_topics([NewTopic("t", partitions)])
+
+        trio.run(create)
+        yield b
+
+
 def test_bombs_are_refused_per_partition_cheaply_and_without_stalling(tmp_path, bombs) -> None:
     legit = {codec: build_batch([(b"k%d" % i, b"value %d " % i * 20, (), 1_700_000_000_000 + i) for i in range(200)],
                                 compression=codec)
              for codec in (CODEC_GZIP, CODEC_SNAPPY, CODEC_LZ4, CODEC_ZSTD)}
-    with BrokerProcess(str(tmp_path / "d"), "--set", f"message.max.decompressed.bytes={LIMIT}") as b:
-        async def create() -> None:
-            async with Admin(b.bootstrap) as admin:
-                await admin.create_topics([NewTopic("t", 2)])
-
-        trio.run(create)
+    with _broker_with_topic(tmp_path, LIMIT, partitions=2) as b:
         c = RawClient(b.host, b.port, timeout=30)
         # Warm up the compressed path (codec libraries loaded, worker threads started) so the
         # peak below measures the bombs, not the first use of each codec.
@@ -106,9 +107,8 @@ def test_bombs_are_refused_per_partition_cheaply_and_without_stalling(tmp_path, 
             part = c.call(_produce([(1, batch)])).responses[0].partition_responses[0]
             assert part.error_code == ErrorCode.none
         pid = b.proc.pid
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")  # VmHWM := VmRSS: the peak from here on
-        rss_before = _status_kb(pid, "VmRSS")
+        reset_peak(pid)  # the peak from here on
+        rss_before = rss_bytes(pid)
 
         pinger = _Pinger(b.host, b.port)
         pinger.start()
@@ -128,7 +128,7 @@ def test_bombs_are_refused_per_partition_cheaply_and_without_stalling(tmp_path, 
             pinger.stop.set()
             pinger.join(10)
         assert pinger.error is None
-        growth_mb = (_status_kb(pid, "VmHWM") - rss_before) / 1024
+        growth_mb = (hwm_bytes(pid) - rss_before) / 2**20
         # nothing of the bombs was stored: partition 0 is still empty
         assert c.call(_produce([(0, legit[CODEC_LZ4])])).responses[0].partition_responses[0].base_offset == 0
         c.close()
@@ -158,12 +158,7 @@ def test_inflating_up_to_a_large_limit_does_not_stall_other_connections(tmp_path
     # within a few switch intervals (5 ms each). The bound is relative to the work measured, so
     # a faster or a busier machine changes both sides.
     limit = 128 * MiB
-    with BrokerProcess(str(tmp_path / "d"), "--set", f"message.max.decompressed.bytes={limit}") as b:
-        async def create() -> None:
-            async with Admin(b.bootstrap) as admin:
-                await admin.create_topics([NewTopic("t", 1)])
-
-        trio.run(create)
+    with _broker_with_topic(tmp_path, limit, partitions=1) as b:
         c = RawClient(b.host, b.port, timeout=60)
         pinger = _Pinger(b.host, b.port)
         pinger.start()

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker.config import BrokerConfig
+from client.bench.procstat import hwm_bytes
 from broker.testing import BrokerThread
 from client.wire import encode_request, request_class
 from storage.records import build_batch
@@ -131,16 +132,8 @@ def test_malformed_frames_then_real_client(tmp_path) -> None:
 
 CORPUS = 100_000 if os.environ.get("RINGLOG_SLOW") == "1" else 3_000
 THREADS = 8
-RSS_LIMIT_KIB = 300 * 1024
+RSS_LIMIT_BYTES = 300 * 1024 * 1024
 KEEP = "keep-data"  # never a name the generators produce (their alphabet has no 'k', 'p', 'd')
-
-
-def _vm_hwm_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmHWM")
 
 
 def _throw(host: str, port: int, frames: list[bytes], deadline_s: float) -> str | None:
@@ -252,10 +245,10 @@ def test_every_api_mutated_over_many_connections(tmp_path) -> None:
         assert proc.proc.poll() is None, "broker died:\n" + "\n".join(proc.lines[-20:])
         assert not failures, failures[:10]
         assert not canary_errors, canary_errors
-        hwm = _vm_hwm_kib(proc.proc.pid)
+        hwm = hwm_bytes(proc.proc.pid)
         print(f"\n{CORPUS} cases in {elapsed:.1f} s from {THREADS} connections at a time (seed {seed}); "
-              f"broker peak RSS {hwm / 1024:.0f} MiB; slowest canary ApiVersions {canary_worst[0] * 1000:.1f} ms")
-        assert hwm < RSS_LIMIT_KIB, f"broker peak RSS {hwm} KiB"
+              f"broker peak RSS {hwm / 2**20:.0f} MiB; slowest canary ApiVersions {canary_worst[0] * 1000:.1f} ms")
+        assert hwm < RSS_LIMIT_BYTES, f"broker peak RSS {hwm} bytes"
         bad = [line for line in proc.lines if "level=error" in line or " exc=" in line or "Traceback" in line]
         assert not bad, "\n".join(bad[:5])
 

@@ -11,6 +11,7 @@ import trio
 from client import NewTopic, open_admin, open_consumer, open_producer
 from client.consumer import _HEADER, decode_batch_records
 from client.errors import CorruptRecord
+from client.bench.procstat import hwm_bytes, reset_peak
 from storage.batch import CODEC_ZSTD
 from storage.errors import DecompressedTooLargeError
 from storage.records import DEFAULT_MAX_DECOMPRESSED, build_batch
@@ -22,20 +23,14 @@ from .helpers import topic_name
 RECORDS = [(b"k%d" % i, b"%06d" % i + b"." * 1500, (), 1_700_000_000_000 + i) for i in range(1000)]
 
 
-def _hwm_kb() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-
-
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
 def test_a_fetched_bomb_is_refused_without_allocating_it():
     raw = codec_bombs()["zstd-compressed-blocks"]  # 1 GiB, inflated chunk by chunk
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _hwm_kb()
+    reset_peak(os.getpid())
+    before = hwm_bytes(os.getpid())
     with pytest.raises(DecompressedTooLargeError, match=f"past the limit of {DEFAULT_MAX_DECOMPRESSED} bytes"):
         decode_batch_records("t", 0, memoryview(raw), _HEADER.unpack_from(raw, 0))
-    growth_mb = (_hwm_kb() - before) / 1024
+    growth_mb = (hwm_bytes(os.getpid()) - before) / 2**20
     print(f"peak RSS +{growth_mb:.1f} MB refusing a 1 GiB batch (limit {DEFAULT_MAX_DECOMPRESSED >> 20} MiB)")
     assert growth_mb < DEFAULT_MAX_DECOMPRESSED / MiB + 16
 

@@ -16,6 +16,7 @@ import lz4.frame
 import pytest
 import zstandard
 
+from client.bench.procstat import hwm_bytes, reset_peak
 from storage.batch import CODEC_GZIP, CODEC_LZ4, CODEC_SNAPPY, CODEC_ZSTD, parse_header
 from storage.errors import CorruptBatchError, DecompressedTooLargeError
 from storage.records import (
@@ -126,11 +127,6 @@ def test_xerial_detection_needs_the_magic():
     assert compress(CODEC_SNAPPY, BODY)[:8] == _XERIAL_MAGIC
 
 
-def _hwm_kb() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-
-
 # Refused from what the headers state: no inflating at all.
 STATED = {"zstd-rle", "zstd-content-size", "gzip", "snappy-xerial", "snappy-raw-lying-header"}
 
@@ -141,12 +137,11 @@ def test_a_bomb_is_refused_without_allocating_what_it_inflates_to(name):
     raw = codec_bombs()[name]
     header = parse_header(raw)
     limit = 8 * MiB
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # VmHWM := VmRSS
-    before = _hwm_kb()
+    reset_peak(os.getpid())
+    before = hwm_bytes(os.getpid())
     with pytest.raises(DecompressedTooLargeError):
         check_records(raw, header, max_decompressed=limit)
-    growth_mb = (_hwm_kb() - before) / 1024
+    growth_mb = (hwm_bytes(os.getpid()) - before) / 2**20
     print(f"{name}: peak RSS +{growth_mb:.1f} MB")
     # The bombs inflate to 16 MiB (snappy) up to 2 GiB. The stated ones cost nothing; the others
     # at most the limit, one chunk past it and zstd's window (2 MiB for these frames).
@@ -159,11 +154,10 @@ def test_the_full_check_holds_one_record_at_a_time():
     # a limit-sized block of them (9 million) gigabytes: record.validation=full walks, not lists.
     raw = build_batch([(None, None, (), 0)] * 200_000, compression=CODEC_ZSTD)
     header = parse_header(raw)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _hwm_kb()
+    reset_peak(os.getpid())
+    before = hwm_bytes(os.getpid())
     check_records(raw, header, full=True)
-    growth_mb = (_hwm_kb() - before) / 1024
+    growth_mb = (hwm_bytes(os.getpid()) - before) / 2**20
     assert growth_mb < 5, growth_mb
 
 
