@@ -4,8 +4,10 @@ Every log.retention.check.interval.ms it walks the partition logs; for each comp
 storage.compaction.plan_clean decides (on the Trio thread, under the broker's log lock) whether a
 clean is due (min.cleanable.dirty.ratio, min.compaction.lag.ms, a passed tombstone horizon). The
 heavy part, reading the old segments and writing the cleaned ones, runs in a worker thread
-(build_clean); the swap then happens back on the Trio thread under the log lock (commit_clean),
-which discards the result if the log was truncated, had segments deleted or was closed meanwhile.
+(build_clean); the commit then happens under the log lock: on the Trio thread a check that the log
+is still as planned (else the result is discarded: truncated, segments deleted or closed
+meanwhile), in a worker thread the crash-safe swap of the files (swap_clean), and back on the Trio
+thread the switch of the log's segments (install_clean).
 One partition at a time, so at most one worker thread is busy cleaning.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from storage.compaction import build_clean, commit_clean, plan_clean
+from storage.compaction import build_clean, clean_is_current, discard, install_clean, plan_clean, swap_clean
 
 from .logging_setup import event
 
@@ -43,7 +45,15 @@ async def clean_partition(broker: Broker, topic: str, partition: int, plog) -> o
         plan.stop()
         raise
     async with broker.log_lock:
-        stats = commit_clean(plog, plan, result)
+        if clean_is_current(plog, plan):
+            before = (plog.segment_count(), plog.size_bytes)
+            # Shielded: once the files are being swapped, the log must learn of the new ones.
+            with trio.CancelScope(shield=True):
+                swapped = await trio.to_thread.run_sync(swap_clean, plan, result, plog.config)
+                stats = install_clean(plog, plan, result, swapped, before)
+        else:
+            await trio.to_thread.run_sync(discard, plan, result)
+            stats = None
     if stats is None:
         log.info("clean of %s-%d discarded: the log changed meanwhile", topic, partition)
         return None

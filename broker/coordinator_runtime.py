@@ -28,12 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
+from kio.schema.errors import ErrorCode
 
 from storage.batch import split_batches, validate_batch
 from storage.records import build_batch, decode_records
 
 from .coordinator import OFFSETS_TOPIC, CoordinatorConfig, GroupCoordinator, Outcome, lag_report
 from .coordinator import records as rec
+from .errors import KafkaError
 from .ingest import PendingAppend
 from .logging_setup import GroupChangeLog
 
@@ -214,7 +216,11 @@ class CoordinatorRuntime:
             batch = bytearray(build_batch([(k, v, (), now) for k, v in items]))
             header = validate_batch(batch, from_client=False)
             entry = PendingAppend((OFFSETS_TOPIC, p), [batch], [header], len(batch))
-            await self.broker.ingest.submit(entry, block=True)
+            part = self.broker.partition(OFFSETS_TOPIC, p)
+            if part is None:
+                entry.finish(error=KafkaError(ErrorCode.coordinator_not_available, f"{OFFSETS_TOPIC}-{p} is missing"))
+            else:
+                await part.submit(entry, block=True)
             entries.append(entry)
         return entries
 

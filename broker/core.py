@@ -1,17 +1,18 @@
 """The Broker object: what every handler reaches through `ctx.broker`.
 
-It owns the topic store (`metadata`), the partition logs (`logs`, a storage LogManager), the
-per-partition serving state (high watermark, fetch waiters), the ingest path (`ingest`: rings and
-the writer task) and the idempotent-producer state (`producer_state`).
+It owns the topic store (`metadata`), the partition logs (`logs`, a storage LogManager), one
+`broker.partition.Partition` per topic-partition (`partitions`: log, high watermark, ring,
+producer state, fetch waiters), the group-commit writer task (`writer`), producer ids
+(`producer_state`) and the group coordinator (`coordinator`).
 
 Operations for handlers (all raise `broker.errors.KafkaError` with the code to answer):
     broker.node_id, broker.cluster_id, broker.host, broker.port, broker.bootstrap
     broker.config                       BrokerConfig
     broker.metadata                     broker.metadata.TopicStore (get(name) -> TopicInfo | None)
-    broker.logs                         storage.manager.LogManager
+    broker.partition(topic, p)          Partition | None
+    broker.partition_log(topic, p)      PartitionLog | None     (partition(...).log)
+    broker.high_watermark(topic, p)     int, -1 when unknown    (partition(...).high_watermark)
     broker.now_ms()
-    broker.partition_log(topic, p)      PartitionLog | None
-    broker.high_watermark(topic, p)     int (offsets below it are committed and visible)
     broker.log_config_for(topic)        effective storage LogConfig (defaults + overrides)
     broker.validate_topic_configs(configs)  -> LogConfig (KafkaError INVALID_CONFIG)
     await broker.ensure_topic(name)     TopicInfo | None: auto-creates when enabled
@@ -22,84 +23,55 @@ Operations for handlers (all raise `broker.errors.KafkaError` with the code to a
     await broker.delete_records(topic, p, before_offset) -> new log start offset
     async with broker.log_lock: ...     hold it to change a log other than by appending
                                         (the writer holds it for each group commit)
+
+File work (creating partitions, writing topics.json, checkpoints, removing directories) runs in
+worker threads while the log lock is held; the Trio thread only changes what is in memory.
 """
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 from kio.schema.errors import ErrorCode
 
 from storage.errors import StorageError
-from storage.manager import NAME_MAX, name_fits, partition_dir_name
+from storage.log import LogConfig, PartitionLog
+from storage.manager import NAME_MAX, LogManager, name_fits, partition_dir_name
 
 from . import open_files
 from .config import BrokerConfig
 from .errors import KafkaError
+from .idempotence import PartitionProducerState, ProducerStateManager, load_partition_state
+from .ingest import PartitionRing, Writer, run_deferred
 from .logging_setup import event
 from .metadata import TopicInfo, TopicStore, topic_name_error
+from .metrics import BrokerMetrics
+from .partition import Partition
+
+if TYPE_CHECKING:
+    from .connection_limits import RateLimitedLog
+    from .coordinator_runtime import CoordinatorRuntime
+    from .server import Connection
 
 log = logging.getLogger("ringlog.broker")
 
 TopicPartition = tuple[str, int]
 
 
-@attrs.define(eq=False)
-class PartitionState:
-    """Serving state of one partition: the high watermark and the fetchers waiting for data."""
-
-    topic: str
-    partition: int
-    high_watermark: int = 0
-    # Events of fetch requests waiting for new data here; set and cleared on each commit.
-    waiters: set[trio.Event] = attrs.field(factory=set)
-
-    def notify(self) -> None:
-        waiters, self.waiters = self.waiters, set()
-        for event in waiters:
-            event.set()
-
-
-def _load_producer_state(broker: Broker) -> Any:
-    """broker.idempotence.ProducerStateManager when present, else a pass-through."""
-    try:
-        from . import idempotence
-    except ImportError:
-        return PassThroughProducerState()
-    factory = getattr(idempotence, "ProducerStateManager", None)
-    if factory is None:
-        return PassThroughProducerState()
-    try:
-        return factory(broker)
-    except TypeError:
-        return factory()
-
-
-class PassThroughProducerState:
-    """No idempotence checks: every batch is accepted (used until broker/idempotence.py exists).
-
-    The interface the real one implements:
-      check(tp, header) -> None (accept) | DuplicateBatch-like object with `.base_offset`
-                           (answer with the original offset, do not append) | ErrorCode (reject)
-        called in the connection task, in request order, before the batch enters the ring;
-      update(tp, header, info) called by the writer after the batch is written (info is the
-        storage AppendInfo: base_offset, last_offset, ...);
-      abort(tp, header) called when a checked batch is not written after all (append failed or
-        the topic was deleted).
-    """
-
-    def check(self, tp: TopicPartition, header: Any) -> Any:
-        return None
-
-    def update(self, tp: TopicPartition, header: Any, info: Any) -> None:
-        return None
-
-    def abort(self, tp: TopicPartition, header: Any) -> None:
-        return None
+def load_producer_states(logs: LogManager, now_ms: int) -> tuple[dict[TopicPartition, PartitionProducerState], int]:
+    """Every partition's producer state (snapshot + the log after it) and how many batches were
+    replayed: start-up file work, run with the recovery in its worker thread."""
+    states = {}
+    replayed = 0
+    for tp, plog in logs.logs.items():
+        states[tp], count = load_partition_state(tp, plog, now_ms)
+        replayed += count
+    return states, replayed
 
 
 def _check_partition_dir_names(name: str, count: int) -> None:
@@ -115,10 +87,27 @@ def _check_partition_dir_names(name: str, count: int) -> None:
 
 
 class Broker:
-    def __init__(self, config: BrokerConfig, logs: Any, metadata: TopicStore, metrics: Any = None) -> None:
-        self.config = config
-        from .metrics import BrokerMetrics
+    config: BrokerConfig
+    metrics: BrokerMetrics
+    logs: LogManager
+    metadata: TopicStore
+    partitions: dict[TopicPartition, Partition]
+    writer: Writer
+    producer_state: ProducerStateManager
+    coordinator: CoordinatorRuntime
+    # Set by broker.server while it serves:
+    connections: set[Connection]
+    listen_address: tuple[str, int] | None
+    metrics_address: tuple[str, int] | None
+    connection_notices: RateLimitedLog | None
 
+    def __init__(self, config: BrokerConfig, logs: LogManager, metadata: TopicStore,
+                 metrics: BrokerMetrics | None = None,
+                 producer_states: Mapping[TopicPartition, PartitionProducerState] | None = None,
+                 rebuilt_batches: int = 0) -> None:
+        """`producer_states`, `rebuilt_batches`: from load_producer_states, run at start-up in a
+        worker thread; a partition missing there is loaded here (its snapshot, then its log)."""
+        self.config = config
         # counters, histograms and scrape-time gauges (broker.metrics); /metrics renders them
         self.metrics = metrics if metrics is not None else BrokerMetrics(config.data_dir, config.health_disk_free_min_bytes)
         self.logs = logs
@@ -127,15 +116,23 @@ class Broker:
         self.cluster_id = config.cluster_id
         self.host = config.advertised_host or config.listen_host
         self.port = config.advertised_port or config.listen_port
+        self.connections = set()
+        self.listen_address = None
+        self.metrics_address = None
+        self.connection_notices = None
         self.default_log_config = config.log_config()
         self.log_lock = trio.Lock()
-        self.partitions: dict[TopicPartition, PartitionState] = {}
-        for (topic, partition), plog in self._all_logs():
-            self.partitions[(topic, partition)] = PartitionState(topic, partition, plog.log_end_offset)
-        self.producer_state = _load_producer_state(self)
-        from .ingest import Ingest
-
-        self.ingest = Ingest(self)
+        self.partitions = {}
+        self.producer_state = ProducerStateManager(config, config.node_id, self.partitions.values)
+        self.writer = Writer(self.log_lock, self.metrics, now_ms=self.now_ms, snapshots=self.producer_state)
+        states = dict(producer_states or {})
+        for tp, plog in list(logs.logs.items()):
+            state = states.get(tp)
+            if state is None:
+                state, count = load_partition_state(tp, plog, self.now_ms())
+                rebuilt_batches += count
+            self._adopt(tp[0], tp[1], plog, state)
+        self.producer_state.rebuilt_batches = rebuilt_batches
         # Worker threads that inflate and check compressed produced batches (handlers.produce).
         # Two: the work is CPU-bound, so more threads would not finish it sooner on a small
         # machine, and each holds up to message.max.decompressed.bytes of records meanwhile.
@@ -156,31 +153,27 @@ class Broker:
     def now_ms() -> int:
         return time.time_ns() // 1_000_000
 
-    def _all_logs(self):
-        logs = self.logs.logs
-        items = logs.items() if isinstance(logs, Mapping) else ((k, v) for k, v in logs)
-        return list(items)
+    def _all_logs(self) -> list[tuple[TopicPartition, PartitionLog]]:
+        return [(tp, part.log) for tp, part in self.partitions.items()]
 
-    def partition_log(self, topic: str, partition: int) -> Any | None:
-        try:
-            return self.logs.get(topic, partition)
-        except KeyError:
-            return None
-
-    def partition_state(self, topic: str, partition: int) -> PartitionState | None:
+    def partition(self, topic: str, partition: int) -> Partition | None:
         return self.partitions.get((topic, partition))
 
-    def high_watermark(self, topic: str, partition: int) -> int:
-        state = self.partitions.get((topic, partition))
-        return state.high_watermark if state is not None else -1
+    def partition_log(self, topic: str, partition: int) -> PartitionLog | None:
+        part = self.partitions.get((topic, partition))
+        return part.log if part is not None else None
 
-    def log_config_for(self, topic: str) -> Any:
+    def high_watermark(self, topic: str, partition: int) -> int:
+        part = self.partitions.get((topic, partition))
+        return part.high_watermark if part is not None else -1
+
+    def log_config_for(self, topic: str) -> LogConfig:
         info = self.metadata.get(topic)
         if info is None or not info.configs:
             return self.default_log_config
         return self.default_log_config.with_topic_configs(info.configs)
 
-    def validate_topic_configs(self, configs: Mapping[str, str] | None) -> Any:
+    def validate_topic_configs(self, configs: Mapping[str, str] | None) -> LogConfig:
         try:
             return self.default_log_config.with_topic_configs(dict(configs or {}))
         except (ValueError, KeyError, TypeError) as exc:
@@ -222,43 +215,71 @@ class Broker:
         if name in self.metadata:
             raise KafkaError(ErrorCode.topic_already_exists, f"topic {name!r} already exists")
         if validate_only:
-            from .metadata import TopicInfo as _TI
-            import uuid
-
-            return _TI(name=name, partitions=num_partitions, topic_id=uuid.uuid4(), configs=configs or {})
+            return TopicInfo(name=name, partitions=num_partitions, topic_id=uuid.uuid4(), configs=configs or {})
         async with self.log_lock:
             if name in self.metadata:
                 raise KafkaError(ErrorCode.topic_already_exists, f"topic {name!r} already exists")
-            if configs:
-                self.logs.set_topic_config(name, dict(configs))
-            # Logs first, then the store: a crash in between leaves directories that start-up
-            # adopts (TopicStore.reconcile), never a topic without logs.
-            created: list[int] = []
-            failure = None
-            try:
-                for p in range(num_partitions):
-                    self._create_partition(name, p, config)
-                    created.append(p)
-                info = self.metadata.add(name, num_partitions, configs or {})
-            except (OSError, StorageError) as exc:
-                failure = self._creation_failed(f"creating topic {name}", exc)
-            if failure is not None:
-                self._undo_partitions(name, created)
+            # Shielded: a cancelled request (the client went away) must not stop between the
+            # logs and the topic store; each step is bounded file work.
+            with trio.CancelScope(shield=True):
                 if configs:
-                    self.logs.topic_configs.pop(name, None)
-                raise failure
+                    self.logs.set_topic_config(name, dict(configs))
+                # Logs first, then the store: a crash in between leaves directories that start-up
+                # adopts (TopicStore.reconcile), never a topic without logs.
+                created: list[int] = []
+                failure = None
+                try:
+                    await self._create_partitions(name, range(num_partitions), config, created)
+                    info = self.metadata.add(name, num_partitions, configs or {}, save=False)
+                    await self._save_topics(lambda: self.metadata.remove(name, save=False))
+                except (OSError, StorageError) as exc:
+                    failure = self._creation_failed(f"creating topic {name}", exc)
+                if failure is not None:
+                    await self._undo_partitions(name, created)
+                    if configs:
+                        self.logs.topic_configs.pop(name, None)
+                    raise failure
         log.info("created topic %s with %d partition(s)", name, num_partitions,
                  extra=event("topic_created", topic=name, partitions=num_partitions, configs=dict(configs or {})))
         return info
 
-    def _create_partition(self, name: str, p: int, config: Any) -> None:
+    async def _create_partitions(self, name: str, indexes: Iterable[int], config: LogConfig,
+                                 created: list[int]) -> None:
+        """Open the logs of `indexes` (creating their directories and files: a worker thread) and
+        adopt them; each one is in `created` once adopted, also when a later one failed."""
+        opened: list[tuple[int, PartitionLog, PartitionProducerState]] = []
+        wanted = [p for p in indexes if (name, p) not in self.partitions]
+        now = self.now_ms()
+
+        def open_all() -> None:
+            for p in wanted:
+                plog = self.logs.open_new(name, p, config, now_ms=now)
+                # An empty log has no producer state; a directory left by a crash may hold some.
+                state, _ = load_partition_state((name, p), plog, now)
+                opened.append((p, plog, state))
+
         try:
-            plog = self.logs.get(name, p)
-        except KeyError:
-            plog = None
-        if plog is None:
-            plog = self.logs.create(name, p, config)
-        self.partitions[(name, p)] = PartitionState(name, p, plog.log_end_offset)
+            await trio.to_thread.run_sync(open_all)
+        finally:
+            # What opened before a failure is adopted too, so that the undo removes it.
+            for p, plog, state in opened:
+                self.logs.adopt(name, p, plog)
+                self._adopt(name, p, plog, state)
+                created.append(p)
+
+    def _adopt(self, topic: str, index: int, plog: PartitionLog, state: PartitionProducerState) -> None:
+        plog.defer_io = True  # its checkpoints and segment removals go to worker threads
+        ring = PartitionRing(self.config.ring_bytes_per_partition)
+        self.partitions[(topic, index)] = Partition(topic, index, plog, state, ring, self.writer)
+
+    async def _save_topics(self, undo: Callable[[], Any]) -> None:
+        """Write topics.json (in a worker thread) as memory now has it; on failure, `undo`."""
+        content = self.metadata.encode()
+        try:
+            await trio.to_thread.run_sync(self.metadata.write, content)
+        except BaseException:
+            undo()
+            raise
 
     def _creation_failed(self, what: str, exc: BaseException) -> KafkaError:
         """The per-topic answer for storage that failed while creating partitions.
@@ -274,11 +295,14 @@ class Broker:
                   extra=event("topic_create_failed", action=what, reason=message))
         return KafkaError(ErrorCode.kafka_storage_error, message)
 
-    def _undo_partitions(self, name: str, partitions: list[int]) -> None:
+    async def _undo_partitions(self, name: str, partitions: list[int]) -> None:
         for p in partitions:
-            self.partitions.pop((name, p), None)
+            part = self.partitions.pop((name, p), None)
+            if part is not None:
+                part.close(f"topic {name!r} could not be created")
+        detached = self.logs.detach_partitions(name, partitions)
         try:
-            self.logs.delete_partitions(name, partitions)
+            await trio.to_thread.run_sync(self.logs.remove_detached, name, detached)
         except (OSError, StorageError) as exc:
             # What is left is adopted as partitions at the next start (TopicStore.reconcile).
             log.error("could not remove the partitions %s of %s created before the failure: %s",
@@ -301,15 +325,13 @@ class Broker:
             info = self.metadata.get(name)  # a delete that held the lock before us may have won
             if info is None:
                 raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {name!r} does not exist")
-            self.ingest.drop_topic(name)
-            forget = getattr(self.producer_state, "forget_topic", None)
-            if forget is not None:
-                forget(name)
-            detached = self.logs.detach_topic(name, release=False)
             for p in range(info.partitions):
-                state = self.partitions.pop((name, p), None)
-                if state is not None:
-                    state.notify()
+                part = self.partitions.pop((name, p), None)
+                if part is not None:
+                    # fails what waits in its ring (and forgets those batches' producer
+                    # checks), wakes its long-polling fetches
+                    part.close(f"topic {name!r} was deleted")
+            detached = self.logs.detach_topic(name, release=False)
             # Shielded: a cancelled request (the client went away) must not stop between the
             # renames and the topics.json write; each step is bounded file work.
             with trio.CancelScope(shield=True):
@@ -355,19 +377,26 @@ class Broker:
         if validate_only:
             return attrs.evolve(info, partitions=total)
         async with self.log_lock:
+            info = self.metadata.get(name)
+            if info is None:
+                raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {name!r} does not exist")
+            if total <= info.partitions:
+                raise KafkaError(ErrorCode.invalid_partitions,
+                                 f"topic {name!r} has {info.partitions} partitions; the new count must be larger, got {total}")
             config = self.log_config_for(name)
-            created: list[int] = []
-            failure = None
-            try:
-                for p in range(info.partitions, total):
-                    self._create_partition(name, p, config)
-                    created.append(p)
-                info = self.metadata.set_partitions(name, total)
-            except (OSError, StorageError) as exc:
-                failure = self._creation_failed(f"adding partitions to {name}", exc)
-            if failure is not None:
-                self._undo_partitions(name, created)
-                raise failure
+            before = info
+            with trio.CancelScope(shield=True):
+                created: list[int] = []
+                failure = None
+                try:
+                    await self._create_partitions(name, range(info.partitions, total), config, created)
+                    info = self.metadata.set_partitions(name, total, save=False)
+                    await self._save_topics(lambda: self.metadata.put(before))
+                except (OSError, StorageError) as exc:
+                    failure = self._creation_failed(f"adding partitions to {name}", exc)
+                if failure is not None:
+                    await self._undo_partitions(name, created)
+                    raise failure
         log.info("topic %s now has %d partitions", name, total,
                  extra=event("topic_partitions_added", topic=name, partitions=total))
         return info
@@ -383,7 +412,12 @@ class Broker:
         if validate_only:
             return attrs.evolve(info, configs=dict(configs))
         async with self.log_lock:
-            info = self.metadata.set_configs(name, configs)
+            before = self.metadata.get(name)
+            if before is None:
+                raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {name!r} does not exist")
+            with trio.CancelScope(shield=True):
+                info = self.metadata.set_configs(name, configs, save=False)
+                await self._save_topics(lambda: self.metadata.put(before))
             self.logs.set_topic_config(name, dict(configs))
         log.info("topic %s configs set to %s", name, dict(configs),
                  extra=event("topic_configs_altered", topic=name, configs=dict(configs)))
@@ -391,10 +425,10 @@ class Broker:
 
     async def delete_records(self, topic: str, partition: int, before_offset: int) -> int:
         """Advance the log start offset to `before_offset` (-1: the high watermark)."""
-        plog = self.partition_log(topic, partition)
-        if plog is None:
+        part = self.partition(topic, partition)
+        if part is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{topic}-{partition} does not exist")
-        hwm = self.high_watermark(topic, partition)
+        hwm = part.high_watermark
         if before_offset == -1:
             before_offset = hwm
         if before_offset < 0 or before_offset > hwm:
@@ -402,5 +436,12 @@ class Broker:
                 ErrorCode.offset_out_of_range, f"offset {before_offset} is outside [0, {hwm}] of {topic}-{partition}"
             )
         async with self.log_lock:
-            plog.delete_records_before(before_offset)
-            return plog.log_start_offset
+            if part.closed:
+                raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{topic}-{partition} does not exist")
+            with trio.CancelScope(shield=True):
+                part.log.delete_records_before(before_offset)
+                start = part.log.log_start_offset
+                part.producers.truncate_head(start)
+                # the dropped segments' files and the new log start's checkpoint
+                await run_deferred(part.log)
+            return start

@@ -49,8 +49,11 @@ time.
 Producer ids are Snowflake ids (broker.snowflake) with the broker's node id as worker id; their
 high-water mark lives in `<data dir>/producer-id.hwm`.
 
-Owner: the broker's Trio thread (check from connection tasks, update/abort from the writer task,
-snapshots under the writer's lock or at shutdown). Nothing here awaits.
+Owner: each partition's state belongs to its broker.partition.Partition, on the broker's Trio thread
+(check from connection tasks, update/abort from the writer task). The file work runs elsewhere:
+`load_partition_state` at start-up or in a worker thread, `write_snapshot` in a worker thread
+(snapshots are encoded on the Trio thread, under the writer's lock or at shutdown), and the
+producer-id generator (which may sleep and fsyncs its high-water mark) in a worker thread.
 """
 from __future__ import annotations
 
@@ -58,19 +61,17 @@ import collections
 import logging
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import crc32c
+import trio
 from kio.schema.errors import ErrorCode
 
 from .errors import KafkaError
 from .snowflake import MAX_WORKER_ID, FileHighWaterMark, SnowflakeGenerator, decompose
-
-if TYPE_CHECKING:
-    from .core import Broker
 
 log = logging.getLogger("ringlog.idempotence")
 
@@ -424,30 +425,125 @@ def make_generator(data_dir: str | os.PathLike, node_id: int) -> SnowflakeGenera
     return SnowflakeGenerator(worker, store=FileHighWaterMark(Path(data_dir) / HWM_FILE))
 
 
-# --- the broker-facing manager -----------------------------------------------------------------
+# --- one partition's state, and the broker-wide manager ---------------------------------------
+
+
+@attrs.frozen
+class Snapshot:
+    """A producer-state snapshot encoded on the owner's thread, to be written in a worker thread."""
+
+    directory: Path
+    offset: int
+    data: bytes
 
 
 @attrs.define(eq=False)
-class _Loaded:
-    state: PartitionProducers
-    plog: Any
+class PartitionProducerState:
+    """One partition's producers and when they were last snapshotted; owned by its
+    broker.partition.Partition, on the Trio thread. Nothing here touches the disk: snapshots are
+    built here (`snapshot_due`) and written by `write_snapshot` in a worker thread."""
+
+    directory: Path
+    state: PartitionProducers = attrs.field(factory=PartitionProducers)
     last_snapshot_ms: int = 0
     last_snapshot_offset: int = -1
 
+    def check(self, header: Any) -> None | DuplicateBatch | ErrorCode:
+        if header.producer_id < 0:
+            return None
+        return self.state.check(header)
+
+    def update(self, header: Any, info: Any) -> None:
+        if header.producer_id < 0:
+            return
+        first = int(info.base_offset)
+        last = int(getattr(info, "last_offset", first + header.last_offset_delta))
+        self.state.update(header, first, last, header.max_timestamp)
+
+    def abort(self, header: Any) -> None:
+        if header.producer_id >= 0:
+            self.state.abort(header)
+
+    def truncate_head(self, log_start_offset: int) -> None:
+        self.state.truncate_head(log_start_offset)
+
+    def snapshot_due(self, now_ms: int, *, interval_ms: int, expiration_ms: int, log_start_offset: int,
+                     offset: int, force: bool = False) -> Snapshot | None:
+        """The snapshot to write at `offset` (every batch below it applied), when one is due."""
+        if not force and now_ms - self.last_snapshot_ms < interval_ms:
+            return None
+        self.last_snapshot_ms = now_ms
+        state = self.state
+        state.expire(now_ms, expiration_ms)
+        state.truncate_head(log_start_offset)
+        if not state.changed and self.last_snapshot_offset >= 0:
+            return None
+        # Taken as written: a failed write (write_snapshot logs it) only means a later start
+        # replays more of the log, which is the truth.
+        state.changed = False
+        self.last_snapshot_offset = offset
+        return Snapshot(self.directory, offset, state.encode_snapshot(offset))
+
+
+def write_snapshot(snapshot: Snapshot) -> bool:
+    """Write one snapshot and drop the older ones (worker thread or shutdown); False on failure."""
+    try:
+        _atomic_write(snapshot.directory / snapshot_name(snapshot.offset), snapshot.data)
+    except OSError as exc:
+        # Not fatal: the log is the truth and a later start replays more of it.
+        log.warning("%s: cannot write producer snapshot: %s", snapshot.directory.name, exc)
+        return False
+    for _old, path in list_snapshots(snapshot.directory)[:-SNAPSHOTS_KEPT]:
+        _unlink(path)
+    return True
+
+
+def load_partition_state(tp: TopicPartition, plog: Any, now_ms: int) -> tuple[PartitionProducerState, int]:
+    """A partition's producer state from its newest snapshot plus the log after it, and how many
+    batches were replayed. File work: call it at start-up or from a worker thread."""
+    directory = Path(plog.directory)
+    end = plog.log_end_offset
+    start = plog.log_start_offset
+    state: PartitionProducers | None = None
+    snap_offset = -1
+    for offset, path in reversed(list_snapshots(directory)):
+        if offset > end:
+            # Written before the log lost its tail (crash recovery cut it): it describes
+            # batches that no longer exist.
+            log.info("%s-%d: removing producer snapshot %s above the log end %d", *tp, path.name, end)
+            _unlink(path)
+            continue
+        if state is not None:
+            continue
+        try:
+            snap_offset, state = PartitionProducers.decode_snapshot(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            log.warning("%s-%d: ignoring producer snapshot %s: %s", *tp, path.name, exc)
+            state = None
+    if state is None:
+        state, snap_offset = PartitionProducers(), start
+    replay_from = max(snap_offset, start)
+    replayed = 0
+    if replay_from < end:
+        for header in plog.iter_batch_headers(replay_from):
+            if header.base_offset + header.last_offset_delta < replay_from:
+                continue
+            state.replay(header)
+            replayed += 1
+    state.applied_offset = end
+    state.truncate_head(start)
+    state.changed = replayed > 0
+    if replayed:
+        log.info("%s-%d: producer state rebuilt from offset %d (%d batches)", *tp, replay_from, replayed)
+    return PartitionProducerState(directory, state, last_snapshot_ms=now_ms, last_snapshot_offset=snap_offset), replayed
+
 
 class ProducerStateManager:
-    """`broker.producer_state`: the interface broker.ingest and the Produce handler use.
+    """`broker.producer_state`: producer ids (InitProducerId) and the snapshot settings; the state
+    of each partition lives in its broker.partition.Partition (`partition.producers`)."""
 
-    check(tp, header) -> None | DuplicateBatch | ErrorCode   before the batch enters the ring
-    update(tp, header, info)                                 after the writer wrote it
-    abort(tp, header)                                        it will not be written after all
-    plus: init_producer_id(...), truncate_head(tp, start), forget_topic(topic), snapshot_all(), close()
-    """
-
-    def __init__(self, broker: Broker, *, snapshot_interval_ms: int | None = None,
-                 producer_id_expiration_ms: int | None = None) -> None:
-        self.broker = broker
-        config = broker.config
+    def __init__(self, config: Any, node_id: int, partitions: Callable[[], Iterable[Any]], *,
+                 snapshot_interval_ms: int | None = None, producer_id_expiration_ms: int | None = None) -> None:
         self.snapshot_interval_ms = (
             snapshot_interval_ms if snapshot_interval_ms is not None
             else getattr(config, "producer_snapshot_interval_ms", DEFAULT_SNAPSHOT_INTERVAL_MS)
@@ -456,160 +552,58 @@ class ProducerStateManager:
             producer_id_expiration_ms if producer_id_expiration_ms is not None
             else getattr(config, "producer_id_expiration_ms", DEFAULT_PRODUCER_ID_EXPIRATION_MS)
         )
-        self.partitions: dict[TopicPartition, _Loaded] = {}
-        self.allocator = ProducerIdAllocator(make_generator(config.data_dir, broker.node_id))
+        self._partitions = partitions
+        # Created at start-up: loading the generator reads (and may create) its high-water mark.
+        self.allocator = ProducerIdAllocator(make_generator(config.data_dir, node_id))
+        # The generator may sleep (a clock step back) and fsyncs its high-water mark: it runs in a
+        # worker thread, one call at a time.
+        self._allocator_lock = trio.Lock()
         self.snapshots_written = 0
         self.rebuilt_batches = 0
 
-    # --- state of one partition ---------------------------------------------------------------
+    def snapshot_due(self, partition: Any, now_ms: int, *, force: bool = False) -> Snapshot | None:
+        plog = partition.log
+        # The snapshot covers what the state has applied (every written batch the writer
+        # reported). Not the log end: a writer round cut short by shutdown may have appended
+        # batches it never reported; the next start replays them from the log.
+        offset = min(partition.producers.state.applied_offset, plog.log_end_offset)
+        return partition.producers.snapshot_due(
+            now_ms, interval_ms=self.snapshot_interval_ms, expiration_ms=self.producer_id_expiration_ms,
+            log_start_offset=plog.log_start_offset, offset=offset, force=force)
 
-    def state(self, tp: TopicPartition) -> PartitionProducers | None:
-        """The partition's producer state, loaded (snapshot + log) on first use; None if no log."""
-        plog = self.broker.partition_log(*tp)
-        if plog is None:
-            self.partitions.pop(tp, None)
-            return None
-        loaded = self.partitions.get(tp)
-        if loaded is None or loaded.plog is not plog:
-            # First use, or the topic was deleted and re-created behind our back.
-            loaded = self.partitions[tp] = self._load(tp, plog)
-        elif plog.log_start_offset > loaded.state.log_start_offset:
-            loaded.state.truncate_head(plog.log_start_offset)
-        return loaded.state
+    def write(self, snapshots: Iterable[Snapshot]) -> int:
+        """Write snapshots (worker thread); how many were written."""
+        written = sum(1 for snap in snapshots if write_snapshot(snap))
+        self.snapshots_written += written
+        return written
 
-    def _load(self, tp: TopicPartition, plog: Any) -> _Loaded:
-        directory = Path(plog.directory)
-        end = plog.log_end_offset
-        start = plog.log_start_offset
-        state: PartitionProducers | None = None
-        snap_offset = -1
-        for offset, path in reversed(list_snapshots(directory)):
-            if offset > end:
-                # Written before the log lost its tail (crash recovery cut it): it describes
-                # batches that no longer exist.
-                log.info("%s-%d: removing producer snapshot %s above the log end %d", *tp, path.name, end)
-                _unlink(path)
+    def snapshot_all(self, now_ms: int) -> list[Snapshot]:
+        """Every open partition's snapshot at its applied end (clean shutdown), to be written."""
+        snaps = []
+        for partition in list(self._partitions()):
+            if partition.closed or getattr(partition.log, "closed", False):
                 continue
-            if state is not None:
-                continue
-            try:
-                snap_offset, state = PartitionProducers.decode_snapshot(path.read_bytes())
-            except (OSError, ValueError) as exc:
-                log.warning("%s-%d: ignoring producer snapshot %s: %s", *tp, path.name, exc)
-                state = None
-        if state is None:
-            state, snap_offset = PartitionProducers(), start
-        replay_from = max(snap_offset, start)
-        replayed = 0
-        if replay_from < end:
-            for header in plog.iter_batch_headers(replay_from):
-                if header.base_offset + header.last_offset_delta < replay_from:
-                    continue
-                state.replay(header)
-                replayed += 1
-        state.applied_offset = end
-        state.truncate_head(start)
-        state.changed = replayed > 0
-        self.rebuilt_batches += replayed
-        if replayed:
-            log.info("%s-%d: producer state rebuilt from offset %d (%d batches)", *tp, replay_from, replayed)
-        return _Loaded(state, plog, last_snapshot_ms=self.broker.now_ms(), last_snapshot_offset=snap_offset)
-
-    # --- the produce path ---------------------------------------------------------------------
-
-    def check(self, tp: TopicPartition, header: Any) -> None | DuplicateBatch | ErrorCode:
-        if header.producer_id < 0:
-            return None
-        state = self.state(tp)
-        if state is None:
-            return ErrorCode.unknown_topic_or_partition
-        return state.check(header)
-
-    def update(self, tp: TopicPartition, header: Any, info: Any) -> None:
-        if header.producer_id < 0:
-            return
-        loaded = self.partitions.get(tp)
-        if loaded is None:
-            if self.state(tp) is None:
-                return
-            loaded = self.partitions[tp]
-        first = int(info.base_offset)
-        last = int(getattr(info, "last_offset", first + header.last_offset_delta))
-        loaded.state.update(header, first, last, header.max_timestamp)
-        now = self.broker.now_ms()
-        if now - loaded.last_snapshot_ms >= self.snapshot_interval_ms:
-            # Every batch below last + 1 has been applied: the writer reports them in log order.
-            self._snapshot(tp, loaded, last + 1, now)
-
-    def abort(self, tp: TopicPartition, header: Any) -> None:
-        if header.producer_id < 0:
-            return
-        loaded = self.partitions.get(tp)
-        if loaded is not None:
-            loaded.state.abort(header)
-
-    # --- snapshots and housekeeping ------------------------------------------------------------
-
-    def _snapshot(self, tp: TopicPartition, loaded: _Loaded, offset: int, now: int) -> None:
-        loaded.last_snapshot_ms = now
-        state = loaded.state
-        state.expire(now, self.producer_id_expiration_ms)
-        state.truncate_head(loaded.plog.log_start_offset)
-        if not state.changed and loaded.last_snapshot_offset >= 0:
-            return
-        directory = Path(loaded.plog.directory)
-        try:
-            _atomic_write(directory / snapshot_name(offset), state.encode_snapshot(offset))
-        except OSError as exc:
-            # Not fatal: the log is the truth and a later start replays more of it.
-            log.warning("%s-%d: cannot write producer snapshot: %s", *tp, exc)
-            return
-        state.changed = False
-        loaded.last_snapshot_offset = offset
-        self.snapshots_written += 1
-        for _old, path in list_snapshots(directory)[:-SNAPSHOTS_KEPT]:
-            _unlink(path)
-
-    def snapshot_all(self) -> int:
-        """Snapshot every loaded partition at its log end (clean shutdown); how many were written."""
-        written = self.snapshots_written
-        now = self.broker.now_ms()
-        for tp, loaded in list(self.partitions.items()):
-            plog = loaded.plog
-            if getattr(plog, "closed", False) or self.broker.partition_log(*tp) is not plog:
-                continue
-            # The snapshot covers what the state has applied (every written batch the writer
-            # reported). Not the log end: a writer round cut short by shutdown may have appended
-            # batches it never reported; the next start replays them from the log.
-            offset = min(loaded.state.applied_offset, plog.log_end_offset)
-            self._snapshot(tp, loaded, offset, now)
-        return self.snapshots_written - written
-
-    def close(self) -> None:
-        self.snapshot_all()
-
-    def truncate_head(self, tp: TopicPartition, log_start_offset: int) -> None:
-        loaded = self.partitions.get(tp)
-        if loaded is not None:
-            loaded.state.truncate_head(log_start_offset)
-
-    def forget_topic(self, topic: str) -> None:
-        for tp in [tp for tp in self.partitions if tp[0] == topic]:
-            del self.partitions[tp]
+            snap = self.snapshot_due(partition, now_ms, force=True)
+            if snap is not None:
+                snaps.append(snap)
+        return snaps
 
     # --- InitProducerId -----------------------------------------------------------------------
 
     def known_epoch(self, producer_id: int) -> int:
-        epochs = [loaded.state.max_epoch(producer_id) for loaded in self.partitions.values()]
+        epochs = [p.producers.state.max_epoch(producer_id) for p in self._partitions()]
         return max(epochs, default=NO_PRODUCER_EPOCH)
 
-    def init_producer_id(self, producer_id: int = -1, producer_epoch: int = -1) -> tuple[int, int]:
+    async def init_producer_id(self, producer_id: int = -1, producer_epoch: int = -1) -> tuple[int, int]:
         """(producer id, epoch) for an idempotent producer; KafkaError for a refusal."""
         if producer_id < 0 and producer_epoch < 0:
-            return self.allocator.new_id()
+            async with self._allocator_lock:
+                return await trio.to_thread.run_sync(self.allocator.new_id)
         if producer_id < 0 or producer_epoch < 0:
             raise KafkaError(ErrorCode.invalid_request, "producer id and epoch must both be set or both be -1")
-        return self.allocator.reinit(producer_id, producer_epoch, self.known_epoch(producer_id))
+        known = self.known_epoch(producer_id)
+        async with self._allocator_lock:
+            return await trio.to_thread.run_sync(self.allocator.reinit, producer_id, producer_epoch, known)
 
 
 def _unlink(path: Path) -> None:

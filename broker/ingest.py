@@ -17,23 +17,27 @@ connection wait ("block": the connection stops reading until the writer frees sp
 the batch at once ("reject": the caller answers NOT_ENOUGH_REPLICAS, a retriable code every client
 retries without treating the data as possibly written, with a throttle time).
 
-Ownership: the rings belong to the Broker; the writer task is the only appender of every log and
-holds `broker.log_lock` for the duration of a round.
+Ownership: each ring belongs to its broker.partition.Partition; the writer task is the only
+appender of every log and holds `broker.log_lock` for the duration of a round. File work of a
+round other than the append and the fsync (creating the next segment on a roll, checkpoints,
+producer-state snapshots) runs in worker threads, so the round never blocks the Trio thread.
 """
 from __future__ import annotations
 
 import collections
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
+from kio.schema.errors import ErrorCode
 
 from .errors import KafkaError
 
 if TYPE_CHECKING:
-    from .core import Broker
+    from .partition import Partition
 
 log = logging.getLogger("ringlog.ingest")
 
@@ -89,49 +93,43 @@ class RingFull(Exception):
     """The partition's ring has no room ("reject" backpressure)."""
 
 
-class Ingest:
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self.rings: dict[TopicPartition, PartitionRing] = {}
-        self._dirty: dict[TopicPartition, None] = {}
+class Writer:
+    """The group-commit writer of one data directory: a loop over the partitions with pending
+    batches. It knows partitions only through their methods (broker.partition.Partition), so a
+    test can drive rounds with real logs and no sockets: submit entries, `await commit_round()`.
+
+    `lock` is the broker's log lock (held for a round); `metrics` a broker.metrics.BrokerMetrics
+    or anything with its commit_round / appended / fsync / storage_failed / backpressure methods;
+    `snapshots` the broker.idempotence.ProducerStateManager (None: no producer snapshots).
+    """
+
+    def __init__(self, lock: trio.Lock, metrics: Any, *, now_ms: Callable[[], int],
+                 snapshots: Any = None) -> None:
+        self.lock = lock
+        self.metrics = metrics
+        self.now_ms = now_ms
+        self.snapshots = snapshots
+        self._dirty: dict[Partition, None] = {}
         self._wake = trio.Event()
         self._in_round = False
         self.rounds = 0
         self.rejected = 0
 
-    def ring(self, tp: TopicPartition) -> PartitionRing:
-        ring = self.rings.get(tp)
-        if ring is None:
-            ring = self.rings[tp] = PartitionRing(self.broker.config.ring_bytes_per_partition)
-        return ring
-
-    async def submit(self, entry: PendingAppend, *, block: bool) -> None:
-        """Put `entry` into its partition's ring; wait for room (block) or raise RingFull."""
-        ring = self.ring(entry.tp)
+    async def submit(self, partition: Partition, entry: PendingAppend, *, block: bool) -> None:
+        """Put `entry` into the partition's ring; wait for room (block) or raise RingFull."""
+        ring = partition.ring
         if not ring.fits(entry.size):
-            self.broker.metrics.backpressure(entry.tp, "block" if block else "reject")
+            self.metrics.backpressure(partition.tp, "block" if block else "reject")
         while not ring.fits(entry.size):
             if not block:
                 self.rejected += 1
-                raise RingFull(f"ring of {entry.tp[0]}-{entry.tp[1]} is full ({ring.used} bytes)")
+                raise RingFull(f"ring of {partition.topic}-{partition.index} is full ({ring.used} bytes)")
             await ring.space.wait()
-            ring = self.ring(entry.tp)
+        if partition.closed:
+            raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{partition.topic}-{partition.index} was deleted")
         ring.push(entry)
-        self._dirty[entry.tp] = None
+        self._dirty[partition] = None
         self._wake.set()
-
-    def drop_topic(self, topic: str) -> None:
-        """Fail every pending append of `topic` (it is being deleted)."""
-        for tp in [tp for tp in self.rings if tp[0] == topic]:
-            ring = self.rings.pop(tp)
-            self._dirty.pop(tp, None)
-            for entry in ring.take_all():
-                self._abort(entry, KafkaError(_unknown_tp(), f"topic {topic!r} was deleted"))
-
-    def _abort(self, entry: PendingAppend, error: BaseException) -> None:
-        for header in entry.headers:
-            self.broker.producer_state.abort(entry.tp, header)
-        entry.finish(error=error)
 
     @property
     def pending(self) -> bool:
@@ -157,75 +155,84 @@ class Ingest:
                 self._in_round = False
 
     async def commit_round(self) -> None:
-        broker = self.broker
-        async with broker.log_lock:
-            work: list[tuple[TopicPartition, Any, list[PendingAppend]]] = []
-            for tp in list(self._dirty):
-                ring = self.rings.get(tp)
-                entries = ring.take_all() if ring is not None else []
-                if entries:
-                    work.append((tp, broker.partition_log(*tp), entries))
+        async with self.lock:
+            work: list[tuple[Partition, list[PendingAppend]]] = []
+            for partition in list(self._dirty):
+                entries = partition.take_pending()
+                if entries and not partition.closed:
+                    work.append((partition, entries))
             self._dirty.clear()
             if not work:
                 return
             self.rounds += 1
-            broker.metrics.commit_round(sum(len(e.batches) for _, _, entries in work for e in entries))
-            now = broker.now_ms()
-            written: list[tuple[TopicPartition, Any, list[PendingAppend], list[Any], int]] = []
-            for tp, plog, entries in work:
-                if plog is None:
-                    for entry in entries:
-                        self._abort(entry, KafkaError(_unknown_tp(), f"{tp[0]}-{tp[1]} does not exist"))
+            self.metrics.commit_round(sum(len(e.batches) for _, entries in work for e in entries))
+            now = self.now_ms()
+            written: list[tuple[Partition, list[PendingAppend], int, list[Any]]] = []
+            for partition, entries in work:
+                if partition.closed:  # deleted while an earlier partition's roll was in a thread
+                    partition.fail(entries, KafkaError(ErrorCode.unknown_topic_or_partition,
+                                                       f"{partition.topic}-{partition.index} was deleted"))
                     continue
-                batches = [b for entry in entries for b in entry.batches]
-                start = plog.log_end_offset
                 try:
-                    infos = plog.append_batches(batches, now_ms=now)
+                    await self._prepare_roll(partition, entries, now)
+                    start, infos = partition.write(entries, now)
                 except Exception as exc:  # storage rolled back: nothing of this round is visible
-                    log.error("append to %s-%d failed: %r", tp[0], tp[1], exc)
-                    broker.metrics.storage_failed("append", exc)
-                    for entry in entries:
-                        self._abort(entry, exc)
+                    log.error("append to %s-%d failed: %r", partition.topic, partition.index, exc)
+                    self.metrics.storage_failed("append", exc)
+                    partition.fail(entries, exc)
                     continue
-                written.append((tp, plog, entries, list(infos), start))
-            sync_error: BaseException | None = None
-            always = [w[1] for w in written if w[1].config.flush_policy == "always"]
-            if always:
-                sync_error = await self._fsync(always)
-            for tp, plog, entries, infos, start in written:
-                state = broker.partition_state(*tp)
-                if sync_error is not None and plog.config.flush_policy == "always":
+                written.append((partition, entries, start, infos))
+            always = [w[0].log for w in written if w[0].config.flush_policy == "always"]
+            sync_error = await self._fsync(always) if always else None
+            durable = []
+            for partition, entries, start, infos in written:
+                if sync_error is not None and partition.config.flush_policy == "always":
                     # Written but not durable: the client must not take it as acknowledged, and
                     # the bytes must go, or the high watermark would expose them and a retry of
                     # the same batches would store them twice.
-                    self._undo(tp, plog, start)
-                    for entry in entries:
-                        self._abort(entry, sync_error)
-                else:
-                    pos = 0
-                    for entry in entries:
-                        mine = infos[pos : pos + len(entry.batches)]
-                        pos += len(entry.batches)
-                        for header, info in zip(entry.headers, mine):
-                            broker.producer_state.update(tp, header, info)
-                        entry.finish(infos=mine)
-                    broker.metrics.appended(tp, entries, infos)
-                if state is not None:
+                    await self._undo(partition, start)
+                    partition.fail(entries, sync_error)
                     # min(): a failed cut-back must not expose unacknowledged batches.
-                    end = plog.log_end_offset
-                    if sync_error is not None and plog.config.flush_policy == "always":
-                        end = min(end, start)
-                    state.high_watermark = end
-                    state.notify()
+                    partition.advance(min(partition.log.log_end_offset, start))
+                else:
+                    partition.record_producers(entries, infos)
+                    durable.append((partition, entries, infos))
+            # A due producer snapshot is on disk before the produce answers that it covers (at
+            # most one a partition every producer.snapshot interval, so rarely a wait at all).
+            await self._snapshot([d[0] for d in durable], now)
+            for partition, entries, infos in durable:
+                partition.complete(entries, infos)
+                self.metrics.appended(partition.tp, entries, infos)
+                partition.advance(partition.log.log_end_offset)
 
-    def _undo(self, tp: TopicPartition, plog: Any, start: int) -> None:
+    async def _prepare_roll(self, partition: Partition, entries: list[PendingAppend], now: int) -> None:
+        """Create the next segment's files in a worker thread when this append will roll, so the
+        append itself (on the Trio thread) only writes."""
+        plog = partition.log
+        size = sum(entry.size for entry in entries)
+        span = sum(h.last_offset_delta + 1 for entry in entries for h in entry.headers)
+        if plog.roll_due(size, span, now):
+            segment = await trio.to_thread.run_sync(plog.create_next_segment)
+            plog.offer_segment(segment)
+
+    async def _undo(self, partition: Partition, start: int) -> None:
         """Cut a round's unacknowledged batches off the log after its fsync failed."""
         try:
-            plog.truncate_to(start)
+            partition.undo(start)
+            await run_deferred(partition.log)
         except Exception as exc:
-            # The bytes stay but the high watermark does not move past them (see below), so no
-            # consumer sees them before a restart's recovery decides what is intact.
-            log.critical("could not cut %s-%d back to offset %d after a failed fsync: %r", tp[0], tp[1], start, exc)
+            # The bytes stay but the high watermark does not move past them, so no consumer
+            # sees them before a restart's recovery decides what is intact.
+            log.critical("could not cut %s-%d back to offset %d after a failed fsync: %r",
+                         partition.topic, partition.index, start, exc)
+
+    async def _snapshot(self, partitions: list[Partition], now: int) -> None:
+        manager = self.snapshots
+        if manager is None:
+            return
+        due = [snap for p in partitions if (snap := manager.snapshot_due(p, now)) is not None]
+        if due:
+            await trio.to_thread.run_sync(manager.write, due)
 
     async def _fsync(self, plogs: list[Any]) -> BaseException | None:
         tokens = [(plog, plog.flush_begin()) for plog in plogs]
@@ -240,18 +247,34 @@ class Ingest:
 
         started = time.perf_counter()
         error = await trio.to_thread.run_sync(sync_all)
-        self.broker.metrics.fsync(time.perf_counter() - started, error)
+        self.metrics.fsync(time.perf_counter() - started, error)
         for plog, token in tokens:
             try:
                 plog.flush_end(token)
             except Exception as exc:
                 error = error or exc
+        # The recovery-point checkpoints that crossing into a new segment asks for.
+        await run_deferred(*plogs)
         if error is not None:
             log.error("fsync failed: %r", error)
         return error
 
 
-def _unknown_tp():
-    from kio.schema.errors import ErrorCode
+async def run_deferred(*plogs: Any) -> None:
+    """Run the file work the logs' last changes left for a worker thread (checkpoint writes,
+    removal of dropped segments), in one hop; the caller holds the log lock."""
+    work = [job for plog in plogs if (job := plog.take_deferred_io()) is not None]
+    if not work:
+        return
 
-    return ErrorCode.unknown_topic_or_partition
+    def run_all() -> None:
+        error: BaseException | None = None
+        for job in work:
+            try:
+                job()
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+
+    await trio.to_thread.run_sync(run_all)

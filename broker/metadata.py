@@ -199,7 +199,9 @@ class TopicStore:
         configs: Mapping[str, str] | None = None,
         *,
         topic_id: uuid.UUID | None = None,
+        save: bool = True,
     ) -> TopicInfo:
+        """Add a topic; save=False leaves persisting it to the caller (encode() + write())."""
         error = topic_name_error(name)
         if error:
             raise ValueError(error)
@@ -209,6 +211,8 @@ class TopicStore:
             raise ValueError(f"partition count {partitions} must be at least 1")
         info = TopicInfo(name=name, partitions=partitions, topic_id=topic_id or uuid.uuid4(), configs=configs or {})
         self._topics[name] = info
+        if not save:
+            return info
         try:
             self.save()
         except BaseException:
@@ -223,10 +227,16 @@ class TopicStore:
             self.save()
         return info
 
-    def set_partitions(self, name: str, partitions: int) -> TopicInfo:
+    def put(self, info: TopicInfo) -> None:
+        """Put back a topic as it was (undoing a change whose save failed); memory only."""
+        self._topics[info.name] = info
+
+    def set_partitions(self, name: str, partitions: int, *, save: bool = True) -> TopicInfo:
         before = self._topics[name]
         info = attrs.evolve(before, partitions=partitions)
         self._topics[name] = info
+        if not save:
+            return info
         try:
             self.save()
         except BaseException:
@@ -234,10 +244,17 @@ class TopicStore:
             raise
         return info
 
-    def set_configs(self, name: str, configs: Mapping[str, str]) -> TopicInfo:
-        info = attrs.evolve(self._topics[name], configs=dict(configs))
+    def set_configs(self, name: str, configs: Mapping[str, str], *, save: bool = True) -> TopicInfo:
+        before = self._topics[name]
+        info = attrs.evolve(before, configs=dict(configs))
         self._topics[name] = info
-        self.save()
+        if not save:
+            return info
+        try:
+            self.save()
+        except BaseException:
+            self._topics[name] = before
+            raise
         return info
 
     # --- start-up ------------------------------------------------------------------------------

@@ -445,13 +445,11 @@ def _broker_gauges(broker: Any) -> Iterator[Any]:
     hwm = GaugeMetricFamily("ringlog_high_watermark", "Offsets below it are committed and visible to consumers.", labels=tp_labels)
     size = GaugeMetricFamily("ringlog_log_size_bytes", "Bytes of the partition's segment files.", labels=tp_labels)
     segs = GaugeMetricFamily("ringlog_log_segments", "Segments of the partition's log.", labels=tp_labels)
-    rings = broker.ingest.rings
-    capacity = broker.config.ring_bytes_per_partition
-    for (topic, p), plog in broker._all_logs():
+    for (topic, p), part in list(broker.partitions.items()):
         labels = [topic, str(p)]
-        ring = rings.get((topic, p))
-        ring_used.add_metric(labels, ring.used if ring is not None else 0)
-        ring_cap.add_metric(labels, ring.capacity if ring is not None else capacity)
+        plog = part.log
+        ring_used.add_metric(labels, part.ring.used)
+        ring_cap.add_metric(labels, part.ring.capacity)
         try:
             start.add_metric(labels, plog.log_start_offset)
             end.add_metric(labels, plog.log_end_offset)
@@ -459,7 +457,7 @@ def _broker_gauges(broker: Any) -> Iterator[Any]:
             segs.add_metric(labels, plog.segment_count())
         except Exception:  # a log closed under us (topic deleted meanwhile): skip it
             continue
-        hwm.add_metric(labels, broker.high_watermark(topic, p))
+        hwm.add_metric(labels, part.high_watermark)
     yield from (ring_used, ring_cap, start, end, hwm, size, segs)
     yield from _group_gauges(broker)
 

@@ -38,8 +38,9 @@ from . import connection_limits, open_files
 from .config import BrokerConfig, validate
 from .connection_limits import (ConnectionQuotas, RateLimitedLog, Refusal, hostnames, normalize_address,
                                 resolve_overrides)
-from .core import Broker
+from .core import Broker, load_producer_states
 from .errors import CloseConnection
+from .ingest import run_deferred
 from .handlers import NO_RESPONSE, RawResponse, RequestContext
 from .logging_setup import event
 from .metrics import BrokerMetrics
@@ -419,6 +420,14 @@ def _open_storage(config: BrokerConfig):
     return logs, metadata
 
 
+def _open_storage_and_state(config: BrokerConfig):
+    logs, metadata = _open_storage(config)
+    # Kafka loads producer state with the log, at start-up: the first idempotent produce after a
+    # restart then finds it ready instead of replaying a log on the event loop.
+    states, rebuilt = load_producer_states(logs, Broker.now_ms())
+    return logs, metadata, states, rebuilt
+
+
 def _describe(report: Any) -> str:
     """What recovery changed in one partition, for its warning line."""
     parts = []
@@ -559,12 +568,20 @@ async def _maintenance(broker: Broker) -> None:
         tokens = []
         async with broker.log_lock:
             for (topic, p), plog in broker._all_logs():
+                if plog.closed:  # deleted while an earlier partition's file work was in a thread
+                    continue
                 try:
+                    if plog.time_roll_due(now):
+                        # The new segment's files are made in a worker thread; the roll
+                        # itself (in maybe_roll or apply_retention) only switches to it.
+                        plog.offer_segment(await trio.to_thread.run_sync(plog.create_next_segment))
                     plog.maybe_roll(now)
                     if retention_due:
                         deleted = plog.apply_retention(now)
                         if deleted.segments_deleted:
                             _log_retention(topic, p, deleted)
+                    # the removal of what retention dropped, and the new log start's checkpoint
+                    await run_deferred(plog)
                     if plog.needs_flush(now):
                         tokens.append((plog, plog.flush_begin()))
                 except Exception:
@@ -590,6 +607,13 @@ async def _maintenance(broker: Broker) -> None:
         finally:
             for plog, token in tokens:
                 plog.flush_end(token)
+        # The recovery-point checkpoints the flushes asked for (left for close() if cancelled).
+        async with broker.log_lock:
+            try:
+                await run_deferred(*[plog for plog, _ in tokens if not plog.closed])
+            except Exception as exc:
+                broker.metrics.storage_failed("checkpoint", exc)
+                log.error("writing checkpoints after the interval flush failed: %r", exc)
 
 
 @asynccontextmanager
@@ -624,11 +648,10 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
     log.info("starting: data dir %s, listen %s:%d", os.path.abspath(config.data_dir), config.listen_host,
              config.listen_port, extra=event("starting", data_dir=os.path.abspath(config.data_dir)))
     metrics.health.starting("recovering logs")
-    logs, metadata = await trio.to_thread.run_sync(_open_storage, config)
+    logs, metadata, states, rebuilt = await trio.to_thread.run_sync(_open_storage_and_state, config)
     closed = False
     try:
-        broker = Broker(config, logs, metadata, metrics=metrics)
-        broker.connections = set()
+        broker = Broker(config, logs, metadata, metrics=metrics, producer_states=states, rebuilt_batches=rebuilt)
         router = Router()
         async with trio.open_nursery() as root:
             conn_nursery_holder: list[trio.Nursery] = []
@@ -640,7 +663,7 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
                     await trio.sleep_forever()
 
             conn_nursery = await root.start(run_connections)
-            await root.start(broker.ingest.run)
+            await root.start(broker.writer.run)
             await root.start(broker.coordinator.run)
 
             async def run_listeners(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -690,12 +713,14 @@ def _log_open_files(broker: Broker) -> None:
 
 async def _close_producer_state(broker: Broker | None) -> None:
     """Producer-state snapshots, so the next start need not replay the logs."""
-    close_state = getattr(getattr(broker, "producer_state", None), "close", None)
-    if close_state is not None:
-        try:
-            await trio.to_thread.run_sync(close_state)
-        except Exception:
-            log.exception("writing producer-state snapshots failed")
+    if broker is None:
+        return
+    manager = broker.producer_state
+    try:
+        snapshots = manager.snapshot_all(broker.now_ms())
+        await trio.to_thread.run_sync(manager.write, snapshots)
+    except Exception:
+        log.exception("writing producer-state snapshots failed")
 
 
 async def _graceful_stop(broker: Broker, listener_scope: trio.CancelScope) -> None:
@@ -703,7 +728,7 @@ async def _graceful_stop(broker: Broker, listener_scope: trio.CancelScope) -> No
     for conn in list(broker.connections):
         conn.read_scope.cancel()
     with trio.move_on_after(SHUTDOWN_GRACE_S):
-        await broker.ingest.wait_idle()
+        await broker.writer.wait_idle()
         while any(c.inflight for c in broker.connections):
             await trio.sleep(0.01)
 

@@ -94,7 +94,7 @@ from .batch import (
 from .checkpoint import TMP_SUFFIX, atomic_write, fsync_dir
 from .errors import CorruptBatchError, StorageError, StorageIOError
 from .index import OffsetIndex, TimeIndex
-from .log import PartitionLog
+from .log import LogConfig, PartitionLog
 from .records import DEFAULT_MAX_DECOMPRESSED, _read_bytes, compress, decode_varint, decompress, encode_varint
 from .segment import (
     INDEX_SUFFIX,
@@ -620,34 +620,53 @@ def discard(plan: CleanPlan, result: CleanResult | None) -> None:
 
 def commit_clean(log: PartitionLog, plan: CleanPlan, result: CleanResult) -> CleanStats | None:
     """Swap the cleaned segments in; None (and the result discarded) when the log changed so
-    that the result may be stale: closed, truncated, or a planned segment no longer there."""
+    that the result may be stale: closed, truncated, or a planned segment no longer there.
+
+    The three steps below, in a row; an owner that must not block its thread runs
+    `swap_clean` in a worker thread between the other two (broker.cleaner)."""
+    if not clean_is_current(log, plan):
+        discard(plan, result)
+        return None
+    before = (log.segment_count(), log.size_bytes)
+    return install_clean(log, plan, result, swap_clean(plan, result, log.config), before)
+
+
+def clean_is_current(log: PartitionLog, plan: CleanPlan) -> bool:
+    """Whether the log is still as the plan saw it (not closed, truncated or missing a segment)."""
     current = {id(s) for s in log.segments} if not log.closed else set()
-    if (
+    return not (
         log.closed
         or log.truncations != plan.truncations
         or any(id(inp.segment) not in current for inp in plan.inputs)
         or log.directory != plan.directory
-    ):
-        discard(plan, result)
-        return None
+    )
+
+
+def swap_clean(plan: CleanPlan, result: CleanResult, cfg: LogConfig) -> list[tuple[CleanedGroup, Segment]]:
+    """The file work of a commit: put each cleaned group's files in place (crash-safe, see
+    _swap_files), open them, and write the cleaner checkpoint. Touches no log in memory, so it
+    may run in a worker thread while the log's owner holds its lock; install_clean follows."""
     d = plan.directory
-    before_segments = log.segment_count()
-    before_bytes = log.size_bytes
-    cfg = log.config
+    swapped = []
     for g in result.groups:
         _swap_files(d, g)
         seg = Segment.open_existing(d, g.base_offset)
         seg.load_trusted(next_offset=g.end_offset, active=False, index_max_bytes=cfg.segment_index_bytes)
-        log.replace_segments(g.replaced, seg)
-    if result.groups:
-        first_dirty = result.map_end
-    else:
-        first_dirty = plan.inputs[0].base_offset
+        swapped.append((g, seg))
+    first_dirty = result.map_end if result.groups else plan.inputs[0].base_offset
     write_cleaner_checkpoint(d, CleanerCheckpoint(first_dirty, result.delete_horizon))
+    return swapped
+
+
+def install_clean(log: PartitionLog, plan: CleanPlan, result: CleanResult,
+                  swapped: list[tuple[CleanedGroup, Segment]], before: tuple[int, int]) -> CleanStats:
+    """Put the opened cleaned segments in the log's place of the ones they replace (memory only)."""
+    for g, seg in swapped:
+        log.replace_segments(g.replaced, seg)
     return CleanStats(
-        segments_before=before_segments,
+        segments_before=before[0],
         segments_after=log.segment_count(),
-        bytes_before=before_bytes,
+        bytes_before=before[1],
         bytes_after=log.size_bytes,
         records_read=result.records_read,
         records_kept=result.records_kept,

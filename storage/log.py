@@ -33,7 +33,7 @@ import bisect
 import os
 import shutil
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -340,6 +340,14 @@ class PartitionLog:
     _truncations: int = 0
     _checkpointed_rp_base: int | None = None
     _closed: bool = False
+    # An owner that must not block its thread on file work (the broker's Trio thread) sets
+    # defer_io: checkpoint writes and the unlinking of dropped segments then wait here until
+    # take_deferred_io() hands them over, to be run in a worker thread. The segment of a roll can
+    # be created ahead the same way (create_next_segment in a thread, then offer_segment).
+    defer_io: bool = False
+    _deferred_checkpoint: PartitionCheckpoint | None = None
+    _deferred_unlinks: list[Segment] = attrs.field(factory=list)
+    _offered: Segment | None = None
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -566,11 +574,105 @@ class PartitionLog:
 
     def _write_checkpoint(self) -> None:
         rp = min(self.recovery_point, self.log_end_offset)
+        checkpoint = PartitionCheckpoint(rp, self._log_start_offset)
+        base = self._bases[self._floor_index(rp)]
+        if self.defer_io:
+            # Replaces one not yet written: this one is newer and says everything it did.
+            self._deferred_checkpoint = checkpoint
+            self._checkpointed_rp_base = base
+            return
+        self._store_checkpoint(checkpoint)
+        self._checkpointed_rp_base = base
+
+    def _store_checkpoint(self, checkpoint: PartitionCheckpoint) -> None:
         try:
-            write_partition_checkpoint(self.directory, PartitionCheckpoint(rp, self._log_start_offset))
+            write_partition_checkpoint(self.directory, checkpoint)
         except OSError as exc:
             raise StorageIOError(f"cannot write the checkpoint of {self.directory}: {exc}") from exc
-        self._checkpointed_rp_base = self._bases[self._floor_index(rp)]
+
+    def _drop_segment(self, seg: Segment) -> None:
+        """Remove a segment that is no longer in the log: now, or (defer_io) its fds now and its
+        files with the deferred work."""
+        if self.defer_io:
+            seg.release()
+            self._deferred_unlinks.append(seg)
+        else:
+            seg.delete()
+
+    def take_deferred_io(self) -> "Callable[[], None] | None":
+        """The file work deferred so far, as one callable for a worker thread (None: nothing).
+
+        It unlinks the dropped segments, then writes the newest checkpoint: the order the
+        synchronous path uses, so a crash in between leaves what that path would. The caller
+        runs the jobs of one log one at a time (the broker holds its log lock meanwhile).
+        """
+        unlinks, self._deferred_unlinks = self._deferred_unlinks, []
+        checkpoint, self._deferred_checkpoint = self._deferred_checkpoint, None
+        if not unlinks and checkpoint is None:
+            return None
+
+        def run() -> None:
+            for seg in unlinks:
+                seg.delete()
+            if checkpoint is not None:
+                try:
+                    self._store_checkpoint(checkpoint)
+                except StorageIOError:
+                    # Written with the next change of the recovery point's segment instead.
+                    self._checkpointed_rp_base = None
+                    raise
+
+        return run
+
+    def roll_due(self, size: int, span: int, now_ms: int) -> bool:
+        """Whether appending `size` bytes holding `span` offsets at `now_ms` rolls first."""
+        seg = self._segments[-1]
+        if seg.size == 0:
+            return False
+        cfg = self.config
+        return bool(
+            seg.size + size > cfg.segment_bytes
+            or (seg.roll_base_ms is not None and now_ms - seg.roll_base_ms > cfg.segment_ms)
+            or seg.index_full
+            or self.log_end_offset + span - 1 - seg.base_offset > MAX_RELATIVE_OFFSET
+            or seg.size + size > MAX_SEGMENT_POSITION
+        )
+
+    def time_roll_due(self, now_ms: int) -> bool:
+        """Whether maybe_roll(now_ms) or apply_retention(now_ms) would start a new segment."""
+        seg = self._segments[-1]
+        if not seg.size:
+            return False
+        if seg.roll_base_ms is not None and now_ms - seg.roll_base_ms > self.config.segment_ms:
+            return True
+        # apply_retention rolls when every segment, the active one too, is past retention.ms
+        retention = self.config.retention_ms
+        if retention < 0:
+            return False
+        for s in self._segments:
+            ts = s.max_timestamp if s.max_timestamp >= 0 else s.last_modified_ms()
+            if now_ms - ts <= retention:
+                return False
+        return True
+
+    def create_next_segment(self) -> Segment:
+        """The files of the segment the next roll starts (at the log end), created without
+        touching the log: safe in a worker thread while the owner waits. Hand it over with
+        offer_segment; a roll at another offset deletes it."""
+        return Segment.create(self.directory, self.log_end_offset, index_max_bytes=self.config.segment_index_bytes)
+
+    def offer_segment(self, seg: Segment) -> None:
+        if self._offered is not None:
+            self._drop_segment(self._offered)
+        self._offered = seg
+
+    def _new_active_segment(self) -> Segment:
+        offered, self._offered = self._offered, None
+        if offered is not None:
+            if offered.base_offset == self.log_end_offset:
+                return offered
+            self._drop_segment(offered)
+        return Segment.create(self.directory, self.log_end_offset, index_max_bytes=self.config.segment_index_bytes)
 
     def _mark_dirty(self, seg: Segment, now_ms: int) -> None:
         self._dirty[id(seg)] = seg
@@ -648,17 +750,7 @@ class PartitionLog:
         self._mark_dirty(seg, now_ms)
 
     def _maybe_roll_for(self, size: int, span: int, now_ms: int) -> None:
-        seg = self._segments[-1]
-        if seg.size == 0:
-            return
-        cfg = self.config
-        if (
-            seg.size + size > cfg.segment_bytes
-            or (seg.roll_base_ms is not None and now_ms - seg.roll_base_ms > cfg.segment_ms)
-            or seg.index_full
-            or self.log_end_offset + span - 1 - seg.base_offset > MAX_RELATIVE_OFFSET
-            or seg.size + size > MAX_SEGMENT_POSITION
-        ):
+        if self.roll_due(size, span, now_ms):
             self.roll(now_ms)
 
     # --- rolling ------------------------------------------------------------------------------
@@ -669,11 +761,11 @@ class PartitionLog:
         old = self._segments[-1]
         if old.size == 0:
             return
-        new = Segment.create(self.directory, self.log_end_offset, index_max_bytes=self.config.segment_index_bytes)
+        new = self._new_active_segment()
         try:
             old.make_inactive()
         except OSError as exc:
-            new.delete()
+            self._drop_segment(new)
             raise StorageIOError(f"cannot finish segment {old.log.path}: {exc}") from exc
         self._segments.append(new)
         self._bases.append(new.base_offset)
@@ -883,7 +975,7 @@ class PartitionLog:
             new = Segment.create(self.directory, offset, index_max_bytes=cfg.segment_index_bytes) \
                 if offset not in self._bases else None
             for seg in self._segments:
-                seg.delete()
+                self._drop_segment(seg)
             if new is None:
                 new = Segment.create(self.directory, offset, index_max_bytes=cfg.segment_index_bytes)
             self._segments = [new]
@@ -892,7 +984,7 @@ class PartitionLog:
         else:
             i = self._floor_index(offset)
             for seg in self._segments[i + 1 :]:
-                seg.delete()
+                self._drop_segment(seg)
             seg = self._segments[i]
             del self._segments[i + 1 :]
             del self._bases[i + 1 :]
@@ -988,7 +1080,7 @@ class PartitionLog:
         del self._bases[:count]
         for seg in doomed:
             self._dirty.pop(id(seg), None)
-            seg.delete()
+            self._drop_segment(seg)
         new_start = max(self._log_start_offset, self._segments[0].base_offset)
         self._dir_dirty = True
         if new_start != self._log_start_offset:
@@ -1002,7 +1094,15 @@ class PartitionLog:
         """Finish the active segment's indexes, flush everything, write the checkpoint, release fds."""
         if self._closed:
             return
+        # close() runs off the owner's thread (or at the end): everything is done here, now.
+        self.defer_io = False
+        pending = self.take_deferred_io()
+        offered, self._offered = self._offered, None
         try:
+            if offered is not None:
+                offered.delete()
+            if pending is not None:
+                pending()
             active = self._segments[-1]
             try:
                 active.make_inactive()
@@ -1027,6 +1127,9 @@ class PartitionLog:
         self._closed = True
         for seg in self._segments:
             seg.release()
+        if self._offered is not None:
+            self._offered.release()
+            self._offered = None
         self._dirty.clear()
 
     @property

@@ -214,6 +214,20 @@ class LogManager:
         existing = self.logs.get((topic, partition))
         if existing is not None:
             return existing
+        log = self.open_new(topic, partition, config, now_ms=now_ms)
+        self.adopt(topic, partition, log)
+        return log
+
+    def adopt(self, topic: str, partition: int, log: PartitionLog) -> None:
+        """Take a log made by open_new into the manager (the owner's thread)."""
+        self.logs[(topic, partition)] = log
+
+    def open_new(
+        self, topic: str, partition: int, config: LogConfig | None = None, *, now_ms: int | None = None
+    ) -> PartitionLog:
+        """Open (creating its directory and files) a partition's log without registering it:
+        touches nothing of the manager's, so it may run in a worker thread; `adopt` it after.
+        Nothing is left on disk when it fails."""
         if not topic or "/" in topic or topic in (".", "..") or partition < 0:
             raise ValueError(f"invalid topic/partition {topic!r}/{partition}")
         name = partition_dir_name(topic, partition)
@@ -231,7 +245,6 @@ class LogManager:
             failure = (str(exc), _errno_of(exc))
         if failure is None:
             assert log is not None
-            self.logs[(topic, partition)] = log
             return log
         # Undo a half-made partition: its directory would be adopted as a topic at the next start.
         # This runs after the except block, which dropped the exception and, with its traceback,
@@ -253,13 +266,25 @@ class LogManager:
         """Remove these partitions of `topic` now (used to undo a failed creation): each directory
         is renamed to a delete-marked name first, so a crash part way leaves nothing a start-up
         would adopt as a partition."""
+        self.remove_detached(topic, self.detach_partitions(topic, partitions))
+
+    def detach_partitions(self, topic: str, partitions: Iterable[int]) -> list[tuple[int, PartitionLog]]:
+        """Take these partitions' logs out of the manager and release them (the owner's thread);
+        remove_detached then removes their directories (a worker thread)."""
         doomed = [(topic, p) for p in partitions if (topic, p) in self.logs]
-        tag = uuid.uuid4().hex
-        renamed: list[Path] = []
+        detached = []
         for key in doomed:
             log = self.logs.pop(key)
             log.abandon()
-            target = self.data_dir / delete_dir_name(topic, key[1], tag)
+            detached.append((key[1], log))
+        return detached
+
+    def remove_detached(self, topic: str, detached: Iterable[tuple[int, PartitionLog]]) -> None:
+        """Rename the detached logs' directories to delete-marked names, fsync, remove them."""
+        tag = uuid.uuid4().hex
+        renamed: list[Path] = []
+        for partition, log in detached:
+            target = self.data_dir / delete_dir_name(topic, partition, tag)
             _rename(log.directory, target)
             renamed.append(target)
         log = None  # its descriptors close with it, before fsync_dir needs one

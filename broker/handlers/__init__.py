@@ -43,7 +43,8 @@ What a handler receives: `RequestContext`
   ctx.broker        the running `broker.core.Broker` (see its docstring for the operations:
                     topics store `broker.metadata`, `broker.logs` (storage.manager.LogManager),
                     create_topic/delete_topic/create_partitions/alter_topic_configs/
-                    delete_records, high_watermark, producer_state, config, node_id, ...)
+                    delete_records, partition(topic, p) -> broker.partition.Partition,
+                    producer_state, config, node_id, ...)
   ctx.header        client.wire.RequestHeader (api_key, api_version, correlation_id, client_id)
   ctx.api_version   int
   ctx.client_id     str | None

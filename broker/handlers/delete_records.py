@@ -35,9 +35,6 @@ async def delete_records(ctx: RequestContext, request) -> object:
                 if info is None or not 0 <= index < info.partitions:
                     raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{t.name}-{index} does not exist")
                 low = await broker.delete_records(t.name, index, int(p.offset))
-                truncate = getattr(broker.producer_state, "truncate_head", None)
-                if truncate is not None:
-                    truncate((t.name, index), low)
                 code = ErrorCode.none
                 log.info("client %s deleted records of %s-%d below %d", ctx.peer, t.name, index, low)
             except KafkaError as exc:

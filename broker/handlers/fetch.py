@@ -76,12 +76,13 @@ def plan_fetch(broker: Any, request: Any) -> tuple[list[tuple[str, list[Partitio
         for p in topic.partitions:
             s = PartitionSlice(int(p.partition))
             parts.append(s)
-            plog = broker.partition_log(name, s.index) if info is not None and s.index < info.partitions else None
-            if plog is None:
+            part = broker.partition(name, s.index) if info is not None and s.index < info.partitions else None
+            if part is None:
                 s.error = ErrorCode.unknown_topic_or_partition
                 any_error = True
                 continue
-            hwm = broker.high_watermark(name, s.index)
+            plog = part.log
+            hwm = part.high_watermark
             s.high_watermark = s.last_stable_offset = hwm
             s.log_start_offset = plog.log_start_offset
             offset = int(p.fetch_offset)
@@ -93,7 +94,7 @@ def plan_fetch(broker: Any, request: Any) -> tuple[list[tuple[str, list[Partitio
             if offset >= hwm or (budget <= 0 and total > 0):
                 continue
             try:
-                result = plog.read(offset, max(budget, 0), upper_bound=hwm, min_one_batch=(total == 0))
+                result = part.read(offset, max(budget, 0), min_one_batch=(total == 0))
             except OffsetOutOfRangeError:
                 s.error = ErrorCode.offset_out_of_range
                 any_error = True
@@ -165,10 +166,10 @@ async def fetch(ctx: RequestContext, request) -> RawResponse:
         states = []
         for topic in request.topics:
             for p in topic.partitions:
-                state = broker.partition_state(topic.topic, int(p.partition))
-                if state is not None:
-                    state.waiters.add(event)
-                    states.append(state)
+                part = broker.partition(topic.topic, int(p.partition))
+                if part is not None:
+                    part.waiters.add(event)
+                    states.append(part)
         if not states:
             with trio.move_on_at(deadline):
                 await trio.sleep_forever()

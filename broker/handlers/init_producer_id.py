@@ -36,12 +36,10 @@ async def init_producer_id(ctx: RequestContext, request) -> object:
                  ctx.peer, request.transactional_id)
         return answer(ErrorCode.transactional_id_authorization_failed)
     state = ctx.broker.producer_state
-    if not hasattr(state, "init_producer_id"):
-        return answer(ErrorCode.cluster_authorization_failed)
     pid = int(getattr(request, "producer_id", -1))
     epoch = int(getattr(request, "producer_epoch", -1))
     try:
-        new_pid, new_epoch = state.init_producer_id(pid, epoch)
+        new_pid, new_epoch = await state.init_producer_id(pid, epoch)
     except KafkaError as exc:
         code = exc.code
         if code == ErrorCode.producer_fenced and ctx.api_version < 4:

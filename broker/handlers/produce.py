@@ -3,7 +3,7 @@
 Per partition: split the records into batches and validate each (framing, CRC-32C, counts, size
 limit, client rules: storage.batch.validate_batch; the records inside, inflated first when
 compressed, up to message.max.decompressed.bytes), ask the idempotent-producer state, then push
-the batches into the partition's ring (broker.ingest). The handler is `sequential`: the connection
+the batches into the partition's ring (broker.partition.Partition.submit). The handler is `sequential`: the connection
 reads its next request only after this one's batches are in the rings, so pipelined batches keep
 their order, and in "block" backpressure mode a full ring stops the reading. Then it waits for the
 group commit (acks 1/all are the same on a single node: written, and fsynced under fsync=always).
@@ -76,10 +76,11 @@ async def produce(ctx: RequestContext, request) -> object:
                     res.error = ErrorCode.transactional_id_authorization_failed
                     res.message = "transactions are not supported"
                     continue
-                if info is None or not 0 <= res.index < info.partitions:
+                part = broker.partition(name, res.index) if info is not None else None
+                if part is None or not res.index < info.partitions:
                     res.error = ErrorCode.unknown_topic_or_partition
                     continue
-                tp = (name, res.index)
+                tp = part.tp
                 try:
                     entry = await _validate_partition(broker, tp, pdata.records, config, full_check)
                 except DecompressedTooLargeError as exc:
@@ -100,7 +101,10 @@ async def produce(ctx: RequestContext, request) -> object:
                 except KafkaError as exc:
                     res.error, res.message = exc.code, exc.message
                     continue
-                verdict = _check_producer_state(broker, tp, entry)
+                if part.closed:  # deleted while its records were checked in a thread
+                    res.error = ErrorCode.unknown_topic_or_partition
+                    continue
+                verdict = part.check_producers(entry.headers)
                 if verdict is not None:
                     if isinstance(verdict, ErrorCode):
                         res.error = verdict
@@ -108,20 +112,22 @@ async def produce(ctx: RequestContext, request) -> object:
                         res.base_offset = int(verdict.base_offset)
                     continue
                 try:
-                    await broker.ingest.submit(entry, block=block)
+                    await part.submit(entry, block=block)
                 except RingFull as exc:
-                    for header in entry.headers:
-                        broker.producer_state.abort(tp, header)
+                    part.abort_producers(entry.headers)
                     res.error = ErrorCode.not_enough_replicas
                     res.message = f"broker is busy, retry: {exc}"
                     throttle_ms = broker.config.backpressure_throttle_ms
+                    continue
+                except KafkaError as exc:  # deleted while waiting for ring space
+                    part.abort_producers(entry.headers)
+                    res.error, res.message = exc.code, exc.message
                     continue
                 except BaseException:
                     # Cancelled while waiting for ring space (connection gone, shutdown): the
                     # batches will not be written, so they must not stay "in flight" for the
                     # producer state (its retry would be refused as an in-flight duplicate).
-                    for header in entry.headers:
-                        broker.producer_state.abort(tp, header)
+                    part.abort_producers(entry.headers)
                     raise
                 res.entry = entry
     finally:
@@ -247,25 +253,6 @@ def _validate(tp, records, max_size: int, full_check: bool, compacted: bool = Fa
     return PendingAppend(tp=tp, batches=batches, headers=headers, size=size)
 
 
-def _check_producer_state(broker, tp, entry: PendingAppend):
-    """None to accept, an ErrorCode to refuse, an object with .base_offset for a duplicate."""
-    for header in entry.headers:
-        if header.producer_id < 0:
-            continue
-        verdict = broker.producer_state.check(tp, header)
-        if verdict is not None:
-            # undo the checks of the batches before this one in the same request
-            for earlier in entry.headers:
-                if earlier is header:
-                    break
-                if earlier.producer_id >= 0:
-                    broker.producer_state.abort(tp, earlier)
-            if isinstance(verdict, int) and not isinstance(verdict, ErrorCode):
-                verdict = ErrorCode(verdict)
-            return verdict
-    return None
-
-
 def _ts(ms: int):
     if ms < 0:
         return None
@@ -273,8 +260,8 @@ def _ts(ms: int):
 
 
 def _log_start(broker, topic: str, partition: int) -> int:
-    plog = broker.partition_log(topic, partition)
-    return int(plog.log_start_offset) if plog is not None else -1
+    part = broker.partition(topic, partition)
+    return int(part.log.log_start_offset) if part is not None else -1
 
 
 def _no_response():

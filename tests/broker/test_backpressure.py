@@ -73,4 +73,4 @@ def test_burst(tmp_path, mode: str) -> None:
         # every accepted batch got its own offset; the log holds exactly those, densely
         assert sorted(off for _, off, _ in ok) == list(range(len(ok)))
         assert b.broker.high_watermark("bp", 0) == len(ok)
-        assert b.broker.ingest.rejected == len(refused)
+        assert b.broker.writer.rejected == len(refused)

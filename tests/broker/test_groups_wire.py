@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import time
 
 import pytest
 from kio.schema.errors import ErrorCode
@@ -47,9 +48,21 @@ def client(broker):
 def _join(client, version, group="wg", member_id="", instance=None, topics=("wt",)):
     proto = nested_req("join_group", version, "JoinGroupRequestProtocol", name="range",
                        metadata=Subscription(topics=topics).encode())
-    return client.call(req("join_group", version, "JoinGroupRequest", group_id=group, session_timeout=6000 * MS,
-                           rebalance_timeout=10_000 * MS, member_id=member_id, group_instance_id=instance,
-                           protocol_type="consumer", protocols=(proto,)))
+    return _while_loading(lambda: client.call(req(
+        "join_group", version, "JoinGroupRequest", group_id=group, session_timeout=6000 * MS,
+        rebalance_timeout=10_000 * MS, member_id=member_id, group_instance_id=instance,
+        protocol_type="consumer", protocols=(proto,))))
+
+
+def _while_loading(call, timeout_s: float = 10.0):
+    """Retry `call` while the coordinator answers COORDINATOR_LOAD_IN_PROGRESS (right after a
+    start it is still reading __consumer_offsets), as every Kafka client does."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = call()
+        if response.error_code != ErrorCode.coordinator_load_in_progress or time.monotonic() > deadline:
+            return response
+        time.sleep(0.01)  # a client's retry backoff, not synchronisation: the answer says when
 
 
 def _create_topic(broker, name="wt", partitions=2):
@@ -182,8 +195,9 @@ def test_groups_and_offsets_survive_a_restart(data_dir) -> None:
         c.close()
     with BrokerThread(config) as b:
         c = RawClient(b.host, b.port)
-        hb = c.call(req("heartbeat", 3, "HeartbeatRequest", group_id="wg", generation_id=a.generation_id,
-                        member_id=a.member_id, group_instance_id=None))
+        hb = _while_loading(lambda: c.call(req("heartbeat", 3, "HeartbeatRequest", group_id="wg",
+                                               generation_id=a.generation_id, member_id=a.member_id,
+                                               group_instance_id=None)))
         assert hb.error_code == ErrorCode.none  # the member carries on against the restarted broker
         r = c.call(req("offset_fetch", 7, "OffsetFetchRequest", group_id="wg", topics=None, require_stable=False))
         assert [(t.name, p.partition_index, p.committed_offset) for t in r.topics for p in t.partitions] == [("wt", 0, 7)]

@@ -209,7 +209,7 @@ def test_kafka_python_idempotent_producer(data_dir):
         offsets = [f.get(10).offset for f in futures]
         producer.close(10)
         assert offsets == list(range(200))
-        assert len(b.broker.producer_state.partitions[("kp", 0)].state.producers) == 1
+        assert len(b.broker.partition("kp", 0).producers.state.producers) == 1
     assert stored_values(data_dir, "kp") == [b"v%d" % i for i in range(200)]
 
 
@@ -231,7 +231,7 @@ def test_confluent_kafka_idempotent_producer(data_dir):
         assert producer.flush(30) == 0
         assert errors == []
         assert sorted(delivered) == list(range(500))
-        state = b.broker.producer_state.partitions[("ck", 0)].state
+        state = b.broker.partition("ck", 0).producers.state
         [(pid, entry)] = state.producers.items()
         assert entry.epoch == 0 and entry.batches[-1].last_seq == 499
     assert stored_values(data_dir, "ck") == [b"v%d" % i for i in range(500)]

@@ -297,7 +297,7 @@ def test_backpressure_reject_is_counted_per_partition(tmp_path) -> None:
             for _ in range(2):
                 entry = PendingAppend(("bp", 1), [bytearray(big)], [validate_batch(big)], len(big))
                 try:
-                    await b.broker.ingest.submit(entry, block=False)
+                    await b.broker.partition("bp", 1).submit(entry, block=False)
                     outcomes.append("ok")
                 except RingFull:
                     outcomes.append("full")
