@@ -19,6 +19,7 @@ import trio
 
 from storage.compaction import build_clean, clean_is_current, discard, install_clean, plan_clean, swap_clean
 
+from .core import drop_in_thread
 from .logging_setup import event
 
 if TYPE_CHECKING:
@@ -51,6 +52,11 @@ async def clean_partition(broker: Broker, topic: str, partition: int, plog) -> o
             with trio.CancelScope(shield=True):
                 swapped = await trio.to_thread.run_sync(swap_clean, plan, result, plog.config)
                 stats = install_clean(plog, plan, result, swapped, before)
+                # The replaced segments' files are unlinked; the plan and result hold the last
+                # references to their fds, whose closing frees the blocks: in a thread too.
+                holder = [plan, result, swapped]
+                del plan, result, swapped
+                await trio.to_thread.run_sync(drop_in_thread, holder)
         else:
             await trio.to_thread.run_sync(discard, plan, result)
             stats = None

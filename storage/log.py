@@ -614,6 +614,9 @@ class PartitionLog:
         def run() -> None:
             for seg in unlinks:
                 seg.delete()
+            # The last references: their fds close here, and closing an unlinked file is what
+            # frees its blocks, which takes long for a big one.
+            unlinks.clear()
             if checkpoint is not None:
                 try:
                     self._store_checkpoint(checkpoint)
@@ -1135,6 +1138,14 @@ class PartitionLog:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def take_segments(self) -> list[Segment]:
+        """A released log's segments, handed over with the last references to their fds (for a
+        worker thread to drop: closing an unlinked file frees its blocks, which takes long)."""
+        if not self._closed:
+            raise StorageError(f"log {self.topic}-{self.partition} is open")
+        segments, self._segments, self._bases = self._segments, [], []
+        return segments
 
     def delete(self) -> None:
         """Release the log and remove its directory (open FileRegions keep reading their fds)."""
