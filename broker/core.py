@@ -355,7 +355,7 @@ class Broker:
                     segments.extend(plog.take_segments())
                     if i % 200 == 0:
                         await trio.lowlevel.checkpoint()
-                del plog
+                plog = None  # the segments' only references are in `segments` now
                 try:
                     marked = await trio.to_thread.run_sync(self.logs.mark_topic_deleted, name, info.topic_id.hex)
                 except (StorageError, OSError) as exc:
