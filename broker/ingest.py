@@ -253,8 +253,13 @@ class Writer:
                 plog.flush_end(token)
             except Exception as exc:
                 error = error or exc
-        # The recovery-point checkpoints that crossing into a new segment asks for.
-        await run_deferred(*plogs)
+        # The recovery-point checkpoints that crossing into a new segment asks for. A failed one
+        # fails the round like a failed fsync: the batches are written, but the checkpoint that
+        # makes start-up trust them is not.
+        try:
+            await run_deferred(*plogs)
+        except Exception as exc:
+            error = error or exc
         if error is not None:
             log.error("fsync failed: %r", error)
         return error
