@@ -40,6 +40,7 @@ from storage.manager import NAME_MAX, name_fits, partition_dir_name
 from . import open_files
 from .config import BrokerConfig
 from .errors import KafkaError
+from .limits import check_partition_count
 from .logging_setup import event
 from .metadata import TopicInfo, TopicStore, topic_name_error
 
@@ -218,6 +219,7 @@ class Broker:
         if num_partitions < 1:
             raise KafkaError(ErrorCode.invalid_partitions, f"number of partitions {num_partitions} must be >= 1")
         _check_partition_dir_names(name, num_partitions)
+        check_partition_count(self.config, name, num_partitions, self.metadata)
         config = self.validate_topic_configs(configs)
         if name in self.metadata:
             raise KafkaError(ErrorCode.topic_already_exists, f"topic {name!r} already exists")
@@ -229,6 +231,7 @@ class Broker:
         async with self.log_lock:
             if name in self.metadata:
                 raise KafkaError(ErrorCode.topic_already_exists, f"topic {name!r} already exists")
+            check_partition_count(self.config, name, num_partitions, self.metadata)  # again, under the lock
             if configs:
                 self.logs.set_topic_config(name, dict(configs))
             # Logs first, then the store: a crash in between leaves directories that start-up
@@ -352,9 +355,11 @@ class Broker:
                 f"topic {name!r} has {info.partitions} partitions; the new count must be larger, got {total}",
             )
         _check_partition_dir_names(name, total)
+        check_partition_count(self.config, name, total, self.metadata)
         if validate_only:
             return attrs.evolve(info, partitions=total)
         async with self.log_lock:
+            check_partition_count(self.config, name, total, self.metadata)  # again, under the lock
             config = self.log_config_for(name)
             created: list[int] = []
             failure = None
