@@ -8,6 +8,7 @@ import datetime
 import logging
 import time
 import uuid
+import weakref
 
 from kio.schema.errors import ErrorCode
 
@@ -21,8 +22,8 @@ ZERO_UUID = uuid.UUID(int=0)
 
 log = logging.getLogger("ringlog.metadata")
 # A Metadata answer carries an error code but no message, and clients ask again every few hundred
-# ms: the refusal's message goes to the log, once per 10 s per error.
-_refusals = RateLimitedLog(10.0)
+# ms: the refusal's message goes to the log, once per 10 s per error and broker.
+_refusals: weakref.WeakKeyDictionary[object, RateLimitedLog] = weakref.WeakKeyDictionary()
 
 
 @handler(api_key=3, min_version=1, max_version=12)
@@ -91,7 +92,8 @@ async def metadata(ctx: RequestContext, request) -> object:
                 try:
                     info = await broker.ensure_topic(name)
                 except KafkaError as exc:
-                    left_out = _refusals.should_log(str(exc.code), time.monotonic())
+                    limiter = _refusals.setdefault(broker, RateLimitedLog(10.0))
+                    left_out = limiter.should_log(str(exc.code), time.monotonic())
                     if left_out is not None:
                         more = f" ({left_out} more refusal(s) since the last line)" if left_out else ""
                         log.warning("auto-creating topic %s refused: %s%s", name, exc.message, more)

@@ -74,15 +74,16 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import trio
-
-    from broker.server import run_broker
-
+    # The configuration first: a mistake is answered before the server's imports (about a second).
     try:
         config = build_config(args)
     except (ValueError, OSError) as exc:
         print(f"ringlog broker: {exc}", file=sys.stderr)
         return 2
+    import trio
+
+    from broker.server import run_broker
+
     from broker.logging_setup import configure_logging
 
     try:
