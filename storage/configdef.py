@@ -50,9 +50,6 @@ class SettingError(ValueError):
             return f"{self.key}{where}: {self.problem}"
         return f"invalid value {show(self.value)} for configuration {self.key}{where}: {self.problem}"
 
-    def at(self, source: str | None) -> "SettingError":
-        return SettingError(self.key, self.problem, value=self.value, source=source)
-
 
 class UnknownKeyError(SettingError):
     """A key no setting has; `hint` is the known key it is most likely a typo of."""
