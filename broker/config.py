@@ -1,13 +1,24 @@
-"""Broker configuration: defaults < TOML file < command-line flags.
+"""Broker configuration: defaults < TOML file < command-line flags < `--set KEY=VALUE`.
 
-The TOML file uses Kafka-style dotted names; TOML turns `message.max.bytes = 1` into nested tables,
-which are flattened back into the dotted name, so both `message.max.bytes = 1` and
-`"message.max.bytes" = 1` work. Keys are documented in docs/configuration.md. Keys starting with
-`log.` (other than the broker's own) set the default topic configuration: `log.retention.ms` is
-the default of the topic config `retention.ms`, `log.segment.bytes` of `segment.bytes`, and so on.
+One declarative schema (storage.configdef) serves every source: each BrokerConfig field is
+declared with its key (Kafka's name where Kafka has one), kind (type and range), default, doc and,
+for some, its command-line flag; client/cli/broker.py builds its flags from it and
+docs/configuration.md's tables are generated from it (broker/config_docs.py). The default of
+every topic config is set by that config's broker key, Kafka's synonym (log.retention.ms for
+retention.ms, ...; broker.topic_configs), and lands in `topic_defaults`.
+
+Every refusal is one line naming the key, the value, what is expected and where the value came
+from: an unknown key (with the nearest known one), a value of the wrong type or out of range, a
+key spelled twice in one TOML file, values that contradict each other (`validate`).
+
+TOML turns `message.max.bytes = 1` into nested tables, which are flattened back into the dotted
+name, so `message.max.bytes = 1` and `"message.max.bytes" = 1` are the same key; a file that gives
+both is refused, since one of them would silently lose.
 """
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,13 +26,52 @@ from typing import Any
 
 import attrs
 
+from storage.configdef import (
+    Boolean,
+    Cap,
+    Choice,
+    Integer,
+    Invalid,
+    Setting,
+    SettingError,
+    Text,
+    UnknownKeyError,
+    setting,
+    settings,
+    suggest,
+)
+from storage.segment import MAX_SEGMENT_POSITION
+
+from .topic_configs import TOPIC_CONFIGS
+
 FSYNC_POLICIES = ("always", "interval", "never")
 BACKPRESSURE_MODES = ("block", "reject")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def parse_hostport(value: str, *, default_port: int = 9092) -> tuple[str, int]:
-    """"host:port", "[v6]:port", "host" or ":port" -> (host, port)."""
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+# A buffer larger than the machine's memory cannot be what was meant: refuse it at start-up rather
+# than when the first large batch arrives.
+MEMORY = Cap("the machine's physical memory", physical_memory)
+
+
+def parse_hostport(value: str, *, default_port: int = 9092, zero: bool = True) -> tuple[str, int]:
+    """"host:port", "[v6]:port", "host" or ":port" -> (host, port). Kafka's listener form
+    "PLAINTEXT://host:port" is accepted too (the only protocol ringlog speaks)."""
     value = value.strip()
+    scheme, sep, rest = value.partition("://")
+    if sep:
+        if scheme.upper() != "PLAINTEXT":
+            raise ValueError(f"only PLAINTEXT listeners are supported, not {scheme}")
+        if "," in rest:
+            raise ValueError("expected one listener, not a list")
+        value = rest
     if value.startswith("["):
         host, _, rest = value[1:].partition("]")
         port = rest.lstrip(":")
@@ -30,10 +80,11 @@ def parse_hostport(value: str, *, default_port: int = 9092) -> tuple[str, int]:
     else:
         host, port = value, ""
     if port and not port.isdigit():
-        raise ValueError(f"port {port!r} is not a number in {value!r} (expected HOST:PORT)")
+        raise ValueError(f"the port {port} is not a number (expected HOST:PORT)")
     port_n = int(port) if port else default_port
-    if not 0 <= port_n <= 65535:
-        raise ValueError(f"port {port_n} out of range in {value!r}")
+    low = 0 if zero else 1
+    if not low <= port_n <= 65535:
+        raise ValueError(f"the port must be between {low} and 65535")
     return host or "127.0.0.1", port_n
 
 
@@ -56,75 +107,262 @@ def parse_per_ip_overrides(value: str | Mapping[str, Any]) -> dict[str, int]:
     out: dict[str, int] = {}
     for host, limit in items:
         host = host.strip().removeprefix("[").removesuffix("]")
-        try:
-            n = int(str(limit).strip())
-        except ValueError:
-            raise ValueError(f"limit {str(limit).strip()!r} of {host} is not a number") from None
+        text = str(limit).strip()
+        if isinstance(limit, bool) or not re.fullmatch(r"-?[0-9]+", text):
+            raise ValueError(f"limit {text!r} of {host} is not a number")
+        n = int(text)
         if n < 0:
             raise ValueError(f"limit {n} of {host} must be at least 0")
         out[host] = n
     return out
 
 
+# --- kinds of the broker's own ------------------------------------------------------------------
+
+
+@attrs.frozen
+class HostPort:
+    """HOST:PORT, parsed to (host, port)."""
+
+    default_port: int = 9092
+    zero: bool = True             # port 0: the system picks one (listeners, not advertised addresses)
+    type_name: str = "host:port"
+
+    def parse(self, raw: Any) -> tuple[str, int]:
+        if not isinstance(raw, str):
+            raise Invalid("expected HOST:PORT")
+        try:
+            return parse_hostport(raw, default_port=self.default_port, zero=self.zero)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
+
+    def check(self, value: Any) -> None:
+        pass
+
+    def text(self, value: Any) -> str:
+        host, port = value
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def range_doc(self) -> str:
+        return f"port {0 if self.zero else 1} to 65535"
+
+
+@attrs.frozen
+class OptionalHostPort(HostPort):
+    """HOST:PORT, or off (also none or empty) for (None, None)."""
+
+    type_name: str = "host:port or off"
+
+    def parse(self, raw: Any) -> tuple[str | None, int | None]:
+        if isinstance(raw, str) and raw.strip().lower() in ("", "off", "none"):
+            return None, None
+        return super().parse(raw)
+
+    def text(self, value: Any) -> str:
+        return "off" if value[0] is None and value[1] is None else super().text(value)
+
+
+@attrs.frozen
+class PerIpOverrides:
+    type_name: str = "host:limit list"
+
+    def parse(self, raw: Any) -> dict[str, int]:
+        if not isinstance(raw, (str, Mapping)):
+            raise Invalid("expected HOST:LIMIT,HOST:LIMIT,...")
+        try:
+            return parse_per_ip_overrides(raw)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, Mapping) or not all(isinstance(v, int) and v >= 0 for v in value.values()):
+            raise Invalid("expected a limit of at least 0 per host")
+
+    def text(self, value: Any) -> str:
+        return ",".join(f"{h}:{n}" for h, n in value.items())
+
+    def range_doc(self) -> str:
+        return "limits at least 0"
+
+
+def _port(optional: bool = False):
+    def check(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if optional and value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+            raise ValueError(f"{attribute.name} {value!r} is out of range (expected 0 to 65535)")
+    return check
+
+
+_MIB = 1024 * 1024
+
+
 @attrs.frozen
 class BrokerConfig:
-    data_dir: str = "./ringlog-data"
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 9092
+    data_dir: str = setting(
+        "data.dir", Text(nonempty=True), "./ringlog-data", aliases=("log.dir", "log.dirs"), flag="--data-dir",
+        doc="Where topics.json and the partition logs live; locked while a broker uses it. One directory "
+            "(Kafka's log.dirs may list several).")
+    listen_host: str = setting(
+        "listen", HostPort(), "127.0.0.1", spans=("listen_host", "listen_port"), aliases=("listeners",),
+        flag="--listen", kafka=False, default_doc="127.0.0.1:9092",
+        doc="Address to listen on; port 0 picks a free one (the ready line shows it). Kafka's listeners "
+            "form PLAINTEXT://HOST:PORT is accepted too.")
+    listen_port: int = attrs.field(default=9092, validator=_port())
     # None: advertise the listening address (with the bound port when listening on port 0)
-    advertised_host: str | None = None
-    advertised_port: int | None = None
-    node_id: int = 0
-    cluster_id: str = "ringlog-cluster"
-    fsync: str = attrs.field(default="interval", validator=attrs.validators.in_(FSYNC_POLICIES))
-    flush_interval_ms: int = 1000
-    message_max_bytes: int = 1048588
+    advertised_host: str | None = setting(
+        "advertise", HostPort(zero=False), None, spans=("advertised_host", "advertised_port"),
+        aliases=("advertised.listeners",), flag="--advertise", kafka=False,
+        default_doc="the listen address (127.0.0.1 when listening on 0.0.0.0)",
+        doc="The address Metadata gives to clients.")
+    advertised_port: int | None = attrs.field(default=None, validator=_port(optional=True))
+    node_id: int = setting(
+        "node.id", Integer(0, 1023, bits=32, why="(it is the worker id of producer ids, 10 bits)"), 0,
+        aliases=("broker.id",), flag="--node-id",
+        doc="This broker's id: the leader and controller in Metadata, and the worker id of producer ids.")
+    cluster_id: str = setting("cluster.id", Text(nonempty=True), "ringlog-cluster",
+                              doc="Cluster id reported in Metadata.")
+    fsync: str = setting(
+        "fsync", Choice(FSYNC_POLICIES), "interval", flag="--fsync", kafka=False,
+        doc="Flush policy: always, interval or never; see [fsync](#fsync-what-a-crash-can-lose). "
+            "A topic can override it with ringlog.flush.policy.")
+    flush_interval_ms: int = setting(
+        "flush.interval.ms", Integer(0), 1000, aliases=("log.flush.interval.ms",), kafka=False,
+        doc="With fsync interval: the longest a write stays unflushed. A topic can override it with flush.ms.")
+    message_max_bytes: int = setting(
+        "message.max.bytes", Integer(64, bits=32, cap=MEMORY), 1048588, flag="--message-max-bytes",
+        doc="Largest record batch accepted (Kafka's default); larger ones are answered MESSAGE_TOO_LARGE. "
+            "A topic can override it with max.message.bytes.")
     # Largest size a produced batch's compressed records may inflate to while they are checked
-    # (they are held in memory meanwhile); beyond it the batch is refused. docs/configuration.md
-    message_max_decompressed_bytes: int = 64 * 1024 * 1024
-    socket_request_max_bytes: int = 100 * 1024 * 1024
-    max_connections: int = 1000
+    # (they are held in memory meanwhile); beyond it the batch is refused.
+    message_max_decompressed_bytes: int = setting(
+        "message.max.decompressed.bytes", Integer(64, cap=MEMORY), 64 * _MIB, kafka=False,
+        doc="Largest size the records of one compressed batch may inflate to; a batch beyond it is answered "
+            "INVALID_RECORD (87) and logged at warning. At least message.max.bytes; a topic whose "
+            "max.message.bytes is larger gets that instead. See "
+            "[Compressed batches](#compressed-batches-messagemaxdecompressedbytes).")
+    socket_request_max_bytes: int = setting(
+        "socket.request.max.bytes", Integer(1024, bits=32, cap=MEMORY), 100 * _MIB,
+        flag="--socket-request-max-bytes",
+        doc="Largest request frame; a larger size prefix closes the connection before anything is allocated.")
+    max_connections: int = setting(
+        "max.connections", Integer(1, bits=32), 1000, flag="--max-connections",
+        doc="Connections beyond this are closed at once (and logged, with the limit and the peer); see "
+            "[Connections](#connections-limits-and-timeouts).")
     # Connection hygiene (broker.connection_limits, broker.server.Connection): Kafka's names. One
     # address may hold at most max_connections_per_ip (overrides per host/IP), so one host cannot
     # take every slot; idle connections and frames that trickle in are closed, so slots held by
     # idle or slow-loris sockets come back. -1 turns a timeout off.
-    max_connections_per_ip: int = 200
-    max_connections_per_ip_overrides: Mapping[str, int] = attrs.field(
-        factory=dict, converter=lambda v: parse_per_ip_overrides(v))
-    connections_max_idle_ms: int = 600_000
-    socket_request_read_timeout_ms: int = 30_000
+    max_connections_per_ip: int = setting(
+        "max.connections.per.ip", Integer(0, bits=32), 200,
+        doc="Connections one client address may hold; more are closed at once. 0 only together with "
+            "max.connections.per.ip.overrides. Kafka's default is unlimited; see below for why this one is not.")
+    max_connections_per_ip_overrides: Mapping[str, int] = setting(
+        "max.connections.per.ip.overrides", PerIpOverrides(), factory=dict, default_doc="none",
+        doc='Kafka\'s format, "host1:100,127.0.0.1:200": another limit for these hosts or addresses (0 bans '
+            "one). Hostnames are resolved once at start; one that does not resolve stops the start.")
+    connections_max_idle_ms: int = setting(
+        "connections.max.idle.ms", Integer(1, special={-1: "never"}), 600_000,
+        doc="A connection with no request in flight that received and sent nothing for this long is "
+            "closed (Kafka's key and default).")
+    socket_request_read_timeout_ms: int = setting(
+        "socket.request.read.timeout.ms", Integer(1, special={-1: "never"}), 30_000, kafka=False,
+        doc="Once the first byte of a request frame has arrived, the whole frame must arrive within this "
+            "long, or the connection is closed.")
     # Requests read ahead of their responses on one connection (pipelining bound).
-    max_inflight_per_connection: int = 64
-    ring_bytes_per_partition: int = 8 * 1024 * 1024
-    backpressure: str = attrs.field(default="block", validator=attrs.validators.in_(BACKPRESSURE_MODES))
+    max_inflight_per_connection: int = setting(
+        "max.inflight.requests.per.connection", Integer(1, bits=32), 64, kafka=False,
+        doc="Requests read ahead of their answers on one connection; when reached, the broker stops reading "
+            "that connection until answers have left.")
+    ring_bytes_per_partition: int = setting(
+        "ring.bytes.per.partition", Integer(1024, cap=MEMORY), 8 * _MIB, flag="--ring-bytes", kafka=False,
+        doc="Size of each partition's in-memory ring between the connections and the writer; a batch larger "
+            "than the ring is still accepted when the ring is empty.")
+    backpressure: str = setting(
+        "backpressure", Choice(BACKPRESSURE_MODES), "block", flag="--backpressure", kafka=False,
+        doc="What a full ring does: block or reject; see [Backpressure](#backpressure-when-a-partitions-ring-is-full).")
     # How produced records are checked beyond framing and CRC: "framing" walks each record's
     # length prefix (cheap), "full" decodes every field as Kafka's LogValidator does (slower).
-    record_validation: str = attrs.field(default="framing", validator=attrs.validators.in_(("framing", "full")))
+    record_validation: str = setting(
+        "record.validation", Choice(("framing", "full")), "framing", kafka=False,
+        doc="How produced records are checked beyond batch framing and CRC-32C: framing checks that each "
+            "record's length prefix tiles the (decompressed) records block, about 5 ns a record with the "
+            "compiled walk (storage/_speedups.c, built at install when a C compiler is there) and 0.3 us in "
+            "pure Python; full decodes every field and checks offset deltas as Kafka's LogValidator does, "
+            "about 6 us a record. A failing batch gets CORRUPT_MESSAGE.")
     # throttle_time_ms sent with a "reject" answer: how long the client should back off
-    backpressure_throttle_ms: int = 100
-    auto_create_topics: bool = True
-    num_partitions: int = 1
-    retention_check_interval_ms: int = 5000
-    # default topic configs (Kafka topic config names: "retention.ms", "segment.bytes", ...)
+    backpressure_throttle_ms: int = setting(
+        "backpressure.throttle.ms", Integer(0, bits=32), 100, kafka=False,
+        doc="throttle_time_ms sent with a backpressure reject answer.")
+    auto_create_topics: bool = setting(
+        "auto.create.topics.enable", Boolean(), True, flag="--auto-create",
+        doc="Metadata for an unknown (legal) topic name creates it with num.partitions.")
+    num_partitions: int = setting(
+        "num.partitions", Integer(1, bits=32), 1, flag="--num-partitions",
+        doc="Partitions of auto-created topics, and of CreateTopics asking for the default. At most "
+            "max.partitions.per.topic.")
+    max_partitions_per_topic: int = setting(
+        "max.partitions.per.topic", Integer(1, bits=32), 10_000, kafka=False,
+        doc="Most partitions one topic may have: CreateTopics and CreatePartitions asking for more are "
+            "answered INVALID_PARTITIONS. See [Partition limits](#partition-limits).")
+    max_partitions_per_broker: int = setting(
+        "max.partitions.per.broker", Integer(1, bits=32), 100_000, kafka=False,
+        doc="Most partitions the broker holds over all topics: a CreateTopics, CreatePartitions or "
+            "auto-creation that would go beyond is answered POLICY_VIOLATION. "
+            "Internal topics (__consumer_offsets) count but are never refused. See "
+            "[Partition limits](#partition-limits).")
+    retention_check_interval_ms: int = setting(
+        "log.retention.check.interval.ms", Integer(1), 5000,
+        doc="How often retention runs (time-based rolling and interval flushes are checked every second or "
+            "more often).")
+    # default topic configs (Kafka topic config names: "retention.ms", "segment.bytes", ...), set by
+    # the topic configs' broker keys (TOPIC_DEFAULT_KEYS); values in Kafka's text form
     topic_defaults: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(m))
-    log_level: str = "INFO"
-    log_format: str = attrs.field(default="kv", validator=attrs.validators.in_(("kv", "json")))
+    log_level: str = setting(
+        "log.level", Choice(LOG_LEVELS, fold_case=True), "INFO", flag="--log-level", kafka=False,
+        doc="Python logging level of the broker's stderr log (any case).")
+    log_format: str = setting(
+        "log.format", Choice(("kv", "json")), "kv", flag="--log-format", kafka=False,
+        doc="Log lines as key=value pairs (kv) or JSON objects (json), one line per event; see operations.md.")
     # /metrics and /health HTTP endpoint (broker.http); None: off
-    metrics_listen_host: str | None = None
-    metrics_listen_port: int | None = None
+    metrics_listen_host: str | None = setting(
+        "metrics.listen", OptionalHostPort(9644), None, spans=("metrics_listen_host", "metrics_listen_port"),
+        flag="--metrics-listen", kafka=False, default_doc="off",
+        doc="HTTP endpoint with /metrics (Prometheus) and /health; port 0 picks a free one (shown in the "
+            "ready line); off disables it. See operations.md.")
+    metrics_listen_port: int | None = attrs.field(default=None, validator=_port(optional=True))
     # /health answers 503 "disk nearly full" below this many free bytes on the data dir's disk
-    health_disk_free_min_bytes: int = 100 * 1024 * 1024
+    health_disk_free_min_bytes: int = setting(
+        "health.disk.free.min.bytes", Integer(0), 100 * _MIB, kafka=False,
+        doc='/health answers 503 "disk nearly full" when less is free on the data dir\'s file system.')
     # consumer groups (broker.coordinator); Kafka's names and defaults
-    group_initial_rebalance_delay_ms: int = 3000
-    group_min_session_timeout_ms: int = 6000
-    group_max_session_timeout_ms: int = 1_800_000
-    group_max_size: int = 2**31 - 1
-    offsets_topic_num_partitions: int = 1
+    group_initial_rebalance_delay_ms: int = setting(
+        "group.initial.rebalance.delay.ms", Integer(0, bits=32), 3000,
+        doc="How long a new group waits for more members before its first rebalance.")
+    group_min_session_timeout_ms: int = setting(
+        "group.min.session.timeout.ms", Integer(1, bits=32), 6000,
+        doc="Smallest session timeout a member may ask for.")
+    group_max_session_timeout_ms: int = setting(
+        "group.max.session.timeout.ms", Integer(1, bits=32), 1_800_000,
+        doc="Largest session timeout a member may ask for; at least group.min.session.timeout.ms.")
+    group_max_size: int = setting(
+        "group.max.size", Integer(1, bits=32), 2**31 - 1, doc="Most members one group may have.")
+    offsets_topic_num_partitions: int = setting(
+        "offsets.topic.num.partitions", Integer(1, bits=32), 1,
+        doc="Partitions of __consumer_offsets when it is first created; at most max.partitions.per.topic.")
     # Kafka's default: segments of __consumer_offsets roll, and so get compacted, at 100 MiB
-    offsets_topic_segment_bytes: int = 100 * 1024 * 1024
-    offsets_retention_minutes: int = 7 * 24 * 60
-    offsets_retention_check_interval_ms: int = 600_000
-    offset_metadata_max_bytes: int = 4096
+    offsets_topic_segment_bytes: int = setting(
+        "offsets.topic.segment.bytes", Integer(14, MAX_SEGMENT_POSITION, bits=32), 100 * _MIB,
+        doc="segment.bytes of __consumer_offsets: its segments roll, and so get compacted, at this size.")
+    offsets_retention_minutes: int = setting(
+        "offsets.retention.minutes", Integer(1, bits=32), 7 * 24 * 60,
+        doc="How long the committed offsets of an empty group are kept.")
+    offsets_retention_check_interval_ms: int = setting(
+        "offsets.retention.check.interval.ms", Integer(1), 600_000,
+        doc="How often expired offsets are looked for.")
+    offset_metadata_max_bytes: int = setting(
+        "offset.metadata.max.bytes", Integer(0, bits=32), 4096,
+        doc="Largest metadata string an offset commit may carry.")
 
     def log_config(self):
         """The default storage LogConfig: storage defaults, then topic_defaults, then fsync."""
@@ -136,127 +374,160 @@ class BrokerConfig:
         return attrs.evolve(base, flush_policy=self.fsync, flush_interval_ms=self.flush_interval_ms)
 
 
-# key in TOML / --set -> (attribute, converter)
-def _bool(v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("1", "true", "yes", "on"):
-        return True
-    if s in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean: {v!r}")
+# --- the key table ------------------------------------------------------------------------------
+
+OWN_SETTINGS: dict[str, tuple[attrs.Attribute, Setting]] = {spec.key: (a, spec) for a, spec in settings(BrokerConfig)}
 
 
-_KEYS: dict[str, tuple[str, Any]] = {
-    "data.dir": ("data_dir", str),
-    "log.dir": ("data_dir", str),
-    "log.dirs": ("data_dir", str),
-    "node.id": ("node_id", int),
-    "broker.id": ("node_id", int),
-    "cluster.id": ("cluster_id", str),
-    "fsync": ("fsync", str),
-    "flush.interval.ms": ("flush_interval_ms", int),
-    "log.flush.interval.ms": ("flush_interval_ms", int),
-    "message.max.bytes": ("message_max_bytes", int),
-    "message.max.decompressed.bytes": ("message_max_decompressed_bytes", int),
-    "socket.request.max.bytes": ("socket_request_max_bytes", int),
-    "max.connections": ("max_connections", int),
-    "max.connections.per.ip": ("max_connections_per_ip", int),
-    "max.connections.per.ip.overrides": ("max_connections_per_ip_overrides", parse_per_ip_overrides),
-    "connections.max.idle.ms": ("connections_max_idle_ms", int),
-    "socket.request.read.timeout.ms": ("socket_request_read_timeout_ms", int),
-    "max.inflight.requests.per.connection": ("max_inflight_per_connection", int),
-    "ring.bytes.per.partition": ("ring_bytes_per_partition", int),
-    "backpressure": ("backpressure", str),
-    "record.validation": ("record_validation", str),
-    "backpressure.throttle.ms": ("backpressure_throttle_ms", int),
-    "auto.create.topics.enable": ("auto_create_topics", _bool),
-    "num.partitions": ("num_partitions", int),
-    "log.retention.check.interval.ms": ("retention_check_interval_ms", int),
-    "log.level": ("log_level", str),
-    "log.format": ("log_format", str),
-    "health.disk.free.min.bytes": ("health_disk_free_min_bytes", int),
-    "group.initial.rebalance.delay.ms": ("group_initial_rebalance_delay_ms", int),
-    "group.min.session.timeout.ms": ("group_min_session_timeout_ms", int),
-    "group.max.session.timeout.ms": ("group_max_session_timeout_ms", int),
-    "group.max.size": ("group_max_size", int),
-    "offsets.topic.num.partitions": ("offsets_topic_num_partitions", int),
-    "offsets.topic.segment.bytes": ("offsets_topic_segment_bytes", int),
-    "offsets.retention.minutes": ("offsets_retention_minutes", int),
-    "offsets.retention.check.interval.ms": ("offsets_retention_check_interval_ms", int),
-    "offset.metadata.max.bytes": ("offset_metadata_max_bytes", int),
-}
-
-
-def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
+def _topic_default_keys() -> dict[str, str]:
+    """Broker key -> topic config it sets the default of, for every topic config whose synonym is
+    not a broker setting of its own (message.max.bytes, fsync and flush.interval.ms are)."""
+    own = {name for _, spec in OWN_SETTINGS.values() for name in (spec.key, *spec.aliases)}
+    out: dict[str, str] = {}
+    for topic_key, entry in TOPIC_CONFIGS.items():
+        spec = entry.setting
+        if spec.synonym is None or spec.synonym in own:
+            continue
+        for name in (spec.synonym, *spec.synonym_aliases):
+            out[name] = topic_key
     return out
 
 
-def apply_settings(config: BrokerConfig, settings: Mapping[str, Any]) -> BrokerConfig:
-    """Apply flat `key -> value` settings (TOML or --set) to `config`; ValueError on unknown keys."""
+TOPIC_DEFAULT_KEYS: dict[str, str] = _topic_default_keys()
+# every name a TOML file or --set may use -> its canonical key
+CANONICAL: dict[str, str] = {
+    **{name: spec.key for _, spec in OWN_SETTINGS.values() for name in (spec.key, *spec.aliases)},
+    **{name: TOPIC_CONFIGS[topic].setting.synonym for name, topic in TOPIC_DEFAULT_KEYS.items()},
+}
+
+
+def all_keys() -> list[str]:
+    """Every accepted key and alias."""
+    return sorted(CANONICAL)
+
+
+def unknown_key(key: str, source: str | None) -> UnknownKeyError:
+    return UnknownKeyError(key, source=source, hint=suggest(key, all_keys()))
+
+
+class ConfigError(ValueError):
+    """A problem of the configuration as a whole (a file, two keys together): str() is the line."""
+
+
+def apply_settings(config: BrokerConfig, values: Mapping[str, Any], source: str | None = None) -> BrokerConfig:
+    """`config` with flat `key -> value` settings (TOML values or strings) applied.
+
+    SettingError (a ValueError, one line) on an unknown key, a bad value, or one key given twice
+    under two of its names."""
     changes: dict[str, Any] = {}
     topic_defaults = dict(config.topic_defaults)
-    for key, value in settings.items():
-        if key == "listen":
-            changes["listen_host"], changes["listen_port"] = parse_hostport(str(value))
-        elif key == "metrics.listen":
-            if str(value).strip().lower() in ("", "off", "none"):
-                changes["metrics_listen_host"] = changes["metrics_listen_port"] = None
+    seen: dict[str, str] = {}
+    for name, raw in values.items():
+        key = CANONICAL.get(name)
+        if key is None:
+            raise unknown_key(name, source)
+        if key in seen:
+            raise SettingError(key, f"given twice, as {seen[key]} and as {name}; keep one", source=source)
+        seen[key] = name
+        if key in OWN_SETTINGS:
+            a, spec = OWN_SETTINGS[key]
+            value = spec.parse(raw, source)
+            if spec.spans:
+                changes.update(zip(spec.spans, value))
             else:
-                changes["metrics_listen_host"], changes["metrics_listen_port"] = parse_hostport(str(value), default_port=9644)
-        elif key in ("advertise", "advertised.listeners"):
-            changes["advertised_host"], changes["advertised_port"] = parse_hostport(str(value))
-        elif key in _KEYS:
-            attr, conv = _KEYS[key]
-            try:
-                changes[attr] = conv(value)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{key}: {exc}") from None
-        elif key.startswith("log."):
-            topic_defaults[key[len("log."):]] = str(value).lower() if isinstance(value, bool) else str(value)
+                changes[a.name] = value
         else:
-            raise ValueError(f"unknown configuration key {key!r}")
+            topic = TOPIC_DEFAULT_KEYS[name]
+            spec = TOPIC_CONFIGS[topic].setting
+            try:
+                value = spec.parse(raw, source)
+            except SettingError as exc:
+                # the broker key is the one the user wrote
+                raise SettingError(key, exc.problem, value=raw, source=source) from None
+            topic_defaults[topic] = spec.text(value)
     changes["topic_defaults"] = topic_defaults
     return attrs.evolve(config, **changes)
 
 
-def load_toml(path: str | Path, base: BrokerConfig | None = None) -> BrokerConfig:
+# --- TOML ---------------------------------------------------------------------------------------
+
+
+def _takes_table(key: str) -> bool:
+    """Keys whose value may itself be a TOML table (so flattening stops there)."""
+    entry = OWN_SETTINGS.get(CANONICAL.get(key, ""))
+    return entry is not None and isinstance(entry[1].kind, PerIpOverrides)
+
+
+def _spelling(parts: list[str]) -> str:
+    return ".".join(f'"{p}"' if "." in p or not p else p for p in parts)
+
+
+def flatten_toml(table: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """Nested TOML tables -> {dotted key: value}; ConfigError when two spellings give one key."""
+    out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+
+    def walk(t: Mapping[str, Any], parts: list[str]) -> None:
+        for k, v in t.items():
+            here = [*parts, k]
+            name = ".".join(here)
+            if isinstance(v, Mapping) and not _takes_table(name):
+                walk(v, here)
+                continue
+            if name in out:
+                raise ConfigError(
+                    f"{name} is given twice in {path}, as {spelled[name]} and as {_spelling(here)}: keep one")
+            out[name] = v
+            spelled[name] = _spelling(here)
+
+    walk(table, [])
+    return out
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The flat settings of a TOML file; OSError or ConfigError (one line naming the file)."""
     with open(path, "rb") as f:
-        table = tomllib.load(f)
-    return apply_settings(base or BrokerConfig(), _flatten(table))
+        data = f.read()
+    try:
+        table = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        hint = ""
+        if "overwrite" in str(exc).lower():
+            hint = ("; a key is given twice, or begins another key (max.connections and "
+                    'max.connections.per.ip): quote that one, "max.connections" = 1000')
+        raise ConfigError(f"{path}: not valid TOML: {exc}{hint}") from None
+    return flatten_toml(table, str(path))
+
+
+def load_toml(path: str | Path, base: BrokerConfig | None = None) -> BrokerConfig:
+    return apply_settings(base or BrokerConfig(), read_toml(path), source=f"in {path}")
+
+
+# --- checks across keys -------------------------------------------------------------------------
 
 
 def validate(config: BrokerConfig) -> BrokerConfig:
-    """Cross-field checks; returns the config or raises ValueError."""
-    if config.num_partitions < 1:
-        raise ValueError("num.partitions must be at least 1")
-    if config.message_max_bytes < 64:
-        raise ValueError("message.max.bytes is too small")
+    """Checks of keys against each other; returns the config or raises ConfigError (one line)."""
+    def refuse(message: str) -> None:
+        raise ConfigError(message)
+
     # Below message.max.bytes a batch accepted uncompressed would be refused compressed.
     if config.message_max_decompressed_bytes < config.message_max_bytes:
-        raise ValueError("message.max.decompressed.bytes must be at least message.max.bytes")
-    if config.ring_bytes_per_partition < 1024:
-        raise ValueError("ring.bytes.per.partition must be at least 1024")
-    if config.socket_request_max_bytes < 1024:
-        raise ValueError("socket.request.max.bytes must be at least 1024")
-    if config.max_inflight_per_connection < 1:
-        raise ValueError("max.inflight.requests.per.connection must be at least 1")
-    if config.max_connections < 1:
-        raise ValueError("max.connections must be at least 1")
+        refuse(f"message.max.decompressed.bytes {config.message_max_decompressed_bytes} is less than "
+               f"message.max.bytes {config.message_max_bytes}: it must be at least that")
     # Kafka's rule: 0 only makes sense when overrides let some hosts in.
-    if config.max_connections_per_ip < (0 if config.max_connections_per_ip_overrides else 1):
-        raise ValueError("max.connections.per.ip must be at least 1 (0 only with max.connections.per.ip.overrides)")
-    for key in ("connections.max.idle.ms", "socket.request.read.timeout.ms"):
-        value = getattr(config, _KEYS[key][0])
-        if value != -1 and value < 1:
-            raise ValueError(f"{key} must be at least 1 (or -1: never)")
-    config.log_config()  # raises ValueError on bad topic defaults
+    if config.max_connections_per_ip == 0 and not config.max_connections_per_ip_overrides:
+        refuse("max.connections.per.ip 0 would refuse every connection: it must be at least 1 "
+               "(0 only with max.connections.per.ip.overrides)")
+    if config.group_min_session_timeout_ms > config.group_max_session_timeout_ms:
+        refuse(f"group.min.session.timeout.ms {config.group_min_session_timeout_ms} is more than "
+               f"group.max.session.timeout.ms {config.group_max_session_timeout_ms}")
+    from .limits import startup_problem
+
+    problem = startup_problem(config)
+    if problem:
+        refuse(problem)
+    config.log_config()  # the topic defaults together (each was checked alone)
     return config

@@ -48,6 +48,7 @@ from .config import BrokerConfig
 from .errors import KafkaError
 from .idempotence import PartitionProducerState, ProducerStateManager, load_partition_state
 from .ingest import PartitionRing, Writer, run_deferred
+from .limits import check_partition_count
 from .logging_setup import event
 from .metadata import TopicInfo, TopicStore, topic_name_error
 from .metrics import BrokerMetrics
@@ -223,6 +224,7 @@ class Broker:
         if num_partitions < 1:
             raise KafkaError(ErrorCode.invalid_partitions, f"number of partitions {num_partitions} must be >= 1")
         _check_partition_dir_names(name, num_partitions)
+        check_partition_count(self.config, name, num_partitions, self.metadata)
         config = self.validate_topic_configs(configs)
         if name in self.metadata:
             raise KafkaError(ErrorCode.topic_already_exists, f"topic {name!r} already exists")
@@ -231,6 +233,7 @@ class Broker:
         async with self.log_lock:
             if name in self.metadata:
                 raise KafkaError(ErrorCode.topic_already_exists, f"topic {name!r} already exists")
+            check_partition_count(self.config, name, num_partitions, self.metadata)  # again, under the lock
             # Shielded: a cancelled request (the client went away) must not stop between the
             # logs and the topic store; each step is bounded file work.
             with trio.CancelScope(shield=True):
@@ -389,6 +392,7 @@ class Broker:
                 f"topic {name!r} has {info.partitions} partitions; the new count must be larger, got {total}",
             )
         _check_partition_dir_names(name, total)
+        check_partition_count(self.config, name, total, self.metadata)
         if validate_only:
             return attrs.evolve(info, partitions=total)
         async with self.log_lock:
@@ -398,6 +402,7 @@ class Broker:
             if total <= info.partitions:
                 raise KafkaError(ErrorCode.invalid_partitions,
                                  f"topic {name!r} has {info.partitions} partitions; the new count must be larger, got {total}")
+            check_partition_count(self.config, name, total, self.metadata)  # again, under the lock
             config = self.log_config_for(name)
             before = info
             with trio.CancelScope(shield=True):

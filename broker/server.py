@@ -26,7 +26,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any
 
 import attrs
@@ -745,18 +745,20 @@ async def run_broker(config: BrokerConfig, *, install_signals: bool = True) -> N
         log.info("open-file limit raised from %d to %d (the hard limit)", raised.before, raised.after,
                  extra=event("open_files_raised", before=raised.before, after=raised.after))
     async with open_broker(config) as broker:
-        host, port = broker.listen_address
-        maddr = broker.metrics_address
-        log.info(
-            "ringlog broker ready on %s:%d (advertised %s, data dir %s, fsync %s%s)",
-            host, port, broker.bootstrap, os.path.abspath(config.data_dir), config.fsync,
-            f", metrics http://{maddr[0]}:{maddr[1]}/metrics" if maddr else "",
-            extra=event("ready", host=host, port=port, advertised=broker.bootstrap,
-                        metrics=f"{maddr[0]}:{maddr[1]}" if maddr else None),
-        )
-        if not install_signals:
-            await trio.sleep_forever()
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        # The signal receiver before the ready line: whoever waits for that line may send SIGTERM
+        # at once, and it must get the clean shutdown, not the default action (death by signal).
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) if install_signals else nullcontext() as signals:
+            host, port = broker.listen_address
+            maddr = broker.metrics_address
+            log.info(
+                "ringlog broker ready on %s:%d (advertised %s, data dir %s, fsync %s%s)",
+                host, port, broker.bootstrap, os.path.abspath(config.data_dir), config.fsync,
+                f", metrics http://{maddr[0]}:{maddr[1]}/metrics" if maddr else "",
+                extra=event("ready", host=host, port=port, advertised=broker.bootstrap,
+                            metrics=f"{maddr[0]}:{maddr[1]}" if maddr else None),
+            )
+            if signals is None:
+                await trio.sleep_forever()
             async for signum in signals:
                 log.info("received %s: shutting down", signal.Signals(signum).name,
                          extra=event("stopping", signal=signal.Signals(signum).name))

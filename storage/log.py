@@ -35,7 +35,6 @@ import shutil
 import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
 
 import attrs
 import crc32c
@@ -51,6 +50,7 @@ from .batch import (
     split_batches,
     validate_batch,
 )
+from . import configdef
 from .checkpoint import (
     TMP_SUFFIX,
     PartitionCheckpoint,
@@ -66,6 +66,7 @@ from .errors import (
     StorageIOError,
 )
 from .index import IndexCorruptError
+from .configdef import Choice, CommaList, Integer, Real, setting
 from .records import decode_records
 from .segment import (
     INDEX_SUFFIX,
@@ -83,112 +84,84 @@ _fdatasync = getattr(os, "fdatasync", os.fsync)
 
 FLUSH_POLICIES = ("always", "interval", "never")
 TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")
-CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
+CLEANUP_POLICIES = ("delete", "compact", "compact,delete")  # the values cleanup.policy normalises to
 
 
-def _parse_int(key: str, value: str) -> int:
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise ValueError(f"{key}: {value!r} is not an integer") from None
+_DAY_MS = 24 * 3600 * 1000
 
 
 @attrs.frozen
 class LogConfig:
-    """Per-log settings, with Kafka's topic-config names (TOPIC_CONFIG_KEYS)."""
+    """Per-log settings, declared with Kafka's topic-config names (storage.configdef).
 
-    segment_bytes: int = 1 << 30
-    segment_ms: int = 7 * 24 * 3600 * 1000
-    retention_ms: int = 7 * 24 * 3600 * 1000     # -1 = keep forever
-    retention_bytes: int = -1                     # -1 = unlimited
-    index_interval_bytes: int = 4096
-    segment_index_bytes: int = 10 * 1024 * 1024
-    max_message_bytes: int = 1048588
-    flush_policy: str = "never"                   # "always" | "interval" | "never"
-    flush_interval_ms: int = 1000
-    cleanup_policy: str = "delete"
-    message_timestamp_type: str = "CreateTime"    # or "LogAppendTime"
+    `synonym` is the broker key that sets a config's default for every topic (Kafka's names:
+    log.retention.ms for retention.ms, ...); broker.config offers those keys."""
+
+    segment_bytes: int = setting(
+        "segment.bytes", Integer(14, MAX_SEGMENT_POSITION, bits=32), 1 << 30, synonym="log.segment.bytes",
+        doc="Size of a segment file: the active segment is rolled when the next batch would not fit. "
+            "At most 2 GiB - 1, so that file positions fit the index entries.")
+    segment_ms: int = setting(
+        "segment.ms", Integer(1), 7 * _DAY_MS, synonym="log.roll.ms", synonym_aliases=("log.segment.ms",),
+        doc="Age of the active segment's first record after which the segment is rolled even if not full, "
+            "so that retention and compaction can reach it.")
+    retention_ms: int = setting(
+        "retention.ms", Integer(0, special={-1: "keep for ever"}), 7 * _DAY_MS, synonym="log.retention.ms",
+        doc="How long a closed segment is kept after its newest record before it is deleted "
+            "(with cleanup.policy delete).")
+    retention_bytes: int = setting(
+        "retention.bytes", Integer(0, special={-1: "no size limit"}), -1, synonym="log.retention.bytes",
+        doc="Largest size a partition may grow to before its oldest segments are deleted "
+            "(with cleanup.policy delete).")
+    index_interval_bytes: int = setting(
+        "index.interval.bytes", Integer(0, bits=32), 4096, synonym="log.index.interval.bytes",
+        doc="Bytes of log between two offset-index entries: smaller makes reads seek closer, at the cost of "
+            "a larger index.")
+    segment_index_bytes: int = setting(
+        "segment.index.bytes", Integer(4, MAX_SEGMENT_POSITION, bits=32), 10 * 1024 * 1024,
+        synonym="log.index.size.max.bytes",
+        doc="Size of each segment's offset and time index files (sparse: disk blocks are allocated as "
+            "entries arrive); a full index rolls the segment.")
+    max_message_bytes: int = setting(
+        "max.message.bytes", Integer(0, bits=32), 1048588, synonym="message.max.bytes",
+        doc="Largest record batch the topic accepts; larger ones are answered MESSAGE_TOO_LARGE.")
+    flush_policy: str = setting(
+        "ringlog.flush.policy", Choice(FLUSH_POLICIES), "never", synonym="fsync", kafka=False,
+        doc="When appended data is fsynced: always (before the produce is acknowledged), interval "
+            "(at most flush.ms later) or never (when a segment is rolled and at shutdown).")
+    flush_interval_ms: int = setting(
+        "flush.ms", Integer(0), 1000, synonym="flush.interval.ms",
+        doc="With ringlog.flush.policy interval: the longest appended data waits for an fsync.")
+    cleanup_policy: str = setting(
+        "cleanup.policy", CommaList(("compact", "delete"), nonempty=True), "delete", synonym="log.cleanup.policy",
+        doc="delete: old segments are removed by retention; compact: only the newest record of each key is "
+            "kept; both: compacted, and old segments removed too.")
+    message_timestamp_type: str = setting(
+        "message.timestamp.type", Choice(TIMESTAMP_TYPES), "CreateTime", synonym="log.message.timestamp.type",
+        doc="CreateTime keeps the producer's timestamps; LogAppendTime stamps each batch with the broker's "
+            "clock when it is written.")
     # log compaction (storage.compaction), used when cleanup_policy contains "compact"
-    delete_retention_ms: int = 24 * 3600 * 1000   # how long tombstones survive a clean
-    min_compaction_lag_ms: int = 0                # records younger than this are not compacted
-    min_cleanable_dirty_ratio: float = 0.5        # dirty share of the log that triggers a clean
-
-    TOPIC_CONFIG_KEYS: ClassVar[dict[str, str]] = {
-        "segment.bytes": "segment_bytes",
-        "segment.ms": "segment_ms",
-        "retention.ms": "retention_ms",
-        "retention.bytes": "retention_bytes",
-        "index.interval.bytes": "index_interval_bytes",
-        "segment.index.bytes": "segment_index_bytes",
-        "max.message.bytes": "max_message_bytes",
-        "ringlog.flush.policy": "flush_policy",
-        "flush.ms": "flush_interval_ms",
-        "cleanup.policy": "cleanup_policy",
-        "message.timestamp.type": "message_timestamp_type",
-        "delete.retention.ms": "delete_retention_ms",
-        "min.compaction.lag.ms": "min_compaction_lag_ms",
-        "min.cleanable.dirty.ratio": "min_cleanable_dirty_ratio",
-    }
-
-    def __attrs_post_init__(self) -> None:
-        def at_least(key: str, value: int, low: int, high: int = (1 << 63) - 1) -> None:
-            if not low <= value <= high:
-                raise ValueError(f"{key}: {value} is out of range [{low}, {high}]")
-
-        # Ranges follow Kafka's TopicConfig definitions; segment.bytes is capped so positions fit
-        # the u32 index entries.
-        at_least("segment.bytes", self.segment_bytes, 14, MAX_SEGMENT_POSITION)
-        at_least("segment.ms", self.segment_ms, 1)
-        at_least("retention.ms", self.retention_ms, -1)
-        at_least("retention.bytes", self.retention_bytes, -1)
-        at_least("index.interval.bytes", self.index_interval_bytes, 0)
-        at_least("segment.index.bytes", self.segment_index_bytes, 4, MAX_SEGMENT_POSITION)
-        at_least("max.message.bytes", self.max_message_bytes, 0)
-        at_least("flush.ms", self.flush_interval_ms, 0)
-        at_least("delete.retention.ms", self.delete_retention_ms, 0)
-        at_least("min.compaction.lag.ms", self.min_compaction_lag_ms, 0)
-        if not 0.0 <= self.min_cleanable_dirty_ratio <= 1.0:
-            raise ValueError(f"min.cleanable.dirty.ratio: {self.min_cleanable_dirty_ratio} is out of range [0, 1]")
-        if self.flush_policy not in FLUSH_POLICIES:
-            raise ValueError(f"ringlog.flush.policy: {self.flush_policy!r} is not one of {FLUSH_POLICIES}")
-        if self.message_timestamp_type not in TIMESTAMP_TYPES:
-            raise ValueError(
-                f"message.timestamp.type: {self.message_timestamp_type!r} is not one of {TIMESTAMP_TYPES}"
-            )
-        if self.cleanup_policy not in CLEANUP_POLICIES:
-            raise ValueError(f"cleanup.policy: {self.cleanup_policy!r} is not one of {CLEANUP_POLICIES}")
+    delete_retention_ms: int = setting(
+        "delete.retention.ms", Integer(0), _DAY_MS, synonym="log.cleaner.delete.retention.ms",
+        doc="How long tombstones (records with a null value) survive a compaction, so that consumers "
+            "reading behind see the delete.")
+    min_compaction_lag_ms: int = setting(
+        "min.compaction.lag.ms", Integer(0), 0, synonym="log.cleaner.min.compaction.lag.ms",
+        doc="Records younger than this are never compacted away.")
+    min_cleanable_dirty_ratio: float = setting(
+        "min.cleanable.dirty.ratio", Real(0.0, 1.0), 0.5, synonym="log.cleaner.min.cleanable.ratio",
+        doc="Share of the log written since the last compaction that makes the log due for the next one.")
 
     def with_topic_configs(self, configs: Mapping[str, str], *, strict: bool = False) -> "LogConfig":
-        """A copy with Kafka topic configs applied. Bad values raise ValueError("<key>: ...").
+        """A copy with Kafka topic configs applied; a bad value raises configdef.SettingError (a
+        ValueError) naming the config and the value.
 
         Keys this class does not know are ignored (the broker owns the full list of topic configs
-        it accepts), unless `strict`.
-        """
-        changes: dict[str, object] = {}
-        for key, value in configs.items():
-            field = self.TOPIC_CONFIG_KEYS.get(key)
-            if field is None:
-                if strict:
-                    raise ValueError(f"{key}: unknown topic config")
-                continue
-            if value is None:
-                raise ValueError(f"{key}: a value is required")
-            if field == "cleanup_policy":
-                parts = sorted({p.strip() for p in str(value).split(",") if p.strip()})
-                changes[field] = ",".join(parts)
-            elif field in ("flush_policy", "message_timestamp_type"):
-                changes[field] = str(value).strip()
-            elif field == "min_cleanable_dirty_ratio":
-                try:
-                    changes[field] = float(str(value).strip())
-                except ValueError:
-                    raise ValueError(f"{key}: {value!r} is not a number") from None
-            else:
-                changes[field] = _parse_int(key, value)
-        return attrs.evolve(self, **changes)
+        it accepts), unless `strict`."""
+        return configdef.apply(self, configs, strict=strict)
 
     def to_topic_configs(self) -> dict[str, str]:
-        return {key: str(getattr(self, field)) for key, field in self.TOPIC_CONFIG_KEYS.items()}
+        return configdef.texts(self)
 
 
 @attrs.frozen

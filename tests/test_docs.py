@@ -33,3 +33,19 @@ def test_readme_commands_are_the_ci_commands() -> None:
     blocks = re.findall(r"```sh\n(.*?)\n```", readme, re.S)
     test_command = next(b for b in blocks if "pytest" in b)
     assert test_command.strip() in ci
+
+
+def test_configuration_tables_are_the_schema() -> None:
+    from broker.config import all_keys
+    from broker.config_docs import documented_keys, render
+
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    # every key with its type, default, range and meaning, exactly as the schema declares them
+    assert render(text) == text, "docs/configuration.md is out of date: run python -m broker.config_docs"
+    # and the tables name exactly the keys a TOML file or --set accepts, aliases included
+    assert documented_keys(text) == set(all_keys())
+    # the flags shown are the ones `ringlog broker` has
+    from client.cli.broker import _flag_settings
+
+    for spec, _ in _flag_settings():
+        assert f"`{spec.flag}`" in text

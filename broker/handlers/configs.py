@@ -5,13 +5,14 @@ static (file and command line), so they are described read-only and altering the
 INVALID_REQUEST, like Kafka does for configs that cannot change at run time. Other resource types
 (broker loggers, groups, client metrics) answer INVALID_REQUEST.
 
-Topic configs: the catalogue below lists every topic config ringlog accepts, with Kafka's names,
-types and defaults. Those the storage engine implements (retention.ms, retention.bytes,
+Topic configs: the catalogue (broker.topic_configs) lists every topic config ringlog accepts,
+with Kafka's names, types, defaults and ranges. Those the storage engine implements (retention.ms, retention.bytes,
 segment.bytes, segment.ms, max.message.bytes, cleanup.policy, message.timestamp.type, ...) are
 applied live to the partition logs when changed; the replication-only ones (min.insync.replicas,
 unclean.leader.election.enable, ...) are validated and stored, and have no effect on a single node.
-Unknown names, values of the wrong type or out of range -> INVALID_CONFIG with a message naming the
-config. Overrides persist in the topics store (broker.metadata, topics.json).
+Unknown names ("Unknown topic config name: X", Kafka's words), values of the wrong type or out of
+range -> INVALID_CONFIG with a message naming the config, the value and what is expected (the same
+message a broker key gets for the same mistake: storage.configdef). Overrides persist in the topics store (broker.metadata, topics.json).
 
 Config sources (DescribeConfigs): 1 DYNAMIC_TOPIC_CONFIG (a topic override), 4 STATIC_BROKER_CONFIG
 (set in the broker's config file, e.g. log.retention.ms), 5 DEFAULT_CONFIG. With include_synonyms a
@@ -21,13 +22,16 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 from kio.schema.errors import ErrorCode
 
+from storage.configdef import Setting
+
 from ..errors import KafkaError
+from ..topic_configs import TOPIC_CONFIGS as CATALOGUE
 from . import RequestContext, handler, make, nested
 
 log = logging.getLogger("ringlog.configs")
@@ -43,109 +47,29 @@ TYPE_BOOLEAN, TYPE_STRING, TYPE_INT, TYPE_SHORT, TYPE_LONG, TYPE_DOUBLE, TYPE_LI
 
 OP_SET, OP_DELETE, OP_APPEND, OP_SUBTRACT = 0, 1, 2, 3
 
-INT32_MAX = (1 << 31) - 1
-INT64_MAX = (1 << 63) - 1
+_TYPE_CODES = {"boolean": TYPE_BOOLEAN, "string": TYPE_STRING, "int": TYPE_INT, "short": TYPE_SHORT,
+               "long": TYPE_LONG, "double": TYPE_DOUBLE, "list": TYPE_LIST}
 
 
 @attrs.frozen
 class ConfigDef:
+    """A topic config as the APIs describe it, from the catalogue (broker.topic_configs)."""
+
     name: str
     type: int
     doc: str
-    # Default for configs the storage engine does not hold (the others come from LogConfig).
-    default: str | None = None
+    default: str
     # Name of the broker-level setting that provides the default ("log.retention.ms").
-    broker_synonym: str | None = None
-    # Extra check of a parsed value: returns an error message or None.
-    check: Callable[[Any], str | None] | None = None
-    # Whether the storage engine applies it (LogConfig.TOPIC_CONFIG_KEYS).
-    applied: bool = False
-
-
-def _at_least(low: int) -> Callable[[Any], str | None]:
-    return lambda v: None if v >= low else f"must be at least {low}"
-
-
-def _one_of(*allowed: str) -> Callable[[Any], str | None]:
-    return lambda v: None if v in allowed else f"must be one of {', '.join(allowed)}"
-
-
-def _ratio(v: float) -> str | None:
-    return None if 0.0 <= v <= 1.0 else "must be between 0 and 1"
-
-
-def _cleanup(v: list[str]) -> str | None:
-    bad = [p for p in v if p not in ("delete", "compact")]
-    if bad:
-        return f"unknown policy {bad[0]!r} (delete, compact)"
-    return None if v else "must name at least one of delete, compact"
+    broker_synonym: str | None
+    setting: Setting
+    # Whether the storage engine applies it (a storage.log.LogConfig field).
+    applied: bool
 
 
 _DEFS = [
-    ConfigDef("cleanup.policy", TYPE_LIST, "A string that is either \"delete\" or \"compact\" or both: the "
-              "retention policy of old log segments.", broker_synonym="log.cleanup.policy", check=_cleanup,
-              applied=True),
-    ConfigDef("retention.ms", TYPE_LONG, "How long a log segment is kept before it is deleted, in ms "
-              "(-1: no time limit).", broker_synonym="log.retention.ms", check=_at_least(-1), applied=True),
-    ConfigDef("retention.bytes", TYPE_LONG, "The maximum size a partition can grow to before old segments "
-              "are deleted (-1: no size limit).", broker_synonym="log.retention.bytes", check=_at_least(-1),
-              applied=True),
-    ConfigDef("segment.bytes", TYPE_INT, "The segment file size of the log.", broker_synonym="log.segment.bytes",
-              check=_at_least(14), applied=True),
-    ConfigDef("segment.ms", TYPE_LONG, "The time after which the active segment is rolled even if not full.",
-              broker_synonym="log.roll.ms", check=_at_least(1), applied=True),
-    ConfigDef("segment.index.bytes", TYPE_INT, "The size of the index that maps offsets to file positions.",
-              broker_synonym="log.index.size.max.bytes", check=_at_least(4), applied=True),
-    ConfigDef("index.interval.bytes", TYPE_INT, "How often an index entry is added (bytes of log).",
-              broker_synonym="log.index.interval.bytes", check=_at_least(0), applied=True),
-    ConfigDef("max.message.bytes", TYPE_INT, "The largest record batch size allowed.",
-              broker_synonym="message.max.bytes", check=_at_least(0), applied=True),
-    ConfigDef("message.timestamp.type", TYPE_STRING, "CreateTime or LogAppendTime.",
-              broker_synonym="log.message.timestamp.type", check=_one_of("CreateTime", "LogAppendTime"),
-              applied=True),
-    ConfigDef("flush.ms", TYPE_LONG, "With the interval flush policy, how long data may wait before fsync.",
-              broker_synonym="flush.interval.ms", check=_at_least(0), applied=True),
-    ConfigDef("ringlog.flush.policy", TYPE_STRING, "When appended data is fsynced: always, interval or never.",
-              broker_synonym="fsync", check=_one_of("always", "interval", "never"), applied=True),
-    # Accepted, validated and stored; nothing to do on a single node or not implemented.
-    ConfigDef("compression.type", TYPE_STRING, "Batches are stored as the producer compressed them "
-              "(only \"producer\" is supported).", default="producer", broker_synonym="compression.type",
-              check=_one_of("producer")),
-    ConfigDef("min.insync.replicas", TYPE_INT, "Replicas that must acknowledge an acks=all write "
-              "(a single node always has one).", default="1", broker_synonym="min.insync.replicas",
-              check=_at_least(1)),
-    ConfigDef("unclean.leader.election.enable", TYPE_BOOLEAN, "Replication setting (no effect on one node).",
-              default="false", broker_synonym="unclean.leader.election.enable"),
-    ConfigDef("delete.retention.ms", TYPE_LONG, "How long delete tombstones are kept on compacted topics.",
-              default="86400000", broker_synonym="log.cleaner.delete.retention.ms", check=_at_least(0), applied=True),
-    ConfigDef("min.compaction.lag.ms", TYPE_LONG, "Minimum time a record stays uncompacted.", default="0",
-              broker_synonym="log.cleaner.min.compaction.lag.ms", check=_at_least(0), applied=True),
-    ConfigDef("max.compaction.lag.ms", TYPE_LONG, "Maximum time a record stays uncompacted.",
-              default=str(INT64_MAX), broker_synonym="log.cleaner.max.compaction.lag.ms", check=_at_least(1)),
-    ConfigDef("min.cleanable.dirty.ratio", TYPE_DOUBLE, "Dirty ratio that makes a log eligible for compaction.",
-              default="0.5", broker_synonym="log.cleaner.min.cleanable.ratio", check=_ratio, applied=True),
-    ConfigDef("file.delete.delay.ms", TYPE_LONG, "Delay before a deleted file is removed.", default="60000",
-              broker_synonym="log.segment.delete.delay.ms", check=_at_least(0)),
-    ConfigDef("flush.messages", TYPE_LONG, "Messages between forced fsyncs (ringlog uses flush.ms and "
-              "ringlog.flush.policy).", default=str(INT64_MAX), broker_synonym="log.flush.interval.messages",
-              check=_at_least(1)),
-    ConfigDef("preallocate", TYPE_BOOLEAN, "Preallocate segment files.", default="false",
-              broker_synonym="log.preallocate"),
-    ConfigDef("segment.jitter.ms", TYPE_LONG, "Random jitter subtracted from segment.ms.", default="0",
-              broker_synonym="log.roll.jitter.ms", check=_at_least(0)),
-    ConfigDef("message.timestamp.difference.max.ms", TYPE_LONG, "Maximum difference between a record's "
-              "timestamp and the broker's clock.", default=str(INT64_MAX),
-              broker_synonym="log.message.timestamp.difference.max.ms", check=_at_least(0)),
-    ConfigDef("message.timestamp.before.max.ms", TYPE_LONG, "How far in the past a record timestamp may be.",
-              default=str(INT64_MAX), broker_synonym="log.message.timestamp.before.max.ms", check=_at_least(0)),
-    ConfigDef("message.timestamp.after.max.ms", TYPE_LONG, "How far in the future a record timestamp may be.",
-              default=str(INT64_MAX), broker_synonym="log.message.timestamp.after.max.ms", check=_at_least(0)),
-    ConfigDef("message.downconversion.enable", TYPE_BOOLEAN, "Down-conversion for old consumers.",
-              default="true", broker_synonym="log.message.downconversion.enable"),
-    ConfigDef("leader.replication.throttled.replicas", TYPE_LIST, "Replication throttling (no effect).",
-              default=""),
-    ConfigDef("follower.replication.throttled.replicas", TYPE_LIST, "Replication throttling (no effect).",
-              default=""),
+    ConfigDef(t.name, _TYPE_CODES[t.setting.kind.type_name], t.setting.doc, t.default, t.setting.synonym,
+              t.setting, t.applied)
+    for t in CATALOGUE.values()
 ]
 TOPIC_CONFIGS: dict[str, ConfigDef] = {d.name: d for d in _DEFS}
 
@@ -153,46 +77,10 @@ TOPIC_CONFIGS: dict[str, ConfigDef] = {d.name: d for d in _DEFS}
 # --- values ------------------------------------------------------------------------------------
 
 
-def parse_value(d: ConfigDef, value: str | None) -> Any:
-    """The typed value of `value` for config `d`; ValueError with a message when it is bad."""
-    if value is None:
-        raise ValueError(f"a value is required for {d.name}")
-    text = str(value).strip()
-    if d.type in (TYPE_INT, TYPE_LONG, TYPE_SHORT):
-        try:
-            v = int(text)
-        except ValueError:
-            raise ValueError(f"invalid value {value!r} for configuration {d.name}: not a number") from None
-        limit = INT32_MAX if d.type == TYPE_INT else INT64_MAX if d.type == TYPE_LONG else 32767
-        if not -limit - 1 <= v <= limit:
-            raise ValueError(f"invalid value {value!r} for configuration {d.name}: out of range")
-    elif d.type == TYPE_DOUBLE:
-        try:
-            v = float(text)
-        except ValueError:
-            raise ValueError(f"invalid value {value!r} for configuration {d.name}: not a number") from None
-    elif d.type == TYPE_BOOLEAN:
-        if text.lower() not in ("true", "false"):
-            raise ValueError(f"invalid value {value!r} for configuration {d.name}: expected true or false")
-        v = text.lower() == "true"
-    elif d.type == TYPE_LIST:
-        v = [p.strip() for p in text.split(",") if p.strip()]
-    else:
-        v = text
-    if d.check is not None:
-        problem = d.check(v)
-        if problem:
-            raise ValueError(f"invalid value {value!r} for configuration {d.name}: {problem}")
-    return v
-
-
 def normalize_value(d: ConfigDef, value: str) -> str:
-    v = parse_value(d, value)
-    if d.type == TYPE_BOOLEAN:
-        return "true" if v else "false"
-    if d.type == TYPE_LIST:
-        return ",".join(v)
-    return str(value).strip()
+    """`value` in Kafka's text form; SettingError (a ValueError, one line) when it is bad, with
+    the message the broker's own keys get for the same mistake."""
+    return d.setting.text(d.setting.parse(value))
 
 
 def validate_topic_configs(broker: Any, configs: Mapping[str, str | None]) -> dict[str, str]:

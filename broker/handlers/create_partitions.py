@@ -3,7 +3,9 @@
 A count not above the current one -> INVALID_PARTITIONS (Kafka's messages); unknown topic ->
 UNKNOWN_TOPIC_OR_PARTITION; a topic named twice -> INVALID_REQUEST; assignments must give exactly
 one entry per new partition, each naming only this broker, else INVALID_REPLICA_ASSIGNMENT.
-validate_only checks without creating.
+The partition limits (broker.limits, checked by Broker.create_partitions): beyond
+max.partitions.per.topic -> INVALID_PARTITIONS, beyond max.partitions.per.broker ->
+POLICY_VIOLATION. validate_only checks without creating.
 """
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ from kio.schema.errors import ErrorCode
 
 from ..errors import KafkaError
 from . import RequestContext, handler, make, nested, once_each
-from .create_topics import MAX_PARTITIONS_PER_TOPIC
 
 log = logging.getLogger("ringlog.create_partitions")
 
@@ -40,9 +41,6 @@ async def create_partitions(ctx: RequestContext, request) -> object:
                                  f"requested {total}.")
             if total == info.partitions:
                 raise KafkaError(ErrorCode.invalid_partitions, f"Topic already has {total} partitions.")
-            if total > MAX_PARTITIONS_PER_TOPIC:
-                raise KafkaError(ErrorCode.invalid_partitions,
-                                 f"{total} partitions is more than the limit of {MAX_PARTITIONS_PER_TOPIC}")
             if topic.assignments is not None:
                 added = total - info.partitions
                 if len(topic.assignments) != added:

@@ -8,7 +8,9 @@ Checks, in Kafka's order, each answered per topic:
   * manual assignments together with num_partitions/replication_factor -> INVALID_REQUEST; an
     assignment naming another broker, several replicas, or not covering partitions 0..n-1 exactly
     -> INVALID_REPLICA_ASSIGNMENT (a single node can only hold one replica of each partition);
-  * num_partitions -1 = the broker's num.partitions, 0 or < -1 -> INVALID_PARTITIONS;
+  * num_partitions -1 = the broker's num.partitions, 0 or < -1 -> INVALID_PARTITIONS; the partition
+    limits (broker.limits, checked by Broker.create_topic): above max.partitions.per.topic ->
+    INVALID_PARTITIONS, beyond max.partitions.per.broker -> POLICY_VIOLATION;
   * replication_factor -1 or 1; 0 or < -1 -> INVALID_REPLICATION_FACTOR, > 1 -> INVALID_REPLICATION_FACTOR
     ("only 1 broker(s) are registered", as Kafka says);
   * configs: unknown names, bad values -> INVALID_CONFIG with a message (broker.handlers.configs).
@@ -29,8 +31,6 @@ from . import RequestContext, handler, make, nested, once_each
 from .configs import topic_config_entries, validate_topic_configs
 
 log = logging.getLogger("ringlog.create_topics")
-
-MAX_PARTITIONS_PER_TOPIC = 10_000
 
 
 def _collision_key(name: str) -> str:
@@ -109,9 +109,6 @@ async def create_topics(ctx: RequestContext, request) -> object:
                 raise KafkaError(ErrorCode.invalid_topic_exception,
                                  f"Topic '{name}' collides with existing topic: {clash}")
             n = check_replication(broker.node_id, topic)
-            if n is not None and n > MAX_PARTITIONS_PER_TOPIC:
-                raise KafkaError(ErrorCode.invalid_partitions,
-                                 f"{n} partitions is more than the limit of {MAX_PARTITIONS_PER_TOPIC}")
             raw = {}
             for c in topic.configs:
                 if c.name in raw:

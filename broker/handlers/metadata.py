@@ -5,16 +5,25 @@ Single node: controller id = leader = this node, replicas/ISR = [this node], lea
 from __future__ import annotations
 
 import datetime
+import logging
+import time
 import uuid
+import weakref
 
 from kio.schema.errors import ErrorCode
 
+from ..connection_limits import RateLimitedLog
 from ..errors import KafkaError
 from ..metadata import topic_name_error
 from . import RequestContext, handler, make, nested
 
 LEADER_EPOCH = 0
 ZERO_UUID = uuid.UUID(int=0)
+
+log = logging.getLogger("ringlog.metadata")
+# A Metadata answer carries an error code but no message, and clients ask again every few hundred
+# ms: the refusal's message goes to the log, once per 10 s per error and broker.
+_refusals: weakref.WeakKeyDictionary[object, RateLimitedLog] = weakref.WeakKeyDictionary()
 
 
 @handler(api_key=3, min_version=1, max_version=12)
@@ -83,6 +92,11 @@ async def metadata(ctx: RequestContext, request) -> object:
                 try:
                     info = await broker.ensure_topic(name)
                 except KafkaError as exc:
+                    limiter = _refusals.setdefault(broker, RateLimitedLog(10.0))
+                    left_out = limiter.should_log(str(exc.code), time.monotonic())
+                    if left_out is not None:
+                        more = f" ({left_out} more refusal(s) since the last line)" if left_out else ""
+                        log.warning("auto-creating topic %s refused: %s%s", name, exc.message, more)
                     topics.append(topic_entry(name, None, exc.code))
                     continue
             if info is None:

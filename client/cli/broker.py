@@ -1,7 +1,9 @@
 """`ringlog broker`: run a broker in the foreground until SIGTERM/SIGINT.
 
 Settings come from the defaults, then `--config FILE` (TOML, see docs/configuration.md), then the
-flags here, then repeated `--set key=value` (any configuration key).
+flags, then repeated `--set key=value` (any configuration key). The flags, the keys and their
+checks are one schema, broker.config: every bad key or value is refused with one line on stderr
+and exit code 2.
 """
 from __future__ import annotations
 
@@ -10,82 +12,78 @@ import logging
 import sys
 import traceback
 
-BACKPRESSURE = ("block", "reject")
-FSYNC = ("always", "interval", "never")
+
+def _flag_settings():
+    """(Setting, argparse dest) of every broker key that has a command-line flag."""
+    from broker.config import OWN_SETTINGS
+
+    return [(spec, spec.flag.lstrip("-").replace("-", "_")) for _, spec in OWN_SETTINGS.values() if spec.flag]
+
+
+def _help(spec) -> str:
+    """The doc's first sentence, the key and the default, for --help."""
+    from broker.config_docs import default_text
+
+    head, dot, _ = spec.doc.partition(". ")
+    return f"{head}{'.' if dot else ''} ({spec.key}, default {default_text(spec.key)})".replace("%", "%%")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from storage.configdef import Boolean
+
     p = subparsers.add_parser("broker", help="run a Kafka-compatible broker",
-                              description="Run a ringlog broker in the foreground.")
+                              description="Run a ringlog broker in the foreground. Every flag sets a key of "
+                                          "docs/configuration.md; --set takes any key.")
     p.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    p.add_argument("--data-dir", help="where the partition logs live (default ./ringlog-data)")
-    p.add_argument("--listen", metavar="HOST:PORT", help="listen address (default 127.0.0.1:9092; port 0 picks one)")
-    p.add_argument("--advertise", metavar="HOST:PORT", help="address given to clients in Metadata")
-    p.add_argument("--fsync", choices=FSYNC, help="flush policy (default interval)")
-    p.add_argument("--node-id", type=int, help="this broker's node id (default 0)")
-    p.add_argument("--message-max-bytes", type=int, help="largest accepted record batch")
-    p.add_argument("--socket-request-max-bytes", type=int, help="largest accepted request frame")
-    p.add_argument("--max-connections", type=int)
-    p.add_argument("--ring-bytes", type=int, help="in-memory ring size per partition, bytes")
-    p.add_argument("--backpressure", choices=BACKPRESSURE, help="when a ring is full: block or reject")
-    p.add_argument("--num-partitions", type=int, help="partitions of auto-created topics")
-    auto = p.add_mutually_exclusive_group()
-    auto.add_argument("--auto-create", dest="auto_create", action="store_true", default=None,
-                      help="create unknown topics on Metadata requests (default)")
-    auto.add_argument("--no-auto-create", dest="auto_create", action="store_false")
+    # The flags come from the configuration schema (broker.config): the values stay strings here
+    # and are parsed there, so a bad one gets the same one-line message as in the file or --set.
+    for spec, dest in _flag_settings():
+        if isinstance(spec.kind, Boolean):
+            pair = p.add_mutually_exclusive_group()
+            pair.add_argument(spec.flag, dest=dest, action="store_const", const=True, default=None, help=_help(spec))
+            pair.add_argument("--no-" + spec.flag.removeprefix("--"), dest=dest, action="store_const", const=False)
+        else:
+            metavar = "HOST:PORT" if "host:port" in spec.kind.type_name else None
+            p.add_argument(spec.flag, dest=dest, metavar=metavar, help=_help(spec))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any configuration key, e.g. --set log.retention.ms=60000")
-    p.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ...")
-    p.add_argument("--log-format", choices=("kv", "json"), help="log lines as key=value (default) or JSON")
-    p.add_argument("--metrics-listen", metavar="HOST:PORT",
-                   help="serve /metrics (Prometheus) and /health over HTTP here (default off; port 0 picks one)")
     p.set_defaults(func=run)
 
 
 def build_config(args: argparse.Namespace):
-    from broker.config import BrokerConfig, apply_settings, load_toml, validate
+    """Defaults < --config FILE < flags < --set; ValueError (one line) on any bad key or value."""
+    from broker.config import BrokerConfig, ConfigError, apply_settings, read_toml, validate
 
-    config = load_toml(args.config) if args.config else BrokerConfig()
-    settings: dict[str, object] = {}
-    flag_keys = {
-        "data_dir": "data.dir",
-        "listen": "listen",
-        "advertise": "advertise",
-        "fsync": "fsync",
-        "node_id": "node.id",
-        "message_max_bytes": "message.max.bytes",
-        "socket_request_max_bytes": "socket.request.max.bytes",
-        "max_connections": "max.connections",
-        "ring_bytes": "ring.bytes.per.partition",
-        "backpressure": "backpressure",
-        "num_partitions": "num.partitions",
-        "auto_create": "auto.create.topics.enable",
-        "log_level": "log.level",
-        "log_format": "log.format",
-        "metrics_listen": "metrics.listen",
-    }
-    for attr, key in flag_keys.items():
-        value = getattr(args, attr, None)
+    config = BrokerConfig()
+    if args.config:
+        try:
+            values = read_toml(args.config)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the configuration file {args.config}: {exc.strerror or exc}") from None
+        config = apply_settings(config, values, source=f"in {args.config}")
+    for spec, dest in _flag_settings():
+        value = getattr(args, dest, None)
         if value is not None:
-            settings[key] = value
+            config = apply_settings(config, {spec.key: value}, source=spec.flag)
     for item in args.set:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        settings[key.strip()] = value.strip()
-    return validate(apply_settings(config, settings))
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        config = apply_settings(config, {key.strip(): value.strip()}, source="--set")
+    return validate(config)
 
 
 def run(args: argparse.Namespace) -> int:
-    import trio
-
-    from broker.server import run_broker
-
+    # The configuration first: a mistake is answered before the server's imports (about a second).
     try:
         config = build_config(args)
     except (ValueError, OSError) as exc:
         print(f"ringlog broker: {exc}", file=sys.stderr)
         return 2
+    import trio
+
+    from broker.server import run_broker
+
     from broker.logging_setup import configure_logging
 
     try:

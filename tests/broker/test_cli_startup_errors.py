@@ -44,4 +44,5 @@ def test_data_dir_in_use(running, tmp_path) -> None:
 def test_bad_listen_value(tmp_path) -> None:
     result = _run("--data-dir", str(tmp_path / "d"), "--listen", "localhost:abc")
     assert result.returncode == 2
-    assert result.stderr.strip() == "ringlog broker: port 'abc' is not a number in 'localhost:abc' (expected HOST:PORT)"
+    assert result.stderr.strip() == ("ringlog broker: invalid value localhost:abc for configuration listen "
+                                     "(--listen): the port abc is not a number (expected HOST:PORT)")

@@ -149,7 +149,7 @@ CASES = [
     # ... and within int32 the broker's own limit answers, without repeating the topic name
     Case("partitions-over-broker-limit", _create("huge", "--partitions", "2147483647"), 1,
          "ringlog topics create: invalid number of partitions for 'huge': 2147483647 partitions is "
-         "more than the limit of 10000"),
+         "more than the limit of 10000 per topic (max.partitions.per.topic raises it)"),
     # 2. a batch whose CRC fails names where it is
     Case("consume-bad-crc", _damaged_then("damaged", "consume", "damaged", "--from", "beginning", "-e"), 1,
          "ringlog consume: corrupt data in topic 'damaged' partition 0: CRC-32C mismatch in the batch at offset 0"),
@@ -181,7 +181,12 @@ CASES = [
     Case("create-if-not-exists-of-existing-topic",
          _existing_then("twice", "topics", "create", "twice", "-p", "5", "--if-not-exists"), 0,
          "Topic twice already exists with 2 partitions; nothing created.\n", shape_success),
-    # 7. a listener that cannot bind is named
+    # 7. a bad configuration value: one line naming key, value and expectation, exit 2 (every kind of
+    # mistake, from a file, a flag or --set, has its row in test_config_errors.py)
+    Case("broker-max-connections-negative",
+         lambda c: ["broker", "--data-dir", str(c.tmp / "d"), "--listen", "127.0.0.1:0", "--set", "max.connections=-1"],
+         2, "ringlog broker: invalid value -1 for configuration max.connections (--set): must be at least 1"),
+    # 8. a listener that cannot bind is named
     Case("broker-listen-address-in-use",
          lambda c: ["broker", "--data-dir", str(c.tmp / "d"), "--listen", c.bootstrap], 1,
          'msg="cannot listen on {bootstrap}: address already in use"', shape_broker_log),

@@ -370,14 +370,22 @@ def test_config_topic_names(tmp_path: Path) -> None:
     assert cfg.retention_ms == -1 and cfg.segment_bytes == 1 << 20 and cfg.flush_policy == "always"
     assert cfg.cleanup_policy == "compact,delete" and cfg.flush_interval_ms == 5
     assert LogConfig().with_topic_configs(cfg.to_topic_configs()) == cfg
-    with pytest.raises(ValueError, match=r"^retention\.ms: "):
-        LogConfig().with_topic_configs({"retention.ms": "-2"})
-    with pytest.raises(ValueError, match=r"^segment\.bytes: "):
-        LogConfig().with_topic_configs({"segment.bytes": "ten"})
-    with pytest.raises(ValueError, match=r"^message\.timestamp\.type: "):
-        LogConfig().with_topic_configs({"message.timestamp.type": "Now"})
-    with pytest.raises(ValueError):
-        LogConfig().with_topic_configs({"compression.type": "zstd"}, strict=True)
+    # one line naming the config, the value and what is expected (storage.configdef)
+    for configs, message in [
+        ({"retention.ms": "-2"}, "invalid value -2 for configuration retention.ms: must be at least 0, or -1 (keep for ever)"),
+        ({"segment.bytes": "ten"}, "invalid value ten for configuration segment.bytes: expected an integer"),
+        ({"segment.bytes": "2000.9"}, "invalid value 2000.9 for configuration segment.bytes: expected an integer"),
+        ({"segment.bytes": "13"}, "invalid value 13 for configuration segment.bytes: must be between 14 and 2147483647"),
+        ({"message.timestamp.type": "Now"},
+         "invalid value Now for configuration message.timestamp.type: expected one of CreateTime, LogAppendTime"),
+        ({"compression.type": "zstd"}, "unknown configuration key compression.type"),
+    ]:
+        with pytest.raises(ValueError) as failure:
+            LogConfig().with_topic_configs(configs, strict=True)
+        assert str(failure.value) == message
+    # built directly, the same ranges hold
+    with pytest.raises(ValueError, match="configuration segment.bytes: must be between 14 and"):
+        LogConfig(segment_bytes=13)
 
 
 def test_update_config_applies_live(tmp_path: Path) -> None:

@@ -1,0 +1,96 @@
+"""The catalogue of topic configs ringlog accepts: Kafka's names, types, defaults, ranges, docs.
+
+Two declarative classes (storage.configdef) make it up:
+  * storage.log.LogConfig: the configs the storage engine applies (retention.ms, segment.bytes,
+    cleanup.policy, ...), changed live on the partition logs;
+  * InertTopicConfigs below: configs Kafka clients and tools set that have no effect on a single
+    node or are not implemented (min.insync.replicas, compression.type, ...). They are validated
+    and stored like the others, so a topic created for a Kafka cluster is accepted unchanged.
+
+Each config's `synonym` is the broker key that sets its default for every topic (Kafka's
+log.retention.ms for retention.ms, ...); broker.config accepts those keys. The topic-config APIs
+(CreateTopics, AlterConfigs, IncrementalAlterConfigs, DescribeConfigs in broker.handlers.configs)
+and the broker's keys parse values with the same kinds, so they refuse the same values with the
+same kind of message.
+"""
+from __future__ import annotations
+
+import attrs
+
+from storage.configdef import Boolean, Choice, CommaList, Integer, Setting, setting, settings
+from storage.log import LogConfig
+
+INT64_MAX = (1 << 63) - 1
+
+
+@attrs.frozen
+class InertTopicConfigs:
+    compression_type: str = setting(
+        "compression.type", Choice(("producer",)), "producer", synonym="compression.type",
+        doc="Batches are stored as the producer compressed them; only producer is supported.")
+    min_insync_replicas: int = setting(
+        "min.insync.replicas", Integer(1, bits=32), 1, synonym="min.insync.replicas",
+        doc="Replicas that must acknowledge an acks=all write; a single node always has one.")
+    unclean_leader_election_enable: bool = setting(
+        "unclean.leader.election.enable", Boolean(), False, synonym="unclean.leader.election.enable",
+        doc="Replication setting; no effect on a single node.")
+    max_compaction_lag_ms: int = setting(
+        "max.compaction.lag.ms", Integer(1), INT64_MAX, synonym="log.cleaner.max.compaction.lag.ms",
+        doc="Longest a record may stay uncompacted; not enforced (compaction runs by min.cleanable.dirty.ratio).")
+    file_delete_delay_ms: int = setting(
+        "file.delete.delay.ms", Integer(0), 60000, synonym="log.segment.delete.delay.ms",
+        doc="Delay before a deleted segment file is removed; ringlog removes it at once (open readers "
+            "keep their descriptors).")
+    flush_messages: int = setting(
+        "flush.messages", Integer(1), INT64_MAX, synonym="log.flush.interval.messages",
+        doc="Records between forced fsyncs; ringlog flushes by ringlog.flush.policy and flush.ms instead.")
+    preallocate: bool = setting(
+        "preallocate", Boolean(), False, synonym="log.preallocate",
+        doc="Preallocate segment files; not implemented (segments grow as written).")
+    segment_jitter_ms: int = setting(
+        "segment.jitter.ms", Integer(0), 0, synonym="log.roll.jitter.ms",
+        doc="Random jitter subtracted from segment.ms; not implemented.")
+    message_timestamp_difference_max_ms: int = setting(
+        "message.timestamp.difference.max.ms", Integer(0), INT64_MAX,
+        synonym="log.message.timestamp.difference.max.ms",
+        doc="Largest difference between a record's timestamp and the broker's clock; not enforced.")
+    message_timestamp_before_max_ms: int = setting(
+        "message.timestamp.before.max.ms", Integer(0), INT64_MAX, synonym="log.message.timestamp.before.max.ms",
+        doc="How far in the past a record's timestamp may be; not enforced.")
+    message_timestamp_after_max_ms: int = setting(
+        "message.timestamp.after.max.ms", Integer(0), INT64_MAX, synonym="log.message.timestamp.after.max.ms",
+        doc="How far in the future a record's timestamp may be; not enforced.")
+    message_downconversion_enable: bool = setting(
+        "message.downconversion.enable", Boolean(), True, synonym="log.message.downconversion.enable",
+        doc="Down-conversion for old consumers; ringlog serves only record batch v2.")
+    leader_replication_throttled_replicas: str = setting(
+        "leader.replication.throttled.replicas", CommaList(), "",
+        doc="Replication throttling; no effect on a single node.")
+    follower_replication_throttled_replicas: str = setting(
+        "follower.replication.throttled.replicas", CommaList(), "",
+        doc="Replication throttling; no effect on a single node.")
+
+
+@attrs.frozen
+class TopicConfig:
+    """One catalogue entry: its Setting, its default (as Kafka text) and whether storage applies it."""
+
+    setting: Setting
+    default: str
+    applied: bool
+
+    @property
+    def name(self) -> str:
+        return self.setting.key
+
+
+def _catalogue() -> dict[str, TopicConfig]:
+    out: dict[str, TopicConfig] = {}
+    for cls, applied in ((LogConfig, True), (InertTopicConfigs, False)):
+        instance = cls()
+        for a, spec in settings(cls):
+            out[spec.key] = TopicConfig(spec, spec.text(getattr(instance, a.name)), applied)
+    return out
+
+
+TOPIC_CONFIGS: dict[str, TopicConfig] = _catalogue()
