@@ -170,6 +170,9 @@ def test_sarama_admin(go_run) -> None:
     assert r["cluster"] == {"controller": 0, "brokers": [{"id": 0, "addr": f"{broker.host}:{broker.port}"}]}
     assert r["b_listed_after_delete"] is False
     assert "topic or partition that does not exist" in r["delete_unknown"]
+    size = broker.broker.partition_log(a, 0).size_bytes
+    assert r["log_dirs"] == [{"path": os.path.abspath(broker.config.data_dir), "error": None, "a0_size": size}]
+    assert size > 0
 
 
 # --- franz-go ----------------------------------------------------------------------------------------
@@ -246,3 +249,14 @@ def test_franz_admin(go_run) -> None:
     advertised = {str(key): [spec.advertise_min_version, spec.max_version] for key, spec in load_handlers().items()}
     assert r["api_versions"] == advertised
     assert r["delete_topic_error"] is None and r["b_listed_after_delete"] is False
+    (log_dir,) = r["log_dirs"]
+    assert (log_dir["broker"], log_dir["dir"], log_dir["error"]) == (0, os.path.abspath(broker.config.data_dir), None)
+    assert log_dir["a0_size"] == broker.broker.partition_log(a, 0).size_bytes > 0
+    assert 0 < log_dir["usable_bytes"] <= log_dir["total_bytes"]
+    # partition 0 was written by franz-go's idempotent producer: 30 records, sequences 0..29
+    batches = stored_batches(broker, a, 0)
+    assert r["producers"] == {
+        "0": {"error": None, "producers": [{"producer_id": batches[0].producer_id, "epoch": 0, "last_sequence": 29,
+                                             "coordinator_epoch": -1, "txn_start_offset": -1}]},
+        "1": {"error": None, "producers": []},
+    }

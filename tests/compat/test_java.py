@@ -52,6 +52,7 @@ SCENARIOS = [
     "admin_offsets_delete_records",
     "admin_cluster",
     "admin_groups",
+    "admin_log_dirs_producers",
     "streams_word_count",
 ]
 
@@ -393,6 +394,23 @@ def test_admin_groups(java_run) -> None:
     assert r["describe_after_delete"] == "GroupIdNotFoundException"
     assert r["listed_after_delete"] is False
     assert r["delete_unknown"] == "GroupIdNotFoundException"
+
+
+def test_admin_log_dirs_producers(java_run) -> None:
+    r = java_run.result("admin_log_dirs_producers")
+    broker = java_run.broker
+    (log_dir,) = r["log_dirs"]
+    assert log_dir["path"] == os.path.abspath(broker.config.data_dir) and log_dir["error"] is None
+    assert 0 < log_dir["usable_bytes"] <= log_dir["total_bytes"]
+    sizes = {p: broker.broker.partition_log(r["topic"], int(p)).size_bytes for p in ("0", "1")}
+    assert log_dir["replicas"] == {p: {"size": sizes[p], "offset_lag": 0, "future": False} for p in ("0", "1")}
+    assert sizes["0"] > 0 and sizes["1"] == 0
+    # the idempotent producer that wrote partition 0, as its stored batches say
+    batches = stored_batches(broker, r["topic"], 0)
+    assert r["producers"]["1"] == []
+    assert r["producers"]["0"] == [{
+        "producer_id": batches[0].producer_id, "epoch": 0, "last_sequence": 24,
+        "last_timestamp": batches[-1].max_timestamp, "coordinator_epoch": -1, "txn_start_offset": -1}]
 
 
 # --- Kafka Streams -------------------------------------------------------------------------------------

@@ -547,6 +547,38 @@ func franzAdmin(c *Ctx) (result, error) {
 	})
 	res["api_versions"] = keys
 
+	// DescribeLogDirs and DescribeProducers (a's partition 0 was written idempotently above)
+	dirs, err := adm.DescribeAllLogDirs(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	dirsOut := []any{}
+	for _, d := range dirs.Sorted() {
+		size := int64(-1)
+		if dp, ok := d.Topics[a][0]; ok {
+			size = dp.Size
+		}
+		dirsOut = append(dirsOut, result{"broker": d.Broker, "dir": d.Dir, "error": ErrName(d.Err),
+			"total_bytes": d.TotalBytes, "usable_bytes": d.UsableBytes, "a0_size": size})
+	}
+	res["log_dirs"] = dirsOut
+	wanted := kadm.TopicsSet{}
+	wanted.Add(a, 0, 1)
+	described, err := adm.DescribeProducers(ctx, wanted)
+	if err != nil {
+		return nil, err
+	}
+	producersOut := result{}
+	for _, part := range described[a].Partitions.Sorted() {
+		ps := []any{}
+		for _, p := range part.ActiveProducers.Sorted() {
+			ps = append(ps, result{"producer_id": p.ProducerID, "epoch": p.ProducerEpoch, "last_sequence": p.LastSequence,
+				"coordinator_epoch": p.CoordinatorEpoch, "txn_start_offset": p.CurrentTxnStartOffset})
+		}
+		producersOut[fmt.Sprint(part.Partition)] = result{"error": ErrName(part.Err), "producers": ps}
+	}
+	res["producers"] = producersOut
+
 	deletedTopics, err := adm.DeleteTopics(ctx, b)
 	if err != nil {
 		return nil, err

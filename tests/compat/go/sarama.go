@@ -508,6 +508,24 @@ func saramaAdmin(c *Ctx) (result, error) {
 	}
 	res["cluster"] = result{"controller": controller, "brokers": nodes}
 
+	logDirs, err := admin.DescribeLogDirs([]int32{0})
+	if err != nil {
+		return nil, fmt.Errorf("describe log dirs: %w", err)
+	}
+	dirsOut := []any{}
+	for _, d := range logDirs[0] {
+		size := int64(-1)
+		for _, t := range d.Topics {
+			for _, p := range t.Partitions {
+				if t.Topic == a && p.PartitionID == 0 {
+					size = p.Size
+				}
+			}
+		}
+		dirsOut = append(dirsOut, result{"path": d.Path, "error": ErrName(errOrNil(d.ErrorCode)), "a0_size": size})
+	}
+	res["log_dirs"] = dirsOut
+
 	if err := admin.DeleteTopic(b); err != nil {
 		return nil, err
 	}

@@ -308,4 +308,49 @@ final class AdminScenarios {
                         e.getValue() == null ? null : map("offset", e.getValue().offset(), "metadata", e.getValue().metadata())));
         return out;
     }
+
+    /** describeLogDirs and describeProducers (kafka-log-dirs.sh, kafka-transactions.sh describe-producers). */
+    static Map<String, Object> logDirsAndProducers(Ctx ctx) throws Exception {
+        String topic = ctx.name("t");
+        ctx.createTopic(topic, 2);
+        try (KafkaProducer<byte[], byte[]> p = ctx.producer(
+                org.apache.kafka.clients.producer.ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true")) {
+            ProducerScenarios.sendAll(p, topic, 0, 0, 25);
+        }
+        Map<String, Object> result = map("topic", topic);
+        try (Admin admin = ctx.admin()) {
+            Map<Integer, Map<String, org.apache.kafka.clients.admin.LogDirDescription>> dirs =
+                    get(admin.describeLogDirs(List.of(0)).allDescriptions());
+            List<Object> out = new ArrayList<>();
+            for (Map.Entry<String, org.apache.kafka.clients.admin.LogDirDescription> e : dirs.get(0).entrySet()) {
+                Map<String, Object> replicas = new LinkedHashMap<>();
+                e.getValue().replicaInfos().forEach((tp, info) -> {
+                    if (tp.topic().equals(topic)) {
+                        replicas.put(String.valueOf(tp.partition()), map("size", info.size(), "offset_lag", info.offsetLag(),
+                                "future", info.isFuture()));
+                    }
+                });
+                out.add(map("path", e.getKey(), "error", e.getValue().error() == null ? null : e.getValue().error().getClass().getSimpleName(),
+                        "total_bytes", e.getValue().totalBytes().orElse(-1L), "usable_bytes", e.getValue().usableBytes().orElse(-1L),
+                        "replicas", replicas));
+            }
+            result.put("log_dirs", out);
+            TopicPartition p0 = new TopicPartition(topic, 0);
+            TopicPartition p1 = new TopicPartition(topic, 1);
+            Map<TopicPartition, org.apache.kafka.clients.admin.DescribeProducersResult.PartitionProducerState> producers =
+                    get(admin.describeProducers(List.of(p0, p1)).all());
+            Map<String, Object> states = new LinkedHashMap<>();
+            producers.forEach((tp, state) -> {
+                List<Object> ps = new ArrayList<>();
+                for (org.apache.kafka.clients.admin.ProducerState s : state.activeProducers()) {
+                    ps.add(map("producer_id", s.producerId(), "epoch", s.producerEpoch(), "last_sequence", s.lastSequence(),
+                            "last_timestamp", s.lastTimestamp(), "coordinator_epoch", s.coordinatorEpoch().orElse(-1),
+                            "txn_start_offset", s.currentTransactionStartOffset().orElse(-1L)));
+                }
+                states.put(String.valueOf(tp.partition()), ps);
+            });
+            result.put("producers", states);
+        }
+        return result;
+    }
 }
