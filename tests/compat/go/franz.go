@@ -39,7 +39,7 @@ func franzClient(c *Ctx, opts ...kgo.Opt) (*kgo.Client, error) {
 	return kgo.NewClient(append(base, opts...)...)
 }
 
-func franzAdmin_(c *Ctx) (*kadm.Client, *kgo.Client, error) {
+func franzAdminClient(c *Ctx) (*kadm.Client, *kgo.Client, error) {
 	cl, err := franzClient(c)
 	if err != nil {
 		return nil, nil, err
@@ -48,7 +48,7 @@ func franzAdmin_(c *Ctx) (*kadm.Client, *kgo.Client, error) {
 }
 
 func franzCreateTopic(c *Ctx, topic string, partitions int32) error {
-	adm, cl, err := franzAdmin_(c)
+	adm, cl, err := franzAdminClient(c)
 	if err != nil {
 		return err
 	}
@@ -328,7 +328,7 @@ func franzGroup(c *Ctx) (result, error) {
 	WaitFor(c.Context, 30*time.Second, func() bool {
 		return a.snapshot()["records"].(int)+b.snapshot()["records"].(int) >= 40
 	})
-	adm, acl, err := franzAdmin_(c)
+	adm, acl, err := franzAdminClient(c)
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +365,7 @@ func franzGroup(c *Ctx) (result, error) {
 // kadm: topics, partitions, configs (incremental and the legacy replace), records, offsets,
 // groups, the cluster; and the APIs ringlog does not serve, with their errors.
 func franzAdmin(c *Ctx) (result, error) {
-	adm, cl, err := franzAdmin_(c)
+	adm, cl, err := franzAdminClient(c)
 	if err != nil {
 		return nil, err
 	}
