@@ -1,8 +1,8 @@
 """DescribeCluster (60) v0-2: the cluster id, this node as the only broker and the controller.
 
 endpoint_type 1 (brokers) is the only kind there is; asking for controllers (2) ->
-UNSUPPORTED_ENDPOINT_TYPE, as a Kafka broker answers. Authorized operations are not computed
-(no ACLs): the field keeps Kafka's "not requested" value.
+UNSUPPORTED_ENDPOINT_TYPE, as a Kafka broker answers. Asked for, the cluster's authorized
+operations are all those a cluster supports (no authorizer: broker/handlers/_authorized.py).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import datetime
 
 from kio.schema.errors import ErrorCode
 
-from . import RequestContext, handler, make, nested
+from . import RequestContext, _authorized, handler, make, nested
 
 ENDPOINT_BROKERS = 1
 
@@ -35,4 +35,6 @@ async def describe_cluster(ctx: RequestContext, request) -> object:
         cluster_id=broker.cluster_id,
         controller_id=broker.node_id,
         brokers=(node,),
+        cluster_authorized_operations=_authorized.authorized(
+            request, "include_cluster_authorized_operations", _authorized.CLUSTER),
     )

@@ -22,11 +22,9 @@ from ..coordinator import (
     LeaveMember,
     SyncRequest,
 )
-from . import RequestContext, handler, has_field, make, nested
+from . import RequestContext, _authorized, handler, has_field, make, nested
 
 ZERO = datetime.timedelta(0)
-# DescribeGroups authorized_operations when the client did not ask for them
-AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
 KEY_TYPE_GROUP = 0
 
 
@@ -266,6 +264,8 @@ async def describe_groups(ctx: RequestContext, request) -> object:
     Described = nested(Response, "DescribedGroup")
     Member = nested(Response, "DescribedGroupMember")
     state = ctx.broker.coordinator.state
+    # asked for (v3+): every operation a group supports, as Kafka without an authorizer answers
+    operations = _authorized.authorized(request, "include_authorized_operations", _authorized.GROUP)
     out = []
     for gid in request.groups:
         s = state.describe(gid)
@@ -293,7 +293,7 @@ async def describe_groups(ctx: RequestContext, request) -> object:
                     )
                     for m in s.members
                 ),
-                authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+                authorized_operations=operations if error == ErrorCode.none else _authorized.OMITTED,
             )
         )
     return make(Response, throttle_time=ZERO, groups=tuple(out))

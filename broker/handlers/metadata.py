@@ -1,6 +1,7 @@
 """Metadata (3) v1-12: the single broker, topics, partitions; auto-creates topics when enabled.
 
 Single node: controller id = leader = this node, replicas/ISR = [this node], leader epoch 0.
+Authorized operations, when asked for, are all those supported (no authorizer, _authorized.py).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from kio.schema.errors import ErrorCode
 from ..connection_limits import RateLimitedLog
 from ..errors import KafkaError
 from ..metadata import topic_name_error
-from . import RequestContext, handler, make, nested
+from . import RequestContext, _authorized, handler, make, nested
 
 LEADER_EPOCH = 0
 ZERO_UUID = uuid.UUID(int=0)
@@ -36,6 +37,7 @@ async def metadata(ctx: RequestContext, request) -> object:
     node = broker.node_id
     # v1-3 have no allow_auto_topic_creation field: Kafka auto-creates for them.
     allow_auto = getattr(request, "allow_auto_topic_creation", True)
+    topic_operations = _authorized.authorized(request, "include_topic_authorized_operations", _authorized.TOPIC)
 
     def topic_entry(name, info, error=ErrorCode.none):
         partitions = ()
@@ -60,6 +62,7 @@ async def metadata(ctx: RequestContext, request) -> object:
             topic_id=info.topic_id if info is not None else ZERO_UUID,
             is_internal=info.internal if info is not None else False,
             partitions=partitions,
+            topic_authorized_operations=topic_operations,
         )
 
     topics = []
@@ -110,4 +113,6 @@ async def metadata(ctx: RequestContext, request) -> object:
         cluster_id=broker.cluster_id,
         controller_id=node,
         topics=tuple(topics),
+        cluster_authorized_operations=_authorized.authorized(
+            request, "include_cluster_authorized_operations", _authorized.CLUSTER),
     )
