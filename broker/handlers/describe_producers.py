@@ -30,9 +30,8 @@ async def describe_producers(ctx: RequestContext, request) -> object:
         parts = []
         for index in t.partition_indexes:
             index = int(index)
-            state = None
-            if info is not None and 0 <= index < info.partitions:
-                state = broker.producer_state.state((t.name, index))
+            part = broker.partition(t.name, index) if info is not None and 0 <= index < info.partitions else None
+            state = part.producers.state if part is not None else None
             if state is None:
                 parts.append(make(Partition, partition_index=index, error_code=ErrorCode.unknown_topic_or_partition,
                                   error_message=f"{t.name}-{index} does not exist", active_producers=()))
