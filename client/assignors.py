@@ -400,6 +400,14 @@ class CooperativeStickyAssignor:
         # move strictly lowers the sum of squared loads, so this ends; it moves the fewest
         # partitions needed and prefers moving ones that were not owned before.
         owner = {tp: m for m, tps in owned.items() for tp in tps}
+        # First only partitions that nobody owned move (no revocation needed), along chains: a
+        # member two or more above another hands one partition to the next member of a path
+        # that ends at the lighter one, so every member in between keeps its load (the greedy
+        # placement of step 2 can leave an imbalance that no single move of an unowned partition
+        # fixes, and moving an owned one instead would revoke it and leave it unassigned for a
+        # round). Only what that cannot balance moves owned partitions (withheld, step 4).
+        while self._move_along_a_chain(owned, owner, eligible, previous_owner):
+            pass
         while True:
             best: tuple | None = None
             for tp, src in owner.items():
@@ -424,6 +432,39 @@ class CooperativeStickyAssignor:
 
         gen_bytes = {m: None for m in members}
         return _to_assignments(members, owned, gen_bytes)
+
+    @staticmethod
+    def _move_along_a_chain(owned: dict[str, list[tuple[str, int]]], owner: dict[tuple[str, int], str],
+                            eligible: Mapping[tuple[str, int], list[str]],
+                            previous_owner: Mapping[tuple[str, int], str]) -> bool:
+        """One chain of moves of not-previously-owned partitions from the heaviest member that
+        has one to a member at least two lighter; False when there is none. Each chain lowers
+        the sum of squared loads, so repeating it ends."""
+        for src in sorted(owned, key=lambda m: (-len(owned[m]), m)):
+            # breadth-first over "member -> member it can hand an unowned partition to"
+            came_from: dict[str, tuple[str, tuple[str, int]] | None] = {src: None}
+            frontier = [src]
+            while frontier:
+                nxt = []
+                for member in frontier:
+                    for tp in sorted(owned[member]):
+                        if previous_owner.get(tp) == member:
+                            continue
+                        for dst in eligible[tp]:
+                            if dst in came_from:
+                                continue
+                            came_from[dst] = (member, tp)
+                            if len(owned[src]) - len(owned[dst]) >= 2:
+                                while came_from[dst] is not None:
+                                    giver, moved = came_from[dst]
+                                    owned[giver].remove(moved)
+                                    owned[dst].append(moved)
+                                    owner[moved] = dst
+                                    dst = giver
+                                return True
+                            nxt.append(dst)
+                frontier = nxt
+        return False
 
 
 ASSIGNORS: dict[str, type] = {
