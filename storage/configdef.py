@@ -295,7 +295,8 @@ class Choice:
 @attrs.frozen
 class CommaList:
     """Kafka's LIST: a comma-separated string, or a TOML array of strings. The value is kept as
-    the normalised comma-joined string (items stripped; `allowed` ones sorted and deduplicated)."""
+    the comma-joined string, items stripped and (for `allowed` ones) deduplicated, in the order
+    given: DescribeConfigs answers what was set, as Kafka does ("delete,compact" stays so)."""
 
     allowed: tuple[str, ...] | None = None
     nonempty: bool = False
@@ -310,7 +311,7 @@ class CommaList:
             raise Invalid("expected a comma-separated list")
         parts = [i.strip() for i in items if i.strip()]
         if self.allowed is not None:
-            parts = sorted(set(parts))
+            parts = list(dict.fromkeys(parts))
         value = ",".join(parts)
         self.check(value)
         return value

@@ -84,7 +84,7 @@ _fdatasync = getattr(os, "fdatasync", os.fsync)
 
 FLUSH_POLICIES = ("always", "interval", "never")
 TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")
-CLEANUP_POLICIES = ("delete", "compact", "compact,delete")  # the values cleanup.policy normalises to
+CLEANUP_POLICIES = ("delete", "compact")  # the items cleanup.policy may list, in any order
 
 
 _DAY_MS = 24 * 3600 * 1000

@@ -124,10 +124,10 @@ def test_good_topic_configs_are_normalised(config_broker) -> None:
                "retention.ms": "-1", "min.cleanable.dirty.ratio": "0.25"}
     admin.create_topics([NewTopic("good", 1, 1, config=configs)])["good"].result(T)
     assert b.broker.metadata.get("good").configs == {
-        "cleanup.policy": "compact,delete", "unclean.leader.election.enable": "true", "retention.ms": "-1",
+        "cleanup.policy": "delete,compact", "unclean.leader.election.enable": "true", "retention.ms": "-1",
         "min.cleanable.dirty.ratio": "0.25"}
     log = b.broker.partition_log("good", 0)
-    assert (log.config.cleanup_policy, log.config.retention_ms) == ("compact,delete", -1)
+    assert (log.config.cleanup_policy, log.config.retention_ms) == ("delete,compact", -1)
 
 
 # --- partition limits ---------------------------------------------------------------------------

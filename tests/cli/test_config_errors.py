@@ -215,10 +215,10 @@ def test_accepted_spellings(tmp_path: Path) -> None:
                          'log.cleanup.policy = ["delete", "compact"]\nlisteners = "PLAINTEXT://127.0.0.1:0"\n'
                          'log.segment.ms = 60000\nlog.level = "debug"\n[max.connections.per]\nip = 7\n')
     assert c.max_connections == 1000 and c.auto_create_topics is False
-    assert c.topic_defaults == {"cleanup.policy": "compact,delete", "segment.ms": "60000"}
+    assert c.topic_defaults == {"cleanup.policy": "delete,compact", "segment.ms": "60000"}
     assert (c.listen_host, c.listen_port, c.log_level, c.max_connections_per_ip) == ("127.0.0.1", 0, "DEBUG", 7)
     # the topic defaults reach the storage engine
-    assert c.log_config().segment_ms == 60000 and c.log_config().cleanup_policy == "compact,delete"
+    assert c.log_config().segment_ms == 60000 and c.log_config().cleanup_policy == "delete,compact"
 
 
 def test_file_then_flags_then_set(tmp_path: Path) -> None:

@@ -284,7 +284,7 @@ def test_topic_configs_parse() -> None:
     cfg = LogConfig().with_topic_configs({"min.cleanable.dirty.ratio": "0.25", "delete.retention.ms": "5",
                                           "min.compaction.lag.ms": "7", "cleanup.policy": "delete,compact"})
     assert (cfg.min_cleanable_dirty_ratio, cfg.delete_retention_ms, cfg.min_compaction_lag_ms) == (0.25, 5, 7)
-    assert cfg.cleanup_policy == "compact,delete"
+    assert cfg.cleanup_policy == "delete,compact"  # as given: DescribeConfigs answers it
     assert cfg.to_topic_configs()["min.cleanable.dirty.ratio"] == "0.25"
     with pytest.raises(ValueError):
         LogConfig().with_topic_configs({"min.cleanable.dirty.ratio": "1.5"})

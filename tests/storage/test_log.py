@@ -368,7 +368,7 @@ def test_config_topic_names(tmp_path: Path) -> None:
          "ringlog.flush.policy": "always", "flush.ms": "5", "compression.type": "producer"}
     )
     assert cfg.retention_ms == -1 and cfg.segment_bytes == 1 << 20 and cfg.flush_policy == "always"
-    assert cfg.cleanup_policy == "compact,delete" and cfg.flush_interval_ms == 5
+    assert cfg.cleanup_policy == "delete,compact" and cfg.flush_interval_ms == 5
     assert LogConfig().with_topic_configs(cfg.to_topic_configs()) == cfg
     # one line naming the config, the value and what is expected (storage.configdef)
     for configs, message in [
