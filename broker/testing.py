@@ -92,6 +92,11 @@ class BrokerThread:
                 self._stop_scope = scope
                 async with open_broker(self.config) as broker:
                     self.broker = broker
+                    # Ready once the group coordinator has read __consumer_offsets: before that
+                    # it answers COORDINATOR_LOAD_IN_PROGRESS, which real clients retry but a
+                    # test's single raw request would take as its answer.
+                    with trio.move_on_after(30):
+                        await broker.coordinator.loaded.wait()
                     self._ready.set()
                     await trio.sleep_forever()
 
