@@ -97,6 +97,16 @@ def _uvarint(buf, pos: int) -> tuple[int, int]:
             raise CorruptBatchError("varint longer than 10 bytes")
 
 
+def _zvarint(buf, pos: int) -> tuple[int, int]:
+    """A zig-zag varint for the decoder loop: IndexError when it runs off the end (the loop
+    reports that as truncation)."""
+    b = buf[pos]
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), pos + 1
+    v, pos = _uvarint(buf, pos)
+    return (v >> 1) ^ -(v & 1), pos
+
+
 def decode_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
     """Decode a zig-zag varint at pos; return (value, new position)."""
     try:
@@ -531,16 +541,6 @@ CODECS = {"none": CODEC_NONE, "gzip": CODEC_GZIP, "snappy": CODEC_SNAPPY, "lz4":
 
 #: The slots every record class has, in the order a RecordShape's constructor receives them.
 RECORD_FIELDS = ("offset", "timestamp", "key", "value", "headers")
-
-
-def _zvarint(buf, pos: int) -> tuple[int, int]:
-    """A zig-zag varint for the decoder loop: IndexError when it runs off the end (the loop
-    reports that as truncation)."""
-    b = buf[pos]
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), pos + 1
-    v, pos = _uvarint(buf, pos)
-    return (v >> 1) ^ -(v & 1), pos
 
 
 def _read_bytes(buf, pos: int) -> tuple[bytes | None, int]:
