@@ -5,22 +5,21 @@ subscriptions and hands the coordinator one assignment blob per member in SyncGr
 never runs an assignor; it only stores and forwards these blobs (and may decode them for lag
 reports and DescribeGroups tooling).
 
-Wire formats (Kafka's ConsumerProtocolSubscription / ConsumerProtocolAssignment, never flexible;
-all integers big-endian; STRING = i16 length + UTF-8; BYTES = i32 length + data, -1 = null;
-ARRAY = i32 count + items):
+Wire formats: Kafka's ConsumerProtocolSubscription / ConsumerProtocolAssignment, never flexible,
+each an i16 version followed by the body of that version. The bodies are kio's entities
+(kio.schema.consumer_protocol_subscription / _assignment, generated from Kafka's message JSON),
+read and written by kio's own codec; only the version prefix and the tolerance below are ours.
 
 ConsumerProtocolSubscription (the JoinGroup protocol metadata of protocol type "consumer")
-    version          i16   0..3 (we write 3, read any; unknown trailing bytes are ignored)
-    topics           ARRAY of STRING
-    user_data        BYTES (nullable)
-    owned_partitions ARRAY of (topic STRING, partitions ARRAY of i32)       v1+
-    generation_id    i32 (default -1)                                       v2+
-    rack_id          STRING (nullable)                                      v3+
-
+    version 0..3 (we write 3); topics, user_data, owned_partitions (v1+), generation_id (v2+),
+    rack_id (v3+)
 ConsumerProtocolAssignment (the SyncGroup assignment blob)
-    version             i16  0..3 (same layout in every version; we write 0 for maximal reach)
-    assigned_partitions ARRAY of (topic STRING, partitions ARRAY of i32)
-    user_data           BYTES (nullable)
+    version 0..3 (the same body in every version; we write 0 for maximal reach);
+    assigned_partitions, user_data
+
+Reading is as tolerant as Kafka's own ConsumerProtocol: a version above 3 (a newer client's) is
+read as 3 and its trailing fields ignored, and a blob that ends where an older version's body
+ends reads as that version's fields (some clients announce a version and stop early).
 
 `EMPTY_ASSIGNMENT` is the encoded assignment with no partitions (10 bytes). Coordinators send it
 instead of a zero-length blob, which librdkafka rejects.
@@ -38,99 +37,76 @@ Assignors (all deterministic: the same input always gives the same output):
 """
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+from importlib import import_module
 
 import attrs
+from kio.serial import entity_reader, entity_writer
+from kio.serial.errors import SerialError
+from kio.static.primitive import i32
 
-# --- primitive codec -------------------------------------------------------------------------
+# --- the ConsumerProtocol codec (kio's entities) -----------------------------------------------
 
 
 class ProtocolDecodeError(ValueError):
     """The blob is not a valid ConsumerProtocol message."""
 
 
-class _Reader:
-    __slots__ = ("buf", "pos")
+_MAX_VERSION = 3
+_SUBSCRIPTION = {v: import_module(f"kio.schema.consumer_protocol_subscription.v{v}") for v in range(_MAX_VERSION + 1)}
+_ASSIGNMENT = {v: import_module(f"kio.schema.consumer_protocol_assignment.v{v}") for v in range(_MAX_VERSION + 1)}
+_VERSION = struct.Struct(">h")
 
-    def __init__(self, buf: bytes) -> None:
-        self.buf = memoryview(buf)
-        self.pos = 0
 
-    def _take(self, n: int) -> memoryview:
-        if n < 0 or self.pos + n > len(self.buf):
-            raise ProtocolDecodeError(f"truncated: need {n} bytes at {self.pos} of {len(self.buf)}")
-        out = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return out
+def _write(version: int, entity) -> bytes:
+    out = io.BytesIO()
+    out.write(_VERSION.pack(version))
+    entity_writer(type(entity))(out, entity)
+    return out.getvalue()
 
-    def at_end(self) -> bool:
-        return self.pos >= len(self.buf)
 
-    def i16(self) -> int:
-        return struct.unpack(">h", self._take(2))[0]
-
-    def i32(self) -> int:
-        return struct.unpack(">i", self._take(4))[0]
-
-    def string(self) -> str | None:
-        n = self.i16()
-        if n == -1:
-            return None
+def _read(schemas: dict, blob: bytes, name: str, missing_tail: bytes = b""):
+    """(version, entity) of a blob: the entity of min(version, 3), or of the newest older version
+    whose body ends exactly where the blob does, or (`missing_tail`) of a blob that ends just
+    before those bytes."""
+    if len(blob) < 2:
+        raise ProtocolDecodeError(f"{name} of {len(blob)} bytes has no version")
+    (version,) = _VERSION.unpack_from(blob, 0)
+    if version < 0:
+        raise ProtocolDecodeError(f"negative {name} version {version}")
+    error: Exception | None = None
+    for v in range(min(version, _MAX_VERSION), -1, -1):
+        cls = getattr(schemas[v], "ConsumerProtocol" + name.title())
         try:
-            return bytes(self._take(n)).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProtocolDecodeError(f"bad UTF-8 string: {exc}") from None
-
-    def bytes_(self) -> bytes | None:
-        n = self.i32()
-        if n == -1:
-            return None
-        return bytes(self._take(n))
-
-    def count(self) -> int:
-        n = self.i32()
-        if n == -1:
-            return 0
-        if n < 0 or n > len(self.buf):
-            raise ProtocolDecodeError(f"bad array length {n}")
-        return n
+            entity, size = entity_reader(cls)(blob, 2)
+        except (SerialError, ValueError, IndexError) as exc:  # kio: BufferUnderflow, UnexpectedNull, ...
+            error = error or exc
+            continue
+        # The declared version's body may be followed by anything (fields of later versions);
+        # an older version's only counts when the blob ends with it.
+        if v == min(version, _MAX_VERSION) or 2 + size == len(blob):
+            return version, entity
+    if missing_tail:
+        try:
+            return _read(schemas, blob + missing_tail, name)
+        except ProtocolDecodeError:
+            pass
+    raise ProtocolDecodeError(f"bad {name} (version {version}): {error}") from None
 
 
-def _w_string(out: bytearray, s: str | None) -> None:
-    if s is None:
-        out += struct.pack(">h", -1)
-        return
-    data = s.encode("utf-8")
-    out += struct.pack(">h", len(data))
-    out += data
+def _topic_partitions(entries) -> dict[str, tuple[int, ...]]:
+    """kio's (topic, partitions) entries as a mapping; a topic listed twice gets the union."""
+    out: dict[str, set[int]] = {}
+    for e in entries:
+        out.setdefault(e.topic, set()).update(int(p) for p in e.partitions)
+    return {t: tuple(sorted(ps)) for t, ps in out.items()}
 
 
-def _w_bytes(out: bytearray, b: bytes | None) -> None:
-    if b is None:
-        out += struct.pack(">i", -1)
-        return
-    out += struct.pack(">i", len(b))
-    out += b
-
-
-def _w_topic_partitions(out: bytearray, tps: Mapping[str, Sequence[int]]) -> None:
-    out += struct.pack(">i", len(tps))
-    for topic in sorted(tps):
-        _w_string(out, topic)
-        parts = sorted(tps[topic])
-        out += struct.pack(">i", len(parts))
-        for p in parts:
-            out += struct.pack(">i", p)
-
-
-def _r_topic_partitions(r: _Reader) -> dict[str, tuple[int, ...]]:
-    out: dict[str, tuple[int, ...]] = {}
-    for _ in range(r.count()):
-        topic = r.string() or ""
-        parts = tuple(r.i32() for _ in range(r.count()))
-        out[topic] = tuple(sorted(set(out.get(topic, ())) | set(parts)))
-    return out
+def _entries(module, tps: Mapping[str, Sequence[int]]) -> tuple:
+    return tuple(module.data.TopicPartition(topic=t, partitions=tuple(i32(p) for p in sorted(tps[t])))
+                 for t in sorted(tps))
 
 
 def _freeze_tps(tps: Mapping[str, Iterable[int]] | None) -> dict[str, tuple[int, ...]]:
@@ -174,67 +150,46 @@ class Assignment:
 
 
 def encode_subscription(sub: Subscription) -> bytes:
-    version = max(0, min(sub.version, 3))
-    out = bytearray(struct.pack(">h", version))
-    out += struct.pack(">i", len(sub.topics))
-    for t in sub.topics:
-        _w_string(out, t)
-    _w_bytes(out, sub.user_data)
+    version = max(0, min(sub.version, _MAX_VERSION))
+    module = _SUBSCRIPTION[version]
+    fields: dict = {"topics": sub.topics, "user_data": sub.user_data}
     if version >= 1:
-        _w_topic_partitions(out, sub.owned_partitions)
+        fields["owned_partitions"] = _entries(module, sub.owned_partitions)
     if version >= 2:
-        out += struct.pack(">i", sub.generation_id)
+        fields["generation_id"] = i32(sub.generation_id)
     if version >= 3:
-        _w_string(out, sub.rack_id)
-    return bytes(out)
+        fields["rack_id"] = sub.rack_id
+    return _write(version, module.ConsumerProtocolSubscription(**fields))
 
 
 def decode_subscription(blob: bytes) -> Subscription:
     """Decode any version; fields of versions above 3 (appended by newer clients) are ignored."""
-    r = _Reader(blob)
-    version = r.i16()
-    if version < 0:
-        raise ProtocolDecodeError(f"negative subscription version {version}")
-    topics = tuple(t for t in (r.string() for _ in range(r.count())) if t is not None)
-    user_data = r.bytes_()
-    owned: dict[str, tuple[int, ...]] = {}
-    generation = -1
-    rack = None
-    if version >= 1 and not r.at_end():
-        owned = _r_topic_partitions(r)
-    if version >= 2 and not r.at_end():
-        generation = r.i32()
-    if version >= 3 and not r.at_end():
-        rack = r.string()
+    version, e = _read(_SUBSCRIPTION, bytes(blob), "subscription")
     return Subscription(
-        topics=topics,
-        user_data=user_data,
-        owned_partitions=owned,
-        generation_id=generation,
-        rack_id=rack,
+        topics=e.topics,
+        user_data=e.user_data,
+        owned_partitions=_topic_partitions(getattr(e, "owned_partitions", ())),
+        generation_id=int(getattr(e, "generation_id", -1)),
+        rack_id=getattr(e, "rack_id", None),
         version=version,
     )
 
 
 def encode_assignment(assignment: Assignment) -> bytes:
-    version = max(0, min(assignment.version, 3))
-    out = bytearray(struct.pack(">h", version))
-    _w_topic_partitions(out, assignment.partitions)
-    _w_bytes(out, assignment.user_data)
-    return bytes(out)
+    version = max(0, min(assignment.version, _MAX_VERSION))
+    module = _ASSIGNMENT[version]
+    return _write(version, module.ConsumerProtocolAssignment(
+        assigned_partitions=_entries(module, assignment.partitions), user_data=assignment.user_data))
 
 
 def decode_assignment(blob: bytes) -> Assignment:
     """Decode an assignment blob; a zero-length blob (Kafka's "no assignment") is empty."""
     if not blob:
         return Assignment()
-    r = _Reader(blob)
-    version = r.i16()
-    if version < 0:
-        raise ProtocolDecodeError(f"negative assignment version {version}")
-    partitions = _r_topic_partitions(r)
-    user_data = r.bytes_() if not r.at_end() else None
-    return Assignment(partitions=partitions, user_data=user_data, version=version)
+    # An assignment that stops after its partitions has no user data (as this module always read
+    # it): the null the blob leaves out is put back for kio.
+    version, e = _read(_ASSIGNMENT, bytes(blob), "assignment", missing_tail=b"\xff\xff\xff\xff")
+    return Assignment(partitions=_topic_partitions(e.assigned_partitions), user_data=e.user_data, version=version)
 
 
 EMPTY_ASSIGNMENT: bytes = encode_assignment(Assignment())

@@ -37,7 +37,6 @@ import inspect
 import logging
 import math
 import re
-import struct
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -45,8 +44,9 @@ from typing import Any, NamedTuple
 import crc32c
 import trio
 
-from storage.batch import HEADER_SIZE
-from storage.records import DEFAULT_MAX_DECOMPRESSED, decompress
+from storage.batch import HEADER, HEADER_SIZE
+from storage.errors import CorruptBatchError
+from storage.records import DEFAULT_MAX_DECOMPRESSED, RecordShape, decode_block, decompress, track_record
 
 from . import assignors as _assignors
 from ._lifetime import Lifetime, open_owned_nursery
@@ -61,14 +61,10 @@ from .errors import (
     RequestTimedOut,
 )
 
-# The optional compiled record codec, or None (client/_native.py).
-from ._native import speedups as _speedups
-
 __all__ = ["ConsumerRecord", "Consumer", "OffsetAndTimestamp", "TopicPartition", "open_consumer"]
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct(">qiibIhiqqqhii")
 _CONTROL = 0x20
 _TRANSACTIONAL = 0x10
 _LOG_APPEND = 0x08
@@ -117,204 +113,41 @@ class ConsumerRecord:
 
 # --- record decoding (lazy, one batch at a time) ------------------------------------------------
 
+# storage.records decodes the records (its one decoder, compiled when storage/_speedups.c was
+# built) straight into ConsumerRecords: the four per-batch slots get the same value in every
+# record of a batch.
+_SHAPE = RecordShape(ConsumerRecord, ("topic", "partition", "timestamp_type", "leader_epoch"))
 
-def _uvarint(buf, pos):
-    b = buf[pos]
-    if b < 0x80:
-        return b, pos + 1
-    result = b & 0x7F
-    shift = 7
-    pos += 1
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise CorruptRecord("varint longer than 10 bytes")
-
-
-def _varint(buf, pos):
-    b = buf[pos]
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), pos + 1
-    v, pos = _uvarint(buf, pos)
-    return (v >> 1) ^ -(v & 1), pos
-
-
-def _read_bytes(buf, pos):
-    """A length-prefixed (zig-zag varint, -1 = null) byte string at pos: (bytes or None, new pos)."""
-    n, pos = _varint(buf, pos)
-    if n < 0:
-        if n != -1:
-            raise CorruptRecord(f"negative length {n}")
-        return None, pos
-    if pos + n > len(buf):  # a slice would silently come back short (a last header value)
-        raise CorruptRecord("record data truncated")
-    return buf[pos : pos + n], pos + n
-
-
-_new_record = object.__new__
-
-
-def _decode_records_py(body: bytes, count: int, topic: str, partition: int, base_offset: int, base_ts: int,
-                       max_ts: int, log_append: bool, leader_epoch: int) -> list[ConsumerRecord]:
-    """The ConsumerRecords of a batch's (decompressed) records block.
-
-    This runs once per consumed record, so it is one loop with everything in local variables:
-    each varint is read inline when it takes one or two bytes (values up to 8191: record
-    lengths, deltas and key/value sizes of most records), falling back to `_varint` otherwise, and
-    records are built with object.__new__ and slot stores instead of a Python __init__ call.
-    client/_speedups.c has the same loop in C (same results, same errors); this one is the
-    reference and the fallback."""
-    ts_type = 1 if log_append else 0
-    out: list[ConsumerRecord] = []
-    append = out.append
-    new = _new_record
-    R = ConsumerRecord
-    pos = 0
-    try:
-        for _ in range(count):
-            # record length (zig-zag: an odd raw value is negative, i.e. damage)
-            c = body[pos]
-            if c & 0x80:
-                c2 = body[pos + 1]
-                if c2 & 0x80:
-                    c, pos = _uvarint(body, pos)
-                else:
-                    c = (c & 0x7F) | (c2 << 7)
-                    pos += 2
-            else:
-                pos += 1
-            if c & 1:
-                raise CorruptRecord("negative record length")
-            end = pos + (c >> 1)
-            # attributes byte (unused), then the timestamp delta
-            c = body[pos + 1]
-            if c & 0x80:
-                c2 = body[pos + 2]
-                if c2 & 0x80:
-                    c, pos = _uvarint(body, pos + 1)
-                else:
-                    c = (c & 0x7F) | (c2 << 7)
-                    pos += 3
-            else:
-                pos += 2
-            ts_delta = (c >> 1) ^ -(c & 1)
-            # offset delta
-            c = body[pos]
-            if c & 0x80:
-                c2 = body[pos + 1]
-                if c2 & 0x80:
-                    c, pos = _uvarint(body, pos)
-                else:
-                    c = (c & 0x7F) | (c2 << 7)
-                    pos += 2
-            else:
-                pos += 1
-            off_delta = (c >> 1) ^ -(c & 1)
-            # key: mostly null
-            c = body[pos]
-            if c == 1:
-                key = None
-                pos += 1
-            elif c & 0x81:  # longer than one byte, or negative
-                key, pos = _read_bytes(body, pos)
-            else:
-                pos += 1
-                key = body[pos : pos + (c >> 1)]
-                pos += c >> 1
-            # value: one or two length bytes for most
-            c = body[pos]
-            if c & 0x80:
-                c2 = body[pos + 1]
-                if c2 & 0x80 or c & 1:
-                    value, pos = _read_bytes(body, pos)
-                else:
-                    pos += 2
-                    c = pos + (((c & 0x7F) | (c2 << 7)) >> 1)
-                    value = body[pos:c]
-                    pos = c
-            elif c == 1:
-                value = None
-                pos += 1
-            elif c & 1:
-                raise CorruptRecord("negative value length")
-            else:
-                pos += 1
-                c = pos + (c >> 1)
-                value = body[pos:c]
-                pos = c
-            # headers: mostly none
-            if body[pos] == 0:
-                headers = ()
-                pos += 1
-            else:
-                hcount, pos = _varint(body, pos)
-                if hcount < 0:
-                    raise CorruptRecord("negative header count")
-                hl = []
-                for _h in range(hcount):
-                    hk, pos = _read_bytes(body, pos)
-                    if hk is None:
-                        raise CorruptRecord("null header key")
-                    hv, pos = _read_bytes(body, pos)
-                    hl.append((hk.decode("utf-8"), hv))
-                headers = tuple(hl)
-            if pos != end:  # also catches a length running past the batch
-                raise CorruptRecord("record length does not match its fields")
-            r = new(R)
-            r.topic = topic
-            r.partition = partition
-            r.offset = base_offset + off_delta
-            r.timestamp = max_ts if log_append else base_ts + ts_delta
-            r.timestamp_type = ts_type
-            r.key = key
-            r.value = value
-            r.headers = headers
-            r.leader_epoch = leader_epoch
-            append(r)
-    except IndexError as exc:
-        raise CorruptRecord("record data truncated") from exc
-    except UnicodeDecodeError as exc:
-        raise CorruptRecord("header key is not UTF-8") from exc
-    return out
-
-
-if _speedups is not None:
-    _speedups.configure(ConsumerRecord, CorruptRecord)
-    _decode_records = _speedups.decode_records
-    _track = _speedups.track
+if track_record is not None:
     _object_setattr = object.__setattr__
 
     def _setattr_tracked(self, name, value):
         # The compiled decoder leaves records untracked by the cycle collector (they hold only
         # atoms then). Whatever is stored from Python -- a deserialized value, anything a user
         # sets -- might reach back to the record, so the record is tracked again first.
-        _track(self)
+        track_record(self)
         _object_setattr(self, name, value)
 
     ConsumerRecord.__setattr__ = _setattr_tracked  # type: ignore[method-assign]
-else:
-    _decode_records = _decode_records_py
 
 
 def decode_batch_records(topic: str, partition: int, raw, header: tuple, deserialize_key=None, deserialize_value=None,
                          max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> list[ConsumerRecord]:
-    """Decode one whole batch (header fields as unpacked by _HEADER) into ConsumerRecords.
-    Compressed records inflating past `max_decompressed` bytes raise DecompressedTooLargeError."""
+    """Decode one whole batch (header fields as unpacked by storage.batch.HEADER) into
+    ConsumerRecords. Compressed records inflating past `max_decompressed` bytes raise
+    DecompressedTooLargeError; malformed records CorruptRecord."""
     (base_offset, _blen, leader_epoch, _magic, _crc, attributes, _lod, base_ts, max_ts, _pid, _pe, _bs, count) = header
     codec = attributes & 7
     if codec:
         body = decompress(codec, memoryview(raw)[HEADER_SIZE:], max_decompressed)
-    elif _decode_records is _decode_records_py:
-        body = bytes(raw[HEADER_SIZE:])  # slices of bytes are bytes (of a memoryview, views)
     else:
-        body = memoryview(raw)[HEADER_SIZE:]  # the C loop reads any buffer: no copy
-    out = _decode_records(body, count, topic, partition, base_offset, base_ts, max_ts,
-                          bool(attributes & _LOG_APPEND), leader_epoch)
+        body = memoryview(raw)[HEADER_SIZE:]
+    log_append = bool(attributes & _LOG_APPEND)
+    try:
+        out, _end = decode_block(body, count, base_offset, base_ts, max_ts, log_append, _SHAPE,
+                                 (topic, partition, 1 if log_append else 0, leader_epoch))
+    except CorruptBatchError as exc:
+        raise CorruptRecord(str(exc)) from None
     if deserialize_key is not None or deserialize_value is not None:
         for r in out:
             if deserialize_key is not None and r.key is not None:
@@ -354,7 +187,7 @@ def split_fetched(records, fetch_offset: int, *, check_crcs: bool = True, read_c
     ai = 0
     aborting: set[int] = set()
     while n - pos >= HEADER_SIZE:
-        h = _HEADER.unpack_from(view, pos)
+        h = HEADER.unpack_from(view, pos)
         size = h[1] + 12
         if h[1] < HEADER_SIZE - 12:
             raise CorruptRecord(f"batch length {h[1]} at byte {pos} of a fetch from offset {fetch_offset}")

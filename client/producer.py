@@ -14,10 +14,11 @@ How records travel:
    (`record_bound`) against the batch and the buffer.
 2. A batch closes when the next record would not fit in `batch_size`; the sender task sends a
    partition's first batch once it is closed, older than `linger_ms`, or a flush is pending (or a
-   send waits for buffer memory). Sealing encodes all its records in one pass, writes the 61-byte
-   RecordBatch v2 header (producer id, epoch, base sequence), compresses the record block with the
-   topic's codec and computes the CRC-32C: the batch is then immutable and a retry resends the same
-   bytes.
+   send waits for buffer memory). Sealing encodes all its records in one pass, compresses the
+   record block with the topic's codec and frames it with the 61-byte RecordBatch v2 header
+   (producer id, epoch, base sequence) and its CRC-32C -- storage.records and storage.batch, the
+   one implementation of the format the broker uses too: the batch is then immutable and a retry
+   resends the same bytes.
 3. Batches for partitions led by the same broker share one Produce request (one batch per
    partition); up to `max_in_flight` requests per broker are pipelined on one connection, and with
    idempotence up to that many batches per partition, ordered by sequence number.
@@ -45,18 +46,16 @@ import bisect
 import contextlib
 import logging
 import math
-import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
-import crc32c
 import trio
 
-from storage.batch import CODEC_NONE, HEADER_SIZE
-from storage.records import CODECS, compress, decode_records, encode_varint
+from storage.batch import CODEC_NONE, HEADER_SIZE, frame_batch, set_base_sequence
+from storage.records import CODECS, compress, decode_records, encode_records
 
 from ._lifetime import Lifetime, open_owned_nursery
 from .cluster import LEADERSHIP_ERRORS, Cluster
@@ -75,21 +74,10 @@ from .partitioner import DefaultPartitioner
 _time_ns = time.time_ns
 _new_handle = object.__new__
 
-# The optional compiled record codec, or None (client/_native.py).
-from ._native import speedups as _speedups
-
 __all__ = ["BufferFull", "DeliveryHandle", "Producer", "RecordMetadata", "open_producer"]
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct(">qiibIhiqqqhii")
-_CRC = struct.Struct(">I")
-_SEQUENCE = struct.Struct(">i")
-
-# Zig-zag varints of small numbers, precomputed: lengths, deltas and counts are almost always small.
-_VARINT_TABLE = [encode_varint(i) for i in range(-1, 1 << 14)]
-_VARINT_LIMIT = (1 << 14) - 1
-_NULL = b"\x01"  # varint(-1): a null key/value
 _DUPLICATE_SEQUENCE = 46
 _OUT_OF_ORDER_SEQUENCE = 45
 _MESSAGE_TOO_LARGE = 10
@@ -104,12 +92,6 @@ _RECORD_BOUND = 36
 # send() yields to the scheduler at least once every this many calls (and whenever a batch fills
 # up), so the sender task ships batches while a tight loop keeps queueing records.
 _YIELD_EVERY = 512
-
-
-def _vi(n: int) -> bytes:
-    if -1 <= n < _VARINT_LIMIT:
-        return _VARINT_TABLE[n + 1]
-    return encode_varint(n)
 
 
 class BufferFull(ClientError):
@@ -141,73 +123,6 @@ def _header_bytes(headers: Sequence) -> tuple[tuple[bytes, bytes | None], ...]:
     for hk, hv in headers:
         out.append((hk.encode("utf-8") if isinstance(hk, str) else bytes(hk), _as_bytes(hv)))
     return tuple(out)
-
-
-def _encode_records(records: list, base_ts: int) -> tuple[bytearray, int]:
-    """The records block of a batch (DefaultRecord v2, see storage.records) and its max timestamp.
-
-    The compiled encoder (client/_speedups.c) when it is there and takes the input; it declines
-    (None) anything but bytes/None keys, values and headers and int64 timestamps, which the
-    Python loop then encodes. Both give the same bytes."""
-    if _speedups is not None:
-        done = _speedups.encode_records(records, base_ts)
-        if done is not None:
-            return done
-    return _encode_records_py(records, base_ts)
-
-
-def _encode_records_py(records: list, base_ts: int) -> tuple[bytearray, int]:
-    """`_encode_records` in Python: the reference and the fallback.
-
-    One tight loop over (key, value, headers, ts) tuples: small varints come from a table, the
-    record prefix (attributes + timestamp delta) and the key/value-length part are reused while
-    they repeat (records of one batch mostly share a millisecond and a size), and each record is
-    one join and one append. The bytes are the same as storage.records.encode_record gives."""
-    out = bytearray()
-    table = _VARINT_TABLE
-    limit = _VARINT_LIMIT
-    join = b"".join
-    max_ts = base_ts
-    last_ts = None
-    head = b""
-    last_vl = -2
-    mid = b""
-    for i, (key, value, headers, ts) in enumerate(records):
-        if ts != last_ts:
-            last_ts = ts
-            d = ts - base_ts
-            head = b"\x00" + (table[d + 1] if -1 <= d < limit else encode_varint(d))
-            if ts > max_ts:
-                max_ts = ts
-        ib = table[i + 1] if i < limit else encode_varint(i)
-        if key is None and not headers and value is not None:
-            vl = len(value)
-            if vl != last_vl:
-                last_vl = vl
-                mid = b"\x01" + (table[vl + 1] if vl < limit else encode_varint(vl))
-            body = join((head, ib, mid, value, b"\x00"))
-        else:
-            parts = [head, ib]
-            if key is None:
-                parts.append(_NULL)
-            else:
-                parts += (_vi(len(key)), key)
-            if value is None:
-                parts.append(_NULL)
-            else:
-                parts += (_vi(len(value)), value)
-            parts.append(_vi(len(headers)))
-            for hk, hv in headers:
-                parts += (_vi(len(hk)), hk)
-                if hv is None:
-                    parts.append(_NULL)
-                else:
-                    parts += (_vi(len(hv)), hv)
-            body = join(parts)
-        size = len(body)
-        out += table[size + 1] if size < limit else encode_varint(size)
-        out += body
-    return out, max_ts
 
 
 def record_bound(key: bytes | None, value: bytes | None, headers: Sequence = ()) -> int:
@@ -298,15 +213,13 @@ class ProducerBatch:
         records = self.records
         count = len(records)
         base_ts = records[0][3]
-        buf, max_ts = _encode_records(records, base_ts)
+        buf, max_ts = encode_records(records, base_ts)
         body = compress(codec, bytes(buf)) if codec != CODEC_NONE else buf
-        raw = bytearray(HEADER_SIZE)
-        raw += body
-        _HEADER.pack_into(
-            raw, 0, 0, len(raw) - 12, -1, 2, 0, codec, count - 1, base_ts, max_ts,
-            producer_id, producer_epoch, sequence, count,
+        raw = frame_batch(
+            body, attributes=codec, records_count=count, last_offset_delta=count - 1,
+            base_timestamp=base_ts, max_timestamp=max_ts, producer_id=producer_id,
+            producer_epoch=producer_epoch, base_sequence=sequence,
         )
-        _CRC.pack_into(raw, 17, crc32c.crc32c(memoryview(raw)[21:]))
         self.base_ts = base_ts
         self.max_ts = max_ts
         self._count = count
@@ -315,9 +228,7 @@ class ProducerBatch:
 
     def set_sequence(self, sequence: int) -> None:
         """Give the sealed batch another base sequence (the header field and the CRC over it)."""
-        raw = self.raw
-        _SEQUENCE.pack_into(raw, 53, sequence)
-        _CRC.pack_into(raw, 17, crc32c.crc32c(memoryview(raw)[21:]))
+        set_base_sequence(self.raw, sequence)
         self.sequence = sequence
 
     def decoded_records(self) -> list:

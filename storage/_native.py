@@ -1,8 +1,8 @@
-"""Where the optional compiled loops (storage/_speedups.c, client/_speedups.c) are looked up.
+"""Where the optional compiled loops of the record format (storage/_speedups.c) are looked up.
 
-Both are built at install time when a C compiler is there (pyproject: optional extensions).
-Without them, or with RINGLOG_NO_SPEEDUPS=1, the lookup gives None and the callers run their
-pure-Python loops, which give the same results and errors.
+Built at install time when a C compiler is there (pyproject: an optional extension). Without it,
+or with RINGLOG_NO_SPEEDUPS=1, `speedups` is None and storage.records runs its pure-Python
+loops, which give the same results and errors.
 """
 from __future__ import annotations
 

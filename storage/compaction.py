@@ -73,29 +73,28 @@ the planned files (through the plan's own fd references) and writes the `.cleane
 from __future__ import annotations
 
 import os
-import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
-import crc32c
 
 from .batch import (
-    ATTRIBUTES_OFFSET,
     CONTROL_MASK,
     DELETE_HORIZON_MASK,
     TIMESTAMP_TYPE_MASK,
     TRANSACTIONAL_MASK,
     HEADER_SIZE,
     BatchHeader,
+    compute_crc,
+    frame_batch,
     parse_header,
 )
 from .checkpoint import TMP_SUFFIX, atomic_write, fsync_dir
 from .errors import CorruptBatchError, StorageError, StorageIOError
 from .index import OffsetIndex, TimeIndex
 from .log import LogConfig, PartitionLog
-from .records import DEFAULT_MAX_DECOMPRESSED, _read_bytes, compress, decode_varint, decompress, encode_varint
+from .records import DEFAULT_MAX_DECOMPRESSED, compress, decode_varint, decompress, encode_varint, read_bytes
 from .segment import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
@@ -119,7 +118,6 @@ DEFAULT_PRODUCER_EXPIRATION_MS = 24 * 3600 * 1000
 # the dirty part is cleaned in several rounds when it has more distinct keys.
 DEFAULT_MAX_MAP_KEYS = 1_000_000
 _WRITE_CHUNK = 1 << 20
-_HEADER = struct.Struct(">qiibIhiqqqhii")
 
 
 class CleanAborted(StorageError):
@@ -315,7 +313,7 @@ def _iter_batches(inp: SegmentInput) -> Iterator[tuple[BatchHeader, bytes]]:
         raw = buf[off : off + size]
         # The file was checked when written or recovered; checking again here means a damaged
         # page is never multiplied into a cleaned segment whose CRCs would then be fresh.
-        if crc32c.crc32c(memoryview(raw)[ATTRIBUTES_OFFSET:]) != header.crc:
+        if compute_crc(raw) != header.crc:
             raise CorruptBatchError(f"{inp.file.path}: CRC mismatch at {pos}")
         yield header, raw
         pos += size
@@ -344,7 +342,7 @@ def _raw_records(header: BatchHeader, raw: bytes, max_decompressed: int = DEFAUL
         ts_delta, p = decode_varint(body, pos + 1)
         off_delta, p = decode_varint(body, p)
         tail_start = p
-        key, p = _read_bytes(body, p)
+        key, p = read_bytes(body, p)
         vlen, _ = decode_varint(body, p)
         out.append(_RawRecord(off_delta, ts_delta, key, vlen < 0, attributes, bytes(body[tail_start:end])))
         pos = end
@@ -365,13 +363,12 @@ def _encode_batch(header: BatchHeader, records: list[_RawRecord], base_ts: int, 
     body = compress(header.compression, b"".join(parts))
     if header.is_log_append_time:
         max_ts = header.max_timestamp
-    batch = bytearray(HEADER_SIZE) + body
-    _HEADER.pack_into(
-        batch, 0, header.base_offset, len(batch) - 12, header.partition_leader_epoch, 2, 0, attributes,
-        header.last_offset_delta, base_ts, max_ts, header.producer_id, header.producer_epoch,
-        header.base_sequence, len(records),
+    batch = frame_batch(
+        body, attributes=attributes, records_count=len(records), last_offset_delta=header.last_offset_delta,
+        base_timestamp=base_ts, max_timestamp=max_ts, base_offset=header.base_offset,
+        partition_leader_epoch=header.partition_leader_epoch, producer_id=header.producer_id,
+        producer_epoch=header.producer_epoch, base_sequence=header.base_sequence,
     )
-    struct.pack_into(">I", batch, 17, crc32c.crc32c(memoryview(batch)[ATTRIBUTES_OFFSET:]))
     return bytes(batch), max_ts
 
 
@@ -383,14 +380,12 @@ def _empty_batch(header: BatchHeader) -> bytes:
     else:
         base_ts = header.max_timestamp
     attributes = header.attributes & (TIMESTAMP_TYPE_MASK | TRANSACTIONAL_MASK | CONTROL_MASK)
-    batch = bytearray(HEADER_SIZE)
-    _HEADER.pack_into(
-        batch, 0, header.base_offset, HEADER_SIZE - 12, header.partition_leader_epoch, 2, 0, attributes,
-        header.last_offset_delta, base_ts, header.max_timestamp, header.producer_id, header.producer_epoch,
-        header.base_sequence, 0,
-    )
-    struct.pack_into(">I", batch, 17, crc32c.crc32c(memoryview(batch)[ATTRIBUTES_OFFSET:]))
-    return bytes(batch)
+    return bytes(frame_batch(
+        b"", attributes=attributes, records_count=0, last_offset_delta=header.last_offset_delta,
+        base_timestamp=base_ts, max_timestamp=header.max_timestamp, base_offset=header.base_offset,
+        partition_leader_epoch=header.partition_leader_epoch, producer_id=header.producer_id,
+        producer_epoch=header.producer_epoch, base_sequence=header.base_sequence,
+    ))
 
 
 def _build_offset_map(plan: CleanPlan) -> tuple[dict[bytes, int], int]:

@@ -1,5 +1,10 @@
 """Records inside a RecordBatch v2: decoding (with decompression) and encoding.
 
+The one implementation of the record format: the broker, the storage engine, offline replay and
+the client's producer and consumer all encode and decode records here (the batch header is
+storage.batch's). The per-record loops have a compiled twin in storage/_speedups.c, used when it
+was built; the Python loops here are the reference it is tested against and the fallback.
+
 Record layout (zig-zag varints, as Kafka's DefaultRecord)::
 
     length varint | attributes i8 | timestampDelta varlong | offsetDelta varint
@@ -19,6 +24,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from types import MemberDescriptorType
 
 import attrs
 import cramjam
@@ -38,8 +44,9 @@ from .batch import (
     TIMESTAMP_TYPE_MASK,
     TRANSACTIONAL_MASK,
     BatchHeader,
-    compute_crc,
+    frame_batch,
     parse_header,
+    split_batches,
 )
 from ._native import speedups as _speedups
 from .errors import CorruptBatchError, DecompressedTooLargeError, InvalidBatchError, StorageError
@@ -71,23 +78,42 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def decode_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
-    """Decode a zig-zag varint at pos; return (value, new position)."""
-    result = 0
-    shift = 0
-    n = len(buf)
+def _uvarint(buf, pos: int) -> tuple[int, int]:
+    """An unsigned varint (7 bits a byte, at most 10 bytes); IndexError when it runs off the end."""
+    b = buf[pos]
+    if b < 0x80:
+        return b, pos + 1
+    result = b & 0x7F
+    shift = 7
+    pos += 1
     while True:
-        if pos >= n:
-            raise CorruptBatchError("varint runs past the end of the record data")
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            break
+        if b < 0x80:
+            return result, pos
         shift += 7
         if shift > 63:
             raise CorruptBatchError("varint longer than 10 bytes")
-    return (result >> 1) ^ -(result & 1), pos
+
+
+def _zvarint(buf, pos: int) -> tuple[int, int]:
+    """A zig-zag varint for the decoder loop: IndexError when it runs off the end (the loop
+    reports that as truncation)."""
+    b = buf[pos]
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), pos + 1
+    v, pos = _uvarint(buf, pos)
+    return (v >> 1) ^ -(v & 1), pos
+
+
+def decode_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
+    """Decode a zig-zag varint at pos; return (value, new position)."""
+    try:
+        v, pos = _uvarint(buf, pos)
+    except IndexError:
+        raise CorruptBatchError("varint runs past the end of the record data") from None
+    return (v >> 1) ^ -(v & 1), pos
 
 
 # --- codecs ---------------------------------------------------------------------------------
@@ -503,15 +529,225 @@ CODECS = {"none": CODEC_NONE, "gzip": CODEC_GZIP, "snappy": CODEC_SNAPPY, "lz4":
 
 
 # --- decoding -------------------------------------------------------------------------------
+#
+# One decoder serves every reader of records: the broker (full validation, the coordinator's
+# replay, compaction's keys), offline replay and the client's consumer. It runs once per record
+# read, so it is one loop with everything in local variables; each varint is read inline when it
+# takes one or two bytes (values up to 8191: the record lengths, deltas and key/value sizes of
+# most records). What it builds is given by a RecordShape, so the consumer gets its own record
+# class (with topic and partition) without a second decoder or a copy per record.
+# storage/_speedups.c has the same loop in C: same records, same errors with the same messages
+# (tests/storage/test_speedups.py); this one is the reference and the fallback.
+
+#: The slots every record class has, in the order a RecordShape's constructor receives them.
+RECORD_FIELDS = ("offset", "timestamp", "key", "value", "headers")
 
 
-def _read_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
-    n, pos = decode_varint(buf, pos)
+def _read_bytes(buf, pos: int) -> tuple[bytes | None, int]:
+    """A length-prefixed (zig-zag varint, -1 = null) byte string at pos: (bytes or None, new
+    pos). IndexError when the length runs off the end, as _zvarint."""
+    n, pos = _zvarint(buf, pos)
     if n < 0:
+        if n != -1:
+            raise CorruptBatchError(f"negative length {n}")
         return None, pos
-    if pos + n > len(buf):
-        raise CorruptBatchError("record field runs past the end of the record")
+    if pos + n > len(buf):  # a slice would silently come back short (a last header value)
+        raise CorruptBatchError("record data truncated")
     return buf[pos : pos + n], pos + n
+
+
+def read_bytes(buf, pos: int) -> tuple[bytes | None, int]:
+    """`_read_bytes` for callers outside the decoder loop: CorruptBatchError on truncation."""
+    try:
+        return _read_bytes(buf, pos)
+    except IndexError:
+        raise CorruptBatchError("record data truncated") from None
+
+
+def _shape_factory(cls: type, batch_slots: tuple[str, ...]):
+    """factory(*batch_values) -> make(offset, timestamp, key, value, headers) -> a `cls` instance,
+    for the pure-Python decoder: the slots are stored straight (as the C decoder does), without
+    running an __init__. Generated once per shape, as dataclasses generate their methods."""
+    names = RECORD_FIELDS + batch_slots
+    params = ", ".join(f"c{i}" for i in range(len(batch_slots)))
+    # A class with its own __setattr__ (attrs' frozen classes raise there) is filled the way its
+    # own __init__ does: through object.__setattr__.
+    plain = cls.__setattr__ is object.__setattr__
+    values = list(RECORD_FIELDS) + [f"c{i}" for i in range(len(batch_slots))]
+    stores = [f"r.{n} = {v}" if plain else f"_set(r, {n!r}, {v})" for n, v in zip(names, values)]
+    body = "\n".join(f"        {line}" for line in stores)
+    src = (f"def factory({params}):\n"
+           f"    def make(offset, timestamp, key, value, headers):\n"
+           f"        r = _new(_cls)\n{body}\n"
+           f"        return r\n"
+           f"    return make\n")
+    scope = {"_new": object.__new__, "_cls": cls, "_set": object.__setattr__}
+    exec(src, scope)  # noqa: S102 - source built above from identifiers checked by RecordShape
+    return scope["factory"]
+
+
+class RecordShape:
+    """What decoded records are built as: a class with `__slots__` named RECORD_FIELDS, plus
+    `batch_slots` that get one value per batch (the consumer's topic and partition, say).
+
+    Records are made without calling the class: the slots are stored directly, so the class
+    must not rely on its __init__ for anything else."""
+
+    __slots__ = ("cls", "batch_slots", "compiled", "_factory")
+
+    def __init__(self, cls: type, batch_slots: Sequence[str] = ()) -> None:
+        self.cls = cls
+        self.batch_slots = tuple(batch_slots)
+        for name in RECORD_FIELDS + self.batch_slots:
+            if not name.isidentifier() or not isinstance(getattr(cls, name, None), MemberDescriptorType):
+                raise TypeError(f"{cls.__name__}.{name} is not a __slots__ member")
+        self._factory = _shape_factory(cls, self.batch_slots)
+        # The compiled decoder checks the slots once more and keeps where each one lives.
+        self.compiled = _speedups.record_shape(cls, RECORD_FIELDS + self.batch_slots) if _speedups else None
+
+    def maker(self, batch_values: Sequence = ()):
+        return self._factory(*batch_values)
+
+
+def _decode_records_py(body: bytes, count: int, base_offset: int, base_ts: int, max_ts: int,
+                       log_append: bool, make, start: int = 0) -> tuple[list, int]:
+    """`decode_block` in Python, with `make` from RecordShape.maker."""
+    out: list = []
+    append = out.append
+    pos = start
+    try:
+        for _ in range(count):
+            # record length (zig-zag: an odd raw value is negative, i.e. damage)
+            c = body[pos]
+            if c & 0x80:
+                c2 = body[pos + 1]
+                if c2 & 0x80:
+                    c, pos = _uvarint(body, pos)
+                else:
+                    c = (c & 0x7F) | (c2 << 7)
+                    pos += 2
+            else:
+                pos += 1
+            if c & 1:
+                raise CorruptBatchError("negative record length")
+            end = pos + (c >> 1)
+            # attributes byte (unused), then the timestamp delta
+            c = body[pos + 1]
+            if c & 0x80:
+                c2 = body[pos + 2]
+                if c2 & 0x80:
+                    c, pos = _uvarint(body, pos + 1)
+                else:
+                    c = (c & 0x7F) | (c2 << 7)
+                    pos += 3
+            else:
+                pos += 2
+            ts_delta = (c >> 1) ^ -(c & 1)
+            # offset delta
+            c = body[pos]
+            if c & 0x80:
+                c2 = body[pos + 1]
+                if c2 & 0x80:
+                    c, pos = _uvarint(body, pos)
+                else:
+                    c = (c & 0x7F) | (c2 << 7)
+                    pos += 2
+            else:
+                pos += 1
+            off_delta = (c >> 1) ^ -(c & 1)
+            # key: mostly null
+            c = body[pos]
+            if c == 1:
+                key = None
+                pos += 1
+            elif c & 0x81:  # longer than one byte, or negative
+                key, pos = _read_bytes(body, pos)
+            else:
+                pos += 1
+                key = body[pos : pos + (c >> 1)]
+                pos += c >> 1
+            # value: one or two length bytes for most
+            c = body[pos]
+            if c & 0x80:
+                c2 = body[pos + 1]
+                if c2 & 0x80 or c & 1:
+                    value, pos = _read_bytes(body, pos)
+                else:
+                    pos += 2
+                    c = pos + (((c & 0x7F) | (c2 << 7)) >> 1)
+                    value = body[pos:c]
+                    pos = c
+            elif c == 1:
+                value = None
+                pos += 1
+            elif c & 1:
+                raise CorruptBatchError("negative value length")
+            else:
+                pos += 1
+                c = pos + (c >> 1)
+                value = body[pos:c]
+                pos = c
+            # headers: mostly none
+            if body[pos] == 0:
+                headers = ()
+                pos += 1
+            else:
+                hcount, pos = _zvarint(body, pos)
+                if hcount < 0:
+                    raise CorruptBatchError("negative header count")
+                hl = []
+                for _h in range(hcount):
+                    hk, pos = _read_bytes(body, pos)
+                    if hk is None:
+                        raise CorruptBatchError("null header key")
+                    hv, pos = _read_bytes(body, pos)
+                    hl.append((hk.decode("utf-8"), hv))
+                headers = tuple(hl)
+            if pos != end:  # also catches a length running past the block
+                raise CorruptBatchError("record length does not match its fields")
+            append(make(base_offset + off_delta, max_ts if log_append else base_ts + ts_delta, key, value, headers))
+    except IndexError:
+        raise CorruptBatchError("record data truncated") from None
+    except UnicodeDecodeError:
+        raise CorruptBatchError("header key is not UTF-8") from None
+    return out, pos
+
+
+def decode_block(
+    body: bytes | bytearray | memoryview,
+    count: int,
+    base_offset: int,
+    base_ts: int,
+    max_ts: int,
+    log_append: bool,
+    shape: RecordShape,
+    batch_values: Sequence = (),
+    start: int = 0,
+) -> tuple[list, int]:
+    """`count` records of a (decompressed) records block from byte `start`, built as `shape`
+    says; (records, the position after the last one). Bytes left after it are the caller's to
+    judge. Raises CorruptBatchError on malformed records.
+
+    Timestamps: `max_ts` for every record under LogAppendTime, else base_ts + its delta."""
+    if _speedups is not None and shape.compiled is not None:
+        # the C loop reads any buffer in place: no copy
+        return _speedups.decode_records(body, count, base_offset, base_ts, max_ts, log_append,
+                                        shape.compiled, tuple(batch_values), start)
+    if type(body) is not bytes:
+        body = bytes(body)  # indexing bytes is faster than indexing a view
+    return _decode_records_py(body, count, base_offset, base_ts, max_ts, log_append,
+                              shape.maker(batch_values), start)
+
+
+#: Hands a record the compiled decoder left untracked back to the cycle collector (for classes
+#: whose records Python code stores into later); None without the compiled decoder, whose
+#: Python twin leaves records tracked.
+track_record = _speedups.track if _speedups is not None else None
+
+_RECORD = RecordShape(Record)
+# A full check decodes this many records at a time: a 64 MiB block of 7-byte records is
+# 9 million of them, which need not all exist at once.
+_CHECK_CHUNK = 4096
 
 
 def decode_records(
@@ -524,10 +760,15 @@ def decode_records(
     Raises CorruptBatchError (DecompressedTooLargeError past that bound)."""
     if header is None:
         header = parse_header(batch)
-    return list(_decoded(_records_block(batch, header, max_decompressed), header))
+    body = _records_block(batch, header, max_decompressed)
+    out, pos = decode_block(body, header.records_count, header.base_offset, header.base_timestamp,
+                            header.max_timestamp, header.is_log_append_time, _RECORD)
+    if pos != len(body):
+        raise CorruptBatchError(f"{len(body) - pos} bytes after the last record")
+    return out
 
 
-def _records_block(batch, header: BatchHeader, max_decompressed: int) -> bytes:
+def _records_block(batch, header: BatchHeader, max_decompressed: int):
     """The (decompressed) records block of a whole batch, its framing checked."""
     # A damaged batchLength must not silently shorten or empty the records block.
     if header.batch_length < HEADER_SIZE - 12 or header.size > len(batch):
@@ -540,44 +781,10 @@ def _records_block(batch, header: BatchHeader, max_decompressed: int) -> bytes:
         raise CorruptBatchError(f"magic {header.magic} where 2 was expected")
     if header.records_count < 0:
         raise CorruptBatchError(f"negative recordsCount {header.records_count}")
-    return decompress(header.compression, memoryview(batch)[HEADER_SIZE : header.size], max_decompressed)
-
-
-def _decoded(body: bytes, header: BatchHeader) -> Iterator[Record]:
-    """The records of a records block one by one (a full check need not hold them all: a 64 MiB
-    block of 7-byte records is 9 million of them). Bytes left after the last record raise
-    CorruptBatchError when the iteration ends."""
-    pos = 0
-    log_append = header.is_log_append_time
-    for _ in range(header.records_count):
-        length, pos = decode_varint(body, pos)
-        end = pos + length
-        if length < 0 or end > len(body):
-            raise CorruptBatchError("record length runs past the end of the batch")
-        pos += 1  # record attributes, unused
-        ts_delta, pos = decode_varint(body, pos)
-        off_delta, pos = decode_varint(body, pos)
-        key, pos = _read_bytes(body, pos)
-        value, pos = _read_bytes(body, pos)
-        n_headers, pos = decode_varint(body, pos)
-        if n_headers < 0:
-            raise CorruptBatchError("negative header count")
-        headers = []
-        for _h in range(n_headers):
-            hk, pos = _read_bytes(body, pos)
-            hv, pos = _read_bytes(body, pos)
-            if hk is None:
-                raise CorruptBatchError("null header key")
-            try:
-                headers.append((hk.decode("utf-8"), hv))
-            except UnicodeDecodeError as exc:
-                raise CorruptBatchError("header key is not UTF-8") from exc
-        if pos != end:
-            raise CorruptBatchError("record length does not match its fields")
-        timestamp = header.max_timestamp if log_append else header.base_timestamp + ts_delta
-        yield Record(header.base_offset + off_delta, timestamp, key, value, tuple(headers))
-    if pos != len(body):
-        raise CorruptBatchError(f"{len(body) - pos} bytes after the last record")
+    raw = memoryview(batch)[HEADER_SIZE : header.size]
+    if header.compression == CODEC_NONE and _speedups is not None:
+        return raw  # the C decoder reads it in place
+    return decompress(header.compression, raw, max_decompressed)
 
 
 def check_records(
@@ -597,12 +804,20 @@ def check_records(
     DecompressedTooLargeError, having inflated no more than that.
     """
     if full:
-        records = _decoded(_records_block(batch, header, max_decompressed), header)
-        for expected, record in enumerate(records):
-            if record.offset - header.base_offset != expected:
-                raise CorruptBatchError(
-                    f"record {expected} has offsetDelta {record.offset - header.base_offset}"
-                )
+        body = _records_block(batch, header, max_decompressed)
+        pos = 0
+        expected = 0
+        left = header.records_count
+        while left > 0:
+            n = min(left, _CHECK_CHUNK)
+            records, pos = decode_block(body, n, 0, 0, 0, False, _RECORD, (), pos)
+            for record in records:
+                if record.offset != expected:
+                    raise CorruptBatchError(f"record {expected} has offsetDelta {record.offset}")
+                expected += 1
+            left -= n
+        if pos != len(body):
+            raise CorruptBatchError(f"{len(body) - pos} bytes after the last record")
         return
     raw = memoryview(batch)[HEADER_SIZE : header.size]
     if _speedups is not None:
@@ -654,8 +869,6 @@ def _walk_records_py(body: bytes, count: int) -> int:
 
 def iter_records(records: bytes | bytearray | memoryview) -> Iterator[Record]:
     """Records of a blob of whole batches (control batches skipped)."""
-    from .batch import split_batches
-
     for header, raw in split_batches(records):
         if header.is_control:
             continue
@@ -663,12 +876,90 @@ def iter_records(records: bytes | bytearray | memoryview) -> Iterator[Record]:
 
 
 # --- encoding -------------------------------------------------------------------------------
+#
+# One encoder too: the producer seals its batches with it, build_batch (the broker's own
+# batches, tests) and encode_record go through it. storage/_speedups.c has it in C, byte for
+# byte the same; it declines (None) input other than the plain types the producer hands it.
+
+# Zig-zag varints of small numbers, precomputed: lengths, deltas and counts are almost always small.
+_VARINT_LIMIT = (1 << 14) - 1
+_VARINT_TABLE = [encode_varint(i) for i in range(-1, _VARINT_LIMIT)]
+_NULL = b"\x01"  # varint(-1): a null key/value
 
 
-def _encode_bytes(b: bytes | None) -> bytes:
-    if b is None:
-        return encode_varint(-1)
-    return encode_varint(len(b)) + b
+def _vi(n: int) -> bytes:
+    if -1 <= n < _VARINT_LIMIT:
+        return _VARINT_TABLE[n + 1]
+    return encode_varint(n)
+
+
+def encode_records(records: list, base_ts: int, first_offset_delta: int = 0) -> tuple[bytearray, int]:
+    """The records block of a batch from (key, value, headers, timestamp) tuples -- keys, values
+    and header values bytes or None, header keys bytes -- and its max timestamp (at least
+    `base_ts`). Offset deltas count up from `first_offset_delta`; timestamps are stored as deltas
+    from `base_ts`."""
+    if _speedups is not None:
+        done = _speedups.encode_records(records, base_ts, first_offset_delta)
+        if done is not None:
+            return done
+    return _encode_records_py(records, base_ts, first_offset_delta)
+
+
+def _encode_records_py(records: list, base_ts: int, first_offset_delta: int = 0) -> tuple[bytearray, int]:
+    """`encode_records` in Python: the reference and the fallback.
+
+    One tight loop: small varints come from a table, the record prefix (attributes + timestamp
+    delta) and the key/value-length part are reused while they repeat (records of one batch
+    mostly share a millisecond and a size), and each record is one join and one append."""
+    out = bytearray()
+    table = _VARINT_TABLE
+    limit = _VARINT_LIMIT
+    join = b"".join
+    max_ts = base_ts
+    last_ts = None
+    head = b""
+    last_vl = -2
+    mid = b""
+    for i, (key, value, headers, ts) in enumerate(records, first_offset_delta):
+        if ts != last_ts:
+            last_ts = ts
+            d = ts - base_ts
+            head = b"\x00" + (table[d + 1] if -1 <= d < limit else encode_varint(d))
+            if ts > max_ts:
+                max_ts = ts
+        ib = table[i + 1] if -1 <= i < limit else encode_varint(i)
+        if key is None and not headers and value is not None:
+            vl = len(value)
+            if vl != last_vl:
+                last_vl = vl
+                mid = b"\x01" + (table[vl + 1] if vl < limit else encode_varint(vl))
+            body = join((head, ib, mid, value, b"\x00"))
+        else:
+            parts = [head, ib]
+            if key is None:
+                parts.append(_NULL)
+            else:
+                parts += (_vi(len(key)), key)
+            if value is None:
+                parts.append(_NULL)
+            else:
+                parts += (_vi(len(value)), value)
+            parts.append(_vi(len(headers)))
+            for hk, hv in headers:
+                parts += (_vi(len(hk)), hk)
+                if hv is None:
+                    parts.append(_NULL)
+                else:
+                    parts += (_vi(len(hv)), hv)
+            body = join(parts)
+        size = len(body)
+        out += table[size + 1] if size < limit else encode_varint(size)
+        out += body
+    return out, max_ts
+
+
+def _header_bytes(headers: Sequence[Header]) -> tuple[tuple[bytes, bytes | None], ...]:
+    return tuple((hk.encode("utf-8") if isinstance(hk, str) else hk, hv) for hk, hv in headers)
 
 
 def encode_record(
@@ -678,19 +969,9 @@ def encode_record(
     value: bytes | None,
     headers: Sequence[Header] = (),
 ) -> bytes:
-    body = bytearray(b"\x00")
-    body += encode_varint(timestamp_delta)
-    body += encode_varint(offset_delta)
-    body += _encode_bytes(key)
-    body += _encode_bytes(value)
-    body += encode_varint(len(headers))
-    for hk, hv in headers:
-        body += _encode_bytes(hk.encode("utf-8"))
-        body += _encode_bytes(hv)
-    return encode_varint(len(body)) + bytes(body)
-
-
-_HEADER_STRUCT = struct.Struct(">qiibIhiqqqhii")
+    """One record, length prefix included."""
+    block, _ = encode_records([(key, value, _header_bytes(headers), timestamp_delta)], 0, offset_delta)
+    return bytes(block)
 
 
 def build_batch(
@@ -706,17 +987,14 @@ def build_batch(
     control: bool = False,
     log_append_time: bool = False,
 ) -> bytes:
-    """Encode one batch from (key, value, headers, timestamp_ms) tuples; offsets are deltas 0..n-1."""
-    items = list(records)
+    """Encode one batch from (key, value, headers, timestamp_ms) tuples; offsets are deltas 0..n-1.
+    The smallest timestamp is the base."""
+    items = [(key, value, _header_bytes(headers) if headers else (), ts) for key, value, headers, ts in records]
     if not items:
         raise ValueError("a batch needs at least one record")
     base_ts = min(r[3] for r in items)
-    max_ts = max(r[3] for r in items)
-    body = b"".join(
-        encode_record(i, ts - base_ts, key, value, headers)
-        for i, (key, value, headers, ts) in enumerate(items)
-    )
-    body = compress(compression, body)
+    block, max_ts = encode_records(items, base_ts)
+    body = compress(compression, bytes(block)) if compression != CODEC_NONE else block
     attributes = compression & COMPRESSION_MASK
     if log_append_time:
         attributes |= TIMESTAMP_TYPE_MASK
@@ -724,23 +1002,9 @@ def build_batch(
         attributes |= TRANSACTIONAL_MASK
     if control:
         attributes |= CONTROL_MASK
-    batch = bytearray(HEADER_SIZE) + body
-    _HEADER_STRUCT.pack_into(
-        batch,
-        0,
-        base_offset,
-        len(batch) - 12,
-        partition_leader_epoch,
-        2,
-        0,
-        attributes,
-        len(items) - 1,
-        base_ts,
-        max_ts,
-        producer_id,
-        producer_epoch,
-        base_sequence,
-        len(items),
-    )
-    struct.pack_into(">I", batch, 17, compute_crc(batch))
-    return bytes(batch)
+    return bytes(frame_batch(
+        body, attributes=attributes, records_count=len(items), last_offset_delta=len(items) - 1,
+        base_timestamp=base_ts, max_timestamp=max_ts, base_offset=base_offset,
+        partition_leader_epoch=partition_leader_epoch, producer_id=producer_id,
+        producer_epoch=producer_epoch, base_sequence=base_sequence,
+    ))

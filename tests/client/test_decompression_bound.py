@@ -9,10 +9,10 @@ import pytest
 import trio
 
 from client import NewTopic, open_admin, open_consumer, open_producer
-from client.consumer import _HEADER, decode_batch_records
+from client.consumer import decode_batch_records
 from client.errors import CorruptRecord
 from client.bench.procstat import hwm_bytes, reset_peak
-from storage.batch import CODEC_ZSTD
+from storage.batch import CODEC_ZSTD, HEADER
 from storage.errors import DecompressedTooLargeError
 from storage.records import DEFAULT_MAX_DECOMPRESSED, build_batch
 from tests.bombs import MiB, codec_bombs
@@ -29,7 +29,7 @@ def test_a_fetched_bomb_is_refused_without_allocating_it():
     reset_peak(os.getpid())
     before = hwm_bytes(os.getpid())
     with pytest.raises(DecompressedTooLargeError, match=f"past the limit of {DEFAULT_MAX_DECOMPRESSED} bytes"):
-        decode_batch_records("t", 0, memoryview(raw), _HEADER.unpack_from(raw, 0))
+        decode_batch_records("t", 0, memoryview(raw), HEADER.unpack_from(raw, 0))
     growth_mb = (hwm_bytes(os.getpid()) - before) / 2**20
     print(f"peak RSS +{growth_mb:.1f} MB refusing a 1 GiB batch (limit {DEFAULT_MAX_DECOMPRESSED >> 20} MiB)")
     assert growth_mb < DEFAULT_MAX_DECOMPRESSED / MiB + 16
@@ -37,7 +37,7 @@ def test_a_fetched_bomb_is_refused_without_allocating_it():
 
 def test_the_bound_is_the_callers():
     raw = build_batch(RECORDS, compression=CODEC_ZSTD)
-    header = _HEADER.unpack_from(raw, 0)
+    header = HEADER.unpack_from(raw, 0)
     assert len(decode_batch_records("t", 0, raw, header)) == len(RECORDS)
     with pytest.raises(DecompressedTooLargeError):
         decode_batch_records("t", 0, raw, header, max_decompressed=MiB)

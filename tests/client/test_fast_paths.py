@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client import NewTopic, open_admin, open_consumer, open_producer
-from client.consumer import _HEADER, decode_batch_records
+from client.consumer import decode_batch_records
 from client.errors import CorruptRecord
-from client.producer import ProducerBatch, _encode_records
-from storage.batch import CODEC_NONE, CODEC_ZSTD, TIMESTAMP_TYPE_MASK
-from storage.records import build_batch, decode_records
+from client.producer import ProducerBatch
+from storage.batch import CODEC_NONE, CODEC_ZSTD, HEADER, TIMESTAMP_TYPE_MASK
+from storage.records import build_batch, decode_records, encode_records
 
 from .helpers import topic_name
 
@@ -47,7 +47,7 @@ def test_batch_encoding_is_byte_identical_to_the_reference(rows):
 def test_many_records_use_wide_offset_deltas():
     # offset deltas past the varint table (16383) take the slow encoder
     rows = [(None, b"%d" % i, (), 1000) for i in range(17000)]
-    body, max_ts = _encode_records(rows, 1000)
+    body, max_ts = encode_records(rows, 1000)
     assert max_ts == 1000
     assert bytes(body) == build_batch(rows)[61:]
 
@@ -57,7 +57,7 @@ def test_many_records_use_wide_offset_deltas():
 def test_batch_decoding_matches_the_reference(rows, log_append, compressed):
     raw = build_batch(rows, base_offset=1000, compression=CODEC_ZSTD if compressed else CODEC_NONE,
                       log_append_time=log_append)
-    header = _HEADER.unpack_from(raw, 0)
+    header = HEADER.unpack_from(raw, 0)
     got = decode_batch_records("t", 4, memoryview(raw), header)
     want = decode_records(raw)
     assert [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in got] == [
@@ -69,7 +69,7 @@ def test_batch_decoding_matches_the_reference(rows, log_append, compressed):
 
 def test_batch_decoding_rejects_damaged_records():
     raw = bytes(build_batch([(None, b"x" * 100, (), 5), (b"k", b"y" * 300, (), 6)]))
-    header = _HEADER.unpack_from(raw, 0)
+    header = HEADER.unpack_from(raw, 0)
     # record 0: length varint (2 bytes) at 61, attributes 63, ts delta 64, offset delta 65,
     # key length 66 (null), value length 67-68
     assert raw[61:63] == bytes([0xD6, 0x01]) and raw[66] == 0x01 and raw[67:69] == bytes([0xC8, 0x01])
