@@ -174,7 +174,11 @@ class Writer:
                                                        f"{partition.topic}-{partition.index} was deleted"))
                     continue
                 try:
-                    await self._prepare_roll(partition, entries, now)
+                    # Offsets a round spans are at most its bytes: a bound good enough to
+                    # tell whether the append will roll (it rolls no later than this says).
+                    size = sum(entry.size for entry in entries)
+                    if partition.log.roll_due(size, size, now):
+                        await self._prepare_roll(partition)
                     start, infos = partition.write(entries, now)
                 except Exception as exc:  # storage rolled back: nothing of this round is visible
                     log.error("append to %s-%d failed: %r", partition.topic, partition.index, exc)
@@ -205,15 +209,11 @@ class Writer:
                 self.metrics.appended(partition.tp, entries, infos)
                 partition.advance(partition.log.log_end_offset)
 
-    async def _prepare_roll(self, partition: Partition, entries: list[PendingAppend], now: int) -> None:
-        """Create the next segment's files in a worker thread when this append will roll, so the
-        append itself (on the Trio thread) only writes."""
+    async def _prepare_roll(self, partition: Partition) -> None:
+        """Create the next segment's files in a worker thread, so that the append that rolls
+        (on the Trio thread) only switches to them and writes."""
         plog = partition.log
-        size = sum(entry.size for entry in entries)
-        span = sum(h.last_offset_delta + 1 for entry in entries for h in entry.headers)
-        if plog.roll_due(size, span, now):
-            segment = await trio.to_thread.run_sync(plog.create_next_segment)
-            plog.offer_segment(segment)
+        plog.offer_segment(await trio.to_thread.run_sync(plog.create_next_segment))
 
     async def _undo(self, partition: Partition, start: int) -> None:
         """Cut a round's unacknowledged batches off the log after its fsync failed."""
@@ -230,7 +230,10 @@ class Writer:
         manager = self.snapshots
         if manager is None:
             return
-        due = [snap for p in partitions if (snap := manager.snapshot_due(p, now)) is not None]
+        # the interval test first: this runs every round, a snapshot at most once a minute
+        interval = manager.snapshot_interval_ms
+        due = [snap for p in partitions
+               if now - p.producers.last_snapshot_ms >= interval and (snap := manager.snapshot_due(p, now)) is not None]
         if due:
             await trio.to_thread.run_sync(manager.write, due)
 
