@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from storage.compaction import build_clean, clean_is_current, discard, install_clean, plan_clean, swap_clean
+from ringlog.storage.compaction import build_clean, clean_is_current, discard, install_clean, plan_clean, swap_clean
 
 from .core import drop_in_thread
 from .logging_setup import event

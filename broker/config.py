@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from storage.configdef import (
+from ringlog.storage.configdef import (
     Boolean,
     Cap,
     Choice,
@@ -40,7 +40,7 @@ from storage.configdef import (
     settings,
     suggest,
 )
-from storage.segment import MAX_SEGMENT_POSITION
+from ringlog.storage.segment import MAX_SEGMENT_POSITION
 
 from .topic_configs import TOPIC_CONFIGS
 
@@ -366,7 +366,7 @@ class BrokerConfig:
 
     def log_config(self):
         """The default storage LogConfig: storage defaults, then topic_defaults, then fsync."""
-        from storage.log import LogConfig
+        from ringlog.storage.log import LogConfig
 
         configs = dict(self.topic_defaults)
         configs.setdefault("max.message.bytes", str(self.message_max_bytes))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from storage.configdef import Setting, default_value
+from ringlog.storage.configdef import Setting, default_value
 
 from .config import OWN_SETTINGS, TOPIC_DEFAULT_KEYS
 from .topic_configs import TOPIC_CONFIGS

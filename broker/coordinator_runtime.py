@@ -30,8 +30,8 @@ import attrs
 import trio
 from kio.schema.errors import ErrorCode
 
-from storage.batch import split_batches, validate_batch
-from storage.records import build_batch, decode_records
+from ringlog.storage.batch import split_batches, validate_batch
+from ringlog.storage.records import build_batch, decode_records
 
 from .coordinator import OFFSETS_TOPIC, CoordinatorConfig, GroupCoordinator, Outcome, lag_report
 from .coordinator import records as rec

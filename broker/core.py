@@ -39,9 +39,9 @@ import attrs
 import trio
 from kio.schema.errors import ErrorCode
 
-from storage.errors import StorageError
-from storage.log import LogConfig, PartitionLog
-from storage.manager import NAME_MAX, LogManager, name_fits, partition_dir_name
+from ringlog.storage.errors import StorageError
+from ringlog.storage.log import LogConfig, PartitionLog
+from ringlog.storage.manager import NAME_MAX, LogManager, name_fits, partition_dir_name
 
 from . import open_files
 from .config import BrokerConfig

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from kio.schema.errors import ErrorCode
 
-from storage.errors import StorageError
+from ringlog.storage.errors import StorageError
 
 
 class KafkaError(Exception):

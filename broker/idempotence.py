@@ -363,7 +363,7 @@ def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    from storage.checkpoint import atomic_write
+    from ringlog.storage.checkpoint import atomic_write
 
     atomic_write(path, data)
 

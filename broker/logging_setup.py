@@ -12,7 +12,7 @@ Every message is one line, whatever it contains.
 
 Attaching an event name and fields to an ordinary logging call::
 
-    from broker.logging_setup import event
+    from ringlog.broker.logging_setup import event
     log.info("created topic %s", name, extra=event("topic_created", topic=name, partitions=3))
 
 The `msg` of the ready line keeps the text `ringlog broker ready on HOST:PORT (...)` in both

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import attrs
 
-from storage.checkpoint import atomic_write
+from ringlog.storage.checkpoint import atomic_write
 
 FILE_NAME = "topics.json"
 FORMAT_VERSION = 1

@@ -37,7 +37,7 @@ from .errors import KafkaError
 from .idempotence import DuplicateBatch, PartitionProducerState
 
 if TYPE_CHECKING:
-    from storage.log import AppendInfo, PartitionLog, ReadResult
+    from ringlog.storage.log import AppendInfo, PartitionLog, ReadResult
 
     from .ingest import PendingAppend, PartitionRing, Writer
 

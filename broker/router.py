@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 from kio.schema.errors import ErrorCode
 
-from client.wire import (
+from ringlog.client.wire import (
     InvalidRequest,
     RequestHeader,
     UnsupportedVersion,

@@ -32,7 +32,7 @@ from typing import Any
 import attrs
 import trio
 
-from client.wire import FrameDecoder, FrameTooLarge, encode_response, response_header_bytes
+from ringlog.client.wire import FrameDecoder, FrameTooLarge, encode_response, response_header_bytes
 
 from . import connection_limits, open_files
 from .config import BrokerConfig, validate
@@ -372,7 +372,7 @@ async def sendfile_region(stream: trio.SocketStream, region: Any) -> None:
 
 
 def _open_storage(config: BrokerConfig):
-    from storage.manager import LogManager
+    from ringlog.storage.manager import LogManager
 
     started = time.perf_counter()
     os.makedirs(config.data_dir, exist_ok=True)

@@ -44,7 +44,7 @@ from typing import Protocol
 import attrs
 import crc32c
 
-from storage.checkpoint import atomic_write
+from ringlog.storage.checkpoint import atomic_write
 
 EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 TIMESTAMP_BITS = 41

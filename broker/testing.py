@@ -10,7 +10,7 @@
 * `BrokerProcess(data_dir, *args)`: `ringlog broker --listen 127.0.0.1:0` as a subprocess; the
   bound port is read from its ready line. `kill()` sends SIGKILL (crash tests), `stop()` SIGTERM.
 * the pytest fixture `ringlog_broker` (a BrokerThread on a temporary data dir): enable it with
-  `pytest_plugins = ["broker.testing"]` or import it into a conftest.
+  `pytest_plugins = ["ringlog.broker.testing"]` or import it into a conftest.
 """
 from __future__ import annotations
 

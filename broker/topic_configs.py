@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import attrs
 
-from storage.configdef import Boolean, Choice, CommaList, Integer, Setting, setting, settings
-from storage.log import LogConfig
+from ringlog.storage.configdef import Boolean, Choice, CommaList, Integer, Setting, setting, settings
+from ringlog.storage.log import LogConfig
 
 INT64_MAX = (1 << 63) - 1
 

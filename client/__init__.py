@@ -1,6 +1,6 @@
 """ringlog's Trio-native Kafka client: producer, consumer, admin (and the sans-IO wire layer).
 
-    from client import open_producer, open_consumer, open_admin
+    from ringlog.client import open_producer, open_consumer, open_admin
 
 Names are loaded on first use, so `import client.wire` (which the broker does) does not pull in
 the Trio client modules.

@@ -62,7 +62,7 @@ def _value(size: int) -> bytes:
 def produce_ringlog(bootstrap: str, topic: str, n: int, acks: str, size: int, matched: bool) -> tuple[float, float]:
     import trio
 
-    from client import open_producer
+    from ringlog.client import open_producer
 
     value = _value(size)
     conf: dict[str, Any] = {"acks": acks if acks == "all" else int(acks), "enable_idempotence": False}
@@ -163,7 +163,7 @@ def produce_confluent(bootstrap: str, topic: str, n: int, acks: str, size: int, 
 def consume_ringlog(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
     import trio
 
-    from client import open_consumer
+    from ringlog.client import open_consumer
 
     async def main() -> tuple[float, float]:
         async with open_consumer(bootstrap, auto_offset_reset="earliest") as c:
@@ -224,7 +224,7 @@ def consume_confluent(bootstrap: str, topic: str, n: int) -> tuple[float, float]
 
     # the broker bench's setting: librdkafka's default pauses fetching for 1 s once 100k records
     # are queued, which a 200k-record run would measure instead of the client
-    from client.bench.workloads import CONSUMER_QUEUE_CONF
+    from ringlog.client.bench.workloads import CONSUMER_QUEUE_CONF
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "clientbench", "enable.auto.commit": False,
                   "auto.offset.reset": "earliest", **CONSUMER_QUEUE_CONF})
@@ -263,7 +263,7 @@ def worker(args: argparse.Namespace) -> int:
 
 def _run_worker(args: argparse.Namespace, mode: str, client: str, bootstrap: str, topic: str,
                 acks: str = "all") -> dict[str, float]:
-    cmd = [sys.executable, "-m", "client.clientbench", "--worker", mode, "--client", client,
+    cmd = [sys.executable, "-m", "ringlog.client.clientbench", "--worker", mode, "--client", client,
            "--bootstrap", bootstrap, "--topic", topic, "--records", str(args.records),
            "--value-size", str(args.value_size), "--acks", acks, "--settings", args.settings]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -274,14 +274,14 @@ def _run_worker(args: argparse.Namespace, mode: str, client: str, bootstrap: str
 
 
 async def _create_topic(bootstrap: str, topic: str) -> None:
-    from client import NewTopic, open_admin
+    from ringlog.client import NewTopic, open_admin
 
     async with open_admin(bootstrap) as admin:
         await admin.create_topics([NewTopic(topic, 1)])
 
 
 async def _end_offset(bootstrap: str, topic: str) -> int:
-    from client import open_admin
+    from ringlog.client import open_admin
 
     async with open_admin(bootstrap) as admin:
         offsets = await admin.list_offsets({(topic, 0): -1})
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     import trio
 
     # a `ringlog broker` subprocess, started without importing the broker package
-    from client.bench.brokers import RinglogBroker
+    from ringlog.client.bench.brokers import RinglogBroker
 
     clients = [c.strip() for c in args.clients.split(",") if c.strip()]
     for c in clients:

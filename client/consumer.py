@@ -44,9 +44,9 @@ from typing import Any, NamedTuple
 import crc32c
 import trio
 
-from storage.batch import HEADER, HEADER_SIZE
-from storage.errors import CorruptBatchError
-from storage.records import DEFAULT_MAX_DECOMPRESSED, RecordShape, decode_block, decompress, track_record
+from ringlog.storage.batch import HEADER, HEADER_SIZE
+from ringlog.storage.errors import CorruptBatchError
+from ringlog.storage.records import DEFAULT_MAX_DECOMPRESSED, RecordShape, decode_block, decompress, track_record
 
 from . import assignors as _assignors
 from ._lifetime import Lifetime, open_owned_nursery

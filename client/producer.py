@@ -54,8 +54,8 @@ from typing import Any
 import attrs
 import trio
 
-from storage.batch import CODEC_NONE, HEADER_SIZE, frame_batch, set_base_sequence
-from storage.records import CODECS, compress, decode_records, encode_records
+from ringlog.storage.batch import CODEC_NONE, HEADER_SIZE, frame_batch, set_base_sequence
+from ringlog.storage.records import CODECS, compress, decode_records, encode_records
 
 from ._lifetime import Lifetime, open_owned_nursery
 from .cluster import LEADERSHIP_ERRORS, Cluster

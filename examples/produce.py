@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import sys
 
-import trio
+try:
+    import trio
 
-from client import NewTopic, open_admin, open_producer
+    from ringlog.client import NewTopic, open_admin, open_producer
+except ImportError as exc:  # a fresh clone, nothing installed yet
+    sys.exit(f"cannot import {exc.name}: install ringlog first, from the repository root: "
+             "python3 -m venv .venv && .venv/bin/pip install -e . (then run this with .venv/bin/python)")
 
 
 async def main(bootstrap: str, topic: str, count: int) -> None:

@@ -20,4 +20,4 @@ def optional_speedups(name: str) -> ModuleType | None:
         return None
 
 
-speedups = optional_speedups("storage._speedups")
+speedups = optional_speedups("ringlog.storage._speedups")

@@ -31,12 +31,12 @@ import kio.index  # noqa: E402,F401
 import kio.serial  # noqa: E402,F401
 
 with atheris.instrument_imports():
-    from client.wire import FrameDecoder, FrameTooLarge, InvalidRequest, UnsupportedVersion  # noqa: E402
-    from client.wire.bounds import check_body  # noqa: E402
-    from client.wire.protocol import decode_request, decode_response, response_class  # noqa: E402
-    from storage.batch import split_batches, validate_batch  # noqa: E402
-    from storage.errors import InvalidBatchError  # noqa: E402
-    from storage.records import check_records, decode_records  # noqa: E402
+    from ringlog.client.wire import FrameDecoder, FrameTooLarge, InvalidRequest, UnsupportedVersion  # noqa: E402
+    from ringlog.client.wire.bounds import check_body  # noqa: E402
+    from ringlog.client.wire.protocol import decode_request, decode_response, response_class  # noqa: E402
+    from ringlog.storage.batch import split_batches, validate_batch  # noqa: E402
+    from ringlog.storage.errors import InvalidBatchError  # noqa: E402
+    from ringlog.storage.records import check_records, decode_records  # noqa: E402
 
 _WIRE_OK = (FrameTooLarge, InvalidRequest, UnsupportedVersion)
 _RESPONSES = [(k, v) for k in range(0, 100) for v in range(0, 20) if response_class(k, v) is not None]

@@ -16,8 +16,8 @@ import cramjam
 import lz4.frame
 import zstandard
 
-from storage.batch import CODEC_GZIP, CODEC_LZ4, CODEC_SNAPPY, CODEC_ZSTD, HEADER_SIZE, compute_crc
-from storage.records import _XERIAL_HEADER, build_batch, encode_varint
+from ringlog.storage.batch import CODEC_GZIP, CODEC_LZ4, CODEC_SNAPPY, CODEC_ZSTD, HEADER_SIZE, compute_crc
+from ringlog.storage.records import _XERIAL_HEADER, build_batch, encode_varint
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

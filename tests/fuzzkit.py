@@ -22,9 +22,9 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from client.wire import encode_request, request_class
-from storage.batch import ATTRIBUTES_OFFSET as CRC_START
-from storage.records import build_batch
+from ringlog.client.wire import encode_request, request_class
+from ringlog.storage.batch import ATTRIBUTES_OFFSET as CRC_START
+from ringlog.storage.records import build_batch
 
 _INT_RANGES = {
     "int8": (-128, 127), "int16": (-(2**15), 2**15 - 1), "int32": (-(2**31), 2**31 - 1),
@@ -115,7 +115,7 @@ def random_entity(cls: type, rnd, depth: int = 0) -> Any:
 
 def broker_request_classes() -> list[type]:
     """Every request class in the broker's version windows (what a client may send it)."""
-    from broker.handlers import load_handlers
+    from ringlog.broker.handlers import load_handlers
 
     out = []
     for spec in load_handlers().values():
@@ -128,7 +128,7 @@ def broker_request_classes() -> list[type]:
 
 def kio_classes() -> list[type]:
     """Every request and response class kio ships."""
-    from client.wire import response_class
+    from ringlog.client.wire import response_class
 
     out = []
     for key in range(0, 100):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from broker.handlers import load_handlers
+from ringlog.broker.handlers import load_handlers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,8 +36,8 @@ def test_readme_commands_are_the_ci_commands() -> None:
 
 
 def test_configuration_tables_are_the_schema() -> None:
-    from broker.config import all_keys
-    from broker.config_docs import documented_keys, render
+    from ringlog.broker.config import all_keys
+    from ringlog.broker.config_docs import documented_keys, render
 
     text = (ROOT / "docs" / "configuration.md").read_text()
     # every key with its type, default, range and meaning, exactly as the schema declares them
@@ -45,7 +45,7 @@ def test_configuration_tables_are_the_schema() -> None:
     # and the tables name exactly the keys a TOML file or --set accepts, aliases included
     assert documented_keys(text) == set(all_keys())
     # the flags shown are the ones `ringlog broker` has
-    from client.cli.broker import _flag_settings
+    from ringlog.client.cli.broker import _flag_settings
 
     for spec, _ in _flag_settings():
         assert f"`{spec.flag}`" in text

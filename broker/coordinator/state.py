@@ -53,7 +53,7 @@ from typing import Any
 import attrs
 from kio.schema.errors import ErrorCode
 
-from client.assignors import EMPTY_ASSIGNMENT, ProtocolDecodeError, decode_assignment, decode_subscription
+from ringlog.client.assignors import EMPTY_ASSIGNMENT, ProtocolDecodeError, decode_assignment, decode_subscription
 
 from . import records as rec
 

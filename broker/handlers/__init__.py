@@ -6,7 +6,7 @@ Put a module in this package (any name not starting with "_"); `load_handlers()`
 module here, and importing one registers its handlers::
 
     from kio.schema.errors import ErrorCode
-    from broker.handlers import RequestContext, handler
+    from ringlog.broker.handlers import RequestContext, handler
 
     @handler(api_key=19, min_version=2, max_version=5)
     async def create_topics(ctx: RequestContext, request):
@@ -74,8 +74,8 @@ import trio
 from kio.schema.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from broker.core import Broker
-    from client.wire import RequestHeader
+    from ringlog.broker.core import Broker
+    from ringlog.client.wire import RequestHeader
 
 Handler = Callable[["RequestContext", Any], Awaitable[Any]]
 

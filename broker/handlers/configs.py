@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 from kio.schema.errors import ErrorCode
 
-from storage.configdef import Setting
+from ringlog.storage.configdef import Setting
 
 from ..errors import KafkaError
 from ..topic_configs import TOPIC_CONFIGS as CATALOGUE
@@ -124,7 +124,7 @@ class ConfigEntry:
 
 
 def _storage_defaults() -> dict[str, str]:
-    from storage.log import LogConfig
+    from ringlog.storage.log import LogConfig
 
     return LogConfig().to_topic_configs()
 

@@ -37,9 +37,9 @@ import attrs
 import trio
 from kio.schema.errors import ErrorCode
 
-from client.wire import write_unsigned_varint
+from ringlog.client.wire import write_unsigned_varint
 
-from storage.errors import OffsetOutOfRangeError, StorageError
+from ringlog.storage.errors import OffsetOutOfRangeError, StorageError
 
 from ..errors import error_code_for
 from . import RawResponse, RequestContext, handler

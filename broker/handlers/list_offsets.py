@@ -9,7 +9,7 @@ import datetime
 
 from kio.schema.errors import ErrorCode
 
-from storage.errors import StorageError
+from ringlog.storage.errors import StorageError
 
 from ..errors import error_code_for
 from . import RequestContext, handler, make, nested

@@ -26,10 +26,10 @@ import struct
 import trio
 from kio.schema.errors import ErrorCode
 
-from storage.batch import split_batches, validate_batch
-from storage.compaction import records_have_keys
-from storage.records import DEFAULT_MAX_DECOMPRESSED, check_records, inflate_bound
-from storage.errors import DecompressedTooLargeError, StorageError
+from ringlog.storage.batch import split_batches, validate_batch
+from ringlog.storage.compaction import records_have_keys
+from ringlog.storage.records import DEFAULT_MAX_DECOMPRESSED, check_records, inflate_bound
+from ringlog.storage.errors import DecompressedTooLargeError, StorageError
 
 from ..errors import CloseConnection, KafkaError, error_code_for
 from ..ingest import PendingAppend, RingFull

@@ -63,7 +63,7 @@ SINGLE_CONF = {"acks": "all", "linger.ms": 0, "max.in.flight.requests.per.connec
 # a clean single-threaded parent, unlike the harness itself (sampler threads, broker output
 # readers), and much cheaper per child than "spawn", which imports everything again each time.
 _ctx = multiprocessing.get_context("forkserver")
-_ctx.set_forkserver_preload(["confluent_kafka", "client.bench.workloads"])
+_ctx.set_forkserver_preload(["confluent_kafka", "ringlog.client.bench.workloads"])
 
 
 def percentiles(values: list[float], ps=(50, 95, 99, 99.9)) -> dict[str, float]:

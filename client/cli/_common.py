@@ -86,7 +86,7 @@ def add_bootstrap(p: argparse.ArgumentParser) -> None:
 
 
 def bootstrap_of(args: argparse.Namespace) -> str:
-    from client.cluster import parse_bootstrap
+    from ringlog.client.cluster import parse_bootstrap
 
     value = getattr(args, "bootstrap", None) or os.environ.get(ENV_BOOTSTRAP) or DEFAULT_BOOTSTRAP
     try:
@@ -368,7 +368,7 @@ def describe_failure(exc: BaseException, bootstrap: str | None) -> tuple[str, in
     """(message, exit code) for an exception a user can meet; None for a bug."""
     import trio
 
-    from client.errors import (
+    from ringlog.client.errors import (
         ClientClosed,
         ConnectionLost,
         CorruptRecord,
@@ -515,7 +515,7 @@ def command(prog: str, *, interrupt_code: int = EXIT_INTERRUPTED) -> Callable:
 
 
 def _rank(exc: BaseException) -> int:
-    from client.errors import KafkaError
+    from ringlog.client.errors import KafkaError
 
     if isinstance(exc, CliError):
         return 0

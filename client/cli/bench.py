@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         print("ringlog bench: --runs must be 1..20", file=sys.stderr)
         return 2
 
-    from client.bench import report, runner
+    from ringlog.client.bench import report, runner
 
     overrides: dict[str, object] = {"systems": systems}
     if args.only:
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
 def _rerender(args: argparse.Namespace) -> int:
     import json
 
-    from client.bench import report
+    from ringlog.client.bench import report
 
     try:
         results = json.loads(Path(args.from_results).read_text(encoding="utf-8"))

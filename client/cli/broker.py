@@ -15,21 +15,21 @@ import traceback
 
 def _flag_settings():
     """(Setting, argparse dest) of every broker key that has a command-line flag."""
-    from broker.config import OWN_SETTINGS
+    from ringlog.broker.config import OWN_SETTINGS
 
     return [(spec, spec.flag.lstrip("-").replace("-", "_")) for _, spec in OWN_SETTINGS.values() if spec.flag]
 
 
 def _help(spec) -> str:
     """The doc's first sentence, the key and the default, for --help."""
-    from broker.config_docs import default_text
+    from ringlog.broker.config_docs import default_text
 
     head, dot, _ = spec.doc.partition(". ")
     return f"{head}{'.' if dot else ''} ({spec.key}, default {default_text(spec.key)})".replace("%", "%%")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from storage.configdef import Boolean
+    from ringlog.storage.configdef import Boolean
 
     p = subparsers.add_parser("broker", help="run a Kafka-compatible broker",
                               description="Run a ringlog broker in the foreground. Every flag sets a key of "
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace):
     """Defaults < --config FILE < flags < --set; ValueError (one line) on any bad key or value."""
-    from broker.config import BrokerConfig, ConfigError, apply_settings, read_toml, validate
+    from ringlog.broker.config import BrokerConfig, ConfigError, apply_settings, read_toml, validate
 
     config = BrokerConfig()
     if args.config:
@@ -82,17 +82,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import trio
 
-    from broker.server import run_broker
+    from ringlog.broker.server import run_broker
 
-    from broker.logging_setup import configure_logging
+    from ringlog.broker.logging_setup import configure_logging
 
     try:
         configure_logging(config.log_level, config.log_format, sys.stderr)
     except ValueError as exc:
         print(f"ringlog broker: {exc}", file=sys.stderr)
         return 2
-    from broker.metadata import TopicsFileError
-    from storage.errors import StorageError
+    from ringlog.broker.metadata import TopicsFileError
+    from ringlog.storage.errors import StorageError
 
     log = logging.getLogger("ringlog")
     try:
@@ -136,7 +136,7 @@ def _failed_listener(exc: OSError, config) -> str | None:
     the Kafka listener."""
     import trio
 
-    from broker.http import serve_http
+    from ringlog.broker.http import serve_http
 
     codes = {frame.f_code for frame, _ in traceback.walk_tb(exc.__traceback__)}
     if trio.open_tcp_listeners.__code__ not in codes:

@@ -225,7 +225,7 @@ async def _at_end(consumer, ends: dict) -> bool:
 async def _consume(args: argparse.Namespace) -> int:
     import trio
 
-    from client.consumer import Consumer, TopicPartition
+    from ringlog.client.consumer import Consumer, TopicPartition
 
     bootstrap = bootstrap_of(args)
     start = parse_start(args.start)

@@ -90,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _group_error(exc: BaseException, group: str) -> BaseException:
-    from client.errors import KafkaError
+    from ringlog.client.errors import KafkaError
 
     if isinstance(exc, KafkaError):
         if exc.code == _ERR_GROUP_ID_NOT_FOUND:
@@ -102,7 +102,7 @@ def _group_error(exc: BaseException, group: str) -> BaseException:
 
 async def _load(admin, group: str):
     """(description, committed offsets); CliError when the group does not exist."""
-    from client.errors import KafkaError
+    from ringlog.client.errors import KafkaError
 
     try:
         desc = (await admin.describe_groups([group]))[group]
@@ -242,8 +242,8 @@ def _topic_specs(values: list[str]) -> list[tuple[str, list[int] | None]]:
 
 @command("ringlog groups reset-offsets")
 async def _reset(args: argparse.Namespace) -> int:
-    from client.consumer import TopicPartition
-    from client.errors import KafkaError
+    from ringlog.client.consumer import TopicPartition
+    from ringlog.client.errors import KafkaError
 
     group = args.group
     when_ms = None
@@ -332,7 +332,7 @@ async def _reset(args: argparse.Namespace) -> int:
 
 @command("ringlog groups delete")
 async def _delete(args: argparse.Namespace) -> int:
-    from client.errors import KafkaError
+    from ringlog.client.errors import KafkaError
 
     async with open_admin(args) as admin:
         try:

@@ -18,8 +18,8 @@ import os
 import sys
 from pathlib import Path
 
-from storage.errors import StorageError
-from storage.replay import (
+from ringlog.storage.errors import StorageError
+from ringlog.storage.replay import (
     NotALogDirectoryError,
     PartitionDir,
     PartitionStats,
@@ -32,7 +32,7 @@ from storage.replay import (
     partition_stats,
     select_partitions,
 )
-from storage.verify import GAP, TORN_TAIL, verify_partition
+from ringlog.storage.verify import GAP, TORN_TAIL, verify_partition
 
 from ._common import non_negative
 
@@ -552,8 +552,8 @@ def _run_replay(args: argparse.Namespace) -> int:
 async def _target_partitions(bootstrap: str, topic: str, want: int, create: bool) -> tuple[int, bool]:
     """(partition count of the target topic, created?); creates it with `want` partitions when
     it is missing and `create`."""
-    from client.admin import Admin
-    from client.errors import KafkaError
+    from ringlog.client.admin import Admin
+    from ringlog.client.errors import KafkaError
 
     from ._common import CliError, connected, CONNECT_TIMEOUT
 
@@ -580,7 +580,7 @@ async def _target_partitions(bootstrap: str, topic: str, want: int, create: bool
 
 async def _describe_one(admin, topic: str):
     """The target topic's partitions (a dict), or None when it does not exist."""
-    from client.errors import KafkaError
+    from ringlog.client.errors import KafkaError
 
     try:
         info = (await admin.describe_topics([topic]))[topic]
@@ -592,7 +592,7 @@ async def _describe_one(admin, topic: str):
 
 
 def _new_topic(name: str, partitions: int):
-    from client.admin import NewTopic
+    from ringlog.client.admin import NewTopic
 
     return NewTopic(name, partitions)
 
@@ -600,7 +600,7 @@ def _new_topic(name: str, partitions: int):
 async def _replay_async(args: argparse.Namespace) -> int:
     import trio
 
-    from client.producer import Producer
+    from ringlog.client.producer import Producer
 
     from ._common import (
         CONNECT_TIMEOUT,

@@ -117,7 +117,7 @@ class _Delivery:
 
 async def check_topic(producer_or_consumer, topic: str) -> list[int]:
     """The topic's partitions; CliError 'unknown topic' within TOPIC_WAIT seconds."""
-    from client.errors import KafkaError
+    from ringlog.client.errors import KafkaError
 
     try:
         return await producer_or_consumer.cluster.topic_partitions(topic, timeout=TOPIC_WAIT)
@@ -144,7 +144,7 @@ async def _read(fd: int, name: str) -> bytes:
 async def _produce(args: argparse.Namespace) -> int:
     import trio
 
-    from client.producer import Producer
+    from ringlog.client.producer import Producer
 
     bootstrap = bootstrap_of(args)
     sep = args.key_separator.encode("utf-8") if args.key_separator is not None else None

@@ -91,14 +91,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def open_admin(args: argparse.Namespace):
-    from client.admin import Admin
+    from ringlog.client.admin import Admin
 
     return connected(Admin(bootstrap_of(args), client_id="ringlog-cli", request_timeout_ms=15000,
                            connect_timeout_ms=CONNECT_TIMEOUT * 1000))
 
 
 def _kafka_code(exc: BaseException) -> int | None:
-    from client.errors import KafkaError
+    from ringlog.client.errors import KafkaError
 
     return exc.code if isinstance(exc, KafkaError) else None
 
@@ -129,7 +129,7 @@ def _explain(exc: BaseException, topic: str) -> CliError | None:
 
 
 async def _partition_count(admin, topic: str) -> int:
-    from client.errors import KafkaError
+    from ringlog.client.errors import KafkaError
 
     try:
         info = (await admin.describe_topics([topic]))[topic]
@@ -143,8 +143,8 @@ async def _partition_count(admin, topic: str) -> int:
 
 @command("ringlog topics create")
 async def _create(args: argparse.Namespace) -> int:
-    from client.admin import NewTopic
-    from client.errors import KafkaError
+    from ringlog.client.admin import NewTopic
+    from ringlog.client.errors import KafkaError
 
     async with open_admin(args) as admin:
         topic = NewTopic(args.name, args.partitions or -1, args.replication_factor or -1, dict(args.config))
@@ -168,7 +168,7 @@ async def _create(args: argparse.Namespace) -> int:
 
 @command("ringlog topics delete")
 async def _delete(args: argparse.Namespace) -> int:
-    from client.errors import KafkaError
+    from ringlog.client.errors import KafkaError
 
     async with open_admin(args) as admin:
         try:
@@ -185,8 +185,8 @@ async def _delete(args: argparse.Namespace) -> int:
 
 @command("ringlog topics alter")
 async def _alter(args: argparse.Namespace) -> int:
-    from client.admin import RESOURCE_TOPIC
-    from client.errors import KafkaError
+    from ringlog.client.admin import RESOURCE_TOPIC
+    from ringlog.client.errors import KafkaError
 
     if not args.config and not args.delete_config:
         raise CliError("nothing to change: give --config K=V and/or --delete-config K", 2)
@@ -206,7 +206,7 @@ async def _alter(args: argparse.Namespace) -> int:
 
 @command("ringlog topics add-partitions")
 async def _add_partitions(args: argparse.Namespace) -> int:
-    from client.errors import KafkaError
+    from ringlog.client.errors import KafkaError
 
     async with open_admin(args) as admin:
         before = await _partition_count(admin, args.name)
@@ -248,9 +248,9 @@ async def topic_config_overrides(admin, topic: str) -> dict[str, str | None]:
     client.admin.describe_configs returns every entry without its source; the source is what
     tells an override from a default, so this asks DescribeConfigs on the admin's own
     connection and keeps the overrides. (Before v1 there is no source: is_default is used.)"""
-    from client.connection import ApiKey
-    from client.errors import KafkaError
-    from client.admin import RESOURCE_TOPIC
+    from ringlog.client.connection import ApiKey
+    from ringlog.client.errors import KafkaError
+    from ringlog.client.admin import RESOURCE_TOPIC
 
     conn = await admin.cluster.any_connection()
     b = conn.make(ApiKey.DESCRIBE_CONFIGS)
@@ -275,7 +275,7 @@ async def topic_config_overrides(admin, topic: str) -> dict[str, str | None]:
 
 @command("ringlog topics describe")
 async def _describe(args: argparse.Namespace) -> int:
-    from client.errors import KafkaError
+    from ringlog.client.errors import KafkaError
 
     async with open_admin(args) as admin:
         if args.names:

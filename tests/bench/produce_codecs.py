@@ -25,10 +25,10 @@ import time
 
 import trio
 
-from broker.testing import BrokerProcess
-from client.admin import Admin
-from client.wire import decode_response, encode_request, request_class
-from storage.records import build_batch
+from ringlog.broker.testing import BrokerProcess
+from ringlog.client.admin import Admin
+from ringlog.client.wire import decode_response, encode_request, request_class
+from ringlog.storage.records import build_batch
 
 from .records_check import CODECS, records
 

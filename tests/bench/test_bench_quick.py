@@ -17,8 +17,8 @@ import pytest
 
 pytest.importorskip("confluent_kafka")
 
-from client.bench import report, runner, workloads  # noqa: E402
-from client.cli import main  # noqa: E402
+from ringlog.client.bench import report, runner, workloads  # noqa: E402
+from ringlog.client.cli import main  # noqa: E402
 
 HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 

@@ -8,9 +8,9 @@ import struct
 import attrs
 import pytest
 
-from broker.config import BrokerConfig
-from broker.testing import BrokerThread
-from client.wire import decode_response, encode_request
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.testing import BrokerThread
+from ringlog.client.wire import decode_response, encode_request
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from broker.config import BrokerConfig
-from broker.testing import BrokerThread
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.testing import BrokerThread
 
 ck = pytest.importorskip("confluent_kafka")
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition  # noqa: E402

@@ -8,10 +8,10 @@ import threading
 import pytest
 from kio.schema.errors import ErrorCode
 
-from broker.config import BrokerConfig
-from broker.testing import BrokerThread
-from client.wire import request_class
-from storage.records import build_batch
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.testing import BrokerThread
+from ringlog.client.wire import request_class
+from ringlog.storage.records import build_batch
 
 from .conftest import RawClient
 

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from broker.testing import BrokerProcess
+from ringlog.broker.testing import BrokerProcess
 
-RINGLOG = [sys.executable, "-m", "client.cli", "broker"]
+RINGLOG = [sys.executable, "-m", "ringlog.client.cli", "broker"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

@@ -22,12 +22,12 @@ import pytest
 import trio
 from kio.schema.errors import ErrorCode
 
-from broker.testing import BrokerProcess
-from client.admin import Admin, NewTopic
-from client.bench.procstat import hwm_bytes, reset_peak, rss_bytes
-from client.wire import request_class
-from storage.batch import CODEC_GZIP, CODEC_LZ4, CODEC_SNAPPY, CODEC_ZSTD
-from storage.records import build_batch
+from ringlog.broker.testing import BrokerProcess
+from ringlog.client.admin import Admin, NewTopic
+from ringlog.client.bench.procstat import hwm_bytes, reset_peak, rss_bytes
+from ringlog.client.wire import request_class
+from ringlog.storage.batch import CODEC_GZIP, CODEC_LZ4, CODEC_SNAPPY, CODEC_ZSTD
+from ringlog.storage.records import build_batch
 from tests.bombs import MiB, codec_bombs
 
 from .conftest import RawClient
@@ -186,7 +186,7 @@ def test_inflating_up_to_a_large_limit_does_not_stall_other_connections(tmp_path
 
 
 def test_what_is_checked_off_the_trio_thread(bombs) -> None:
-    from broker.handlers.produce import _INLINE_INFLATE_BYTES, _inflate_cost
+    from ringlog.broker.handlers.produce import _INLINE_INFLATE_BYTES, _inflate_cost
 
     def batch_of(n_bytes: int, codec: int) -> bytes:
         return build_batch([(b"k%d" % i, b"%08d" % i * 12, (), 1) for i in range(n_bytes // 100)], compression=codec)

@@ -16,10 +16,10 @@ from collections.abc import Callable
 import attrs
 import pytest
 
-from broker.config import BrokerConfig, validate
-from broker.limits import check_partition_count
-from broker.metadata import TopicInfo
-from broker.testing import BrokerThread
+from ringlog.broker.config import BrokerConfig, validate
+from ringlog.broker.limits import check_partition_count
+from ringlog.broker.metadata import TopicInfo
+from ringlog.broker.testing import BrokerThread
 
 ck = pytest.importorskip("confluent_kafka")
 from confluent_kafka import KafkaException, Producer  # noqa: E402

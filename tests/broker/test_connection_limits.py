@@ -19,10 +19,10 @@ import time
 import pytest
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
 
-from broker.config import BrokerConfig, apply_settings, parse_per_ip_overrides, validate
-from broker.connection_limits import PER_IP, TOTAL, ConnectionQuotas, RateLimitedLog, Refusal, resolve_overrides
-from broker.testing import BrokerProcess, BrokerThread
-from client.wire import encode_request
+from ringlog.broker.config import BrokerConfig, apply_settings, parse_per_ip_overrides, validate
+from ringlog.broker.connection_limits import PER_IP, TOTAL, ConnectionQuotas, RateLimitedLog, Refusal, resolve_overrides
+from ringlog.broker.testing import BrokerProcess, BrokerThread
+from ringlog.client.wire import encode_request
 from tests.broker.conftest import RawClient
 from tests.broker.test_protocol import fetch
 

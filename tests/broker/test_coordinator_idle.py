@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import time
 
-from broker.config import BrokerConfig
-from broker.testing import BrokerThread
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.testing import BrokerThread
 
 
 def test_idle_coordinator_ticks_at_most_once_a_second(tmp_path) -> None:

@@ -10,7 +10,7 @@ import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from broker.testing import BrokerProcess
+from ringlog.broker.testing import BrokerProcess
 
 
 def test_sigkill_loses_no_acknowledged_record(tmp_path) -> None:

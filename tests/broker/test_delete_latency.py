@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import BrokerConfig
-from broker.server import _open_storage
-from broker.testing import BrokerThread
-from storage.records import build_batch
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.server import _open_storage
+from ringlog.broker.testing import BrokerThread
+from ringlog.storage.records import build_batch
 
 BIG_BYTES = 2 * 1024**3
 BATCH_BYTES = 1024 * 1024

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import BrokerConfig
-from broker.metadata import MAX_TOPIC_NAME_LENGTH
-from broker.server import _open_storage
-from broker.testing import BrokerThread
-from storage.manager import delete_dir_name
-from storage.records import build_batch
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.metadata import MAX_TOPIC_NAME_LENGTH
+from ringlog.broker.server import _open_storage
+from ringlog.broker.testing import BrokerThread
+from ringlog.storage.manager import delete_dir_name
+from ringlog.storage.records import build_batch
 
 ck = pytest.importorskip("confluent_kafka")
 from confluent_kafka import KafkaException, Producer  # noqa: E402
@@ -124,7 +124,7 @@ def test_a_partition_count_whose_directory_names_cannot_fit_is_refused(tmp_path:
 
     CreateTopics/CreatePartitions stop at 10000 partitions before this; the embedding API (and an
     auto-created topic under a large num.partitions) goes through Broker.create_topic directly."""
-    from broker.errors import KafkaError
+    from ringlog.broker.errors import KafkaError
 
     config = config_for(tmp_path)
     with BrokerThread(config) as b:

@@ -6,12 +6,12 @@ import datetime
 import trio
 from kio.schema.errors import ErrorCode
 
-from broker.config import BrokerConfig
-from broker.server import open_broker
-from broker.testing import ringlog_broker  # noqa: F401  (the fixture, used below)
-from client.wire import FrameDecoder, decode_response, encode_request, request_class
-from storage.records import build_batch, decode_records
-from storage.batch import split_batches
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.server import open_broker
+from ringlog.broker.testing import ringlog_broker  # noqa: F401  (the fixture, used below)
+from ringlog.client.wire import FrameDecoder, decode_response, encode_request, request_class
+from ringlog.storage.records import build_batch, decode_records
+from ringlog.storage.batch import split_batches
 
 
 async def _call(stream: trio.SocketStream, decoder: FrameDecoder, request, corr: int):

@@ -6,10 +6,10 @@ import errno
 
 from kio.schema.errors import ErrorCode
 
-from broker.config import BrokerConfig
-from broker.testing import BrokerThread
-from storage import log as storage_log
-from storage.records import build_batch, iter_records
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.testing import BrokerThread
+from ringlog.storage import log as storage_log
+from ringlog.storage.records import build_batch, iter_records
 
 from .conftest import RawClient
 from .test_protocol import fetch, part, produce

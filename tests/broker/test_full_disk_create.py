@@ -11,8 +11,8 @@ import pytest
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from broker.config import BrokerConfig
-from broker.testing import BrokerThread
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.testing import BrokerThread
 from tests.conftest import REQUIRE_TOOLS
 
 

@@ -12,11 +12,11 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.config import BrokerConfig
-from client.bench.procstat import hwm_bytes
-from broker.testing import BrokerThread
-from client.wire import encode_request, request_class
-from storage.records import build_batch
+from ringlog.broker.config import BrokerConfig
+from ringlog.client.bench.procstat import hwm_bytes
+from ringlog.broker.testing import BrokerThread
+from ringlog.client.wire import encode_request, request_class
+from ringlog.storage.records import build_batch
 
 EXAMPLES = 1000 if os.environ.get("RINGLOG_SLOW") == "1" else 200
 
@@ -171,8 +171,8 @@ def test_every_api_mutated_over_many_connections(tmp_path) -> None:
 
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from broker.testing import BrokerProcess
-    from client.wire import decode_response
+    from ringlog.broker.testing import BrokerProcess
+    from ringlog.client.wire import decode_response
     from tests.fuzzkit import broker_request_classes, hostile_frame
 
     seed = int(os.environ.get("RINGLOG_FUZZ_SEED", "20261201"))
@@ -268,6 +268,6 @@ def test_every_api_mutated_over_many_connections(tmp_path) -> None:
     finally:
         code = proc.stop() if proc.proc.poll() is None else proc.proc.returncode
     assert code == 0
-    verify = subprocess.run([sys.executable, "-m", "client.cli", "log", "verify", data_dir],
+    verify = subprocess.run([sys.executable, "-m", "ringlog.client.cli", "log", "verify", data_dir],
                             capture_output=True, text=True, timeout=120)
     assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from broker.config import BrokerConfig
-from broker.testing import BrokerProcess, BrokerThread
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.testing import BrokerProcess, BrokerThread
 from tests.conftest import require_tool
 
 TOPIC = "groups6"

@@ -9,10 +9,10 @@ import time
 import pytest
 from kio.schema.errors import ErrorCode
 
-from broker.config import BrokerConfig
-from broker.handlers import make
-from broker.testing import BrokerThread
-from client.assignors import EMPTY_ASSIGNMENT, Assignment, Subscription, decode_assignment
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.handlers import make
+from ringlog.broker.testing import BrokerThread
+from ringlog.client.assignors import EMPTY_ASSIGNMENT, Assignment, Subscription, decode_assignment
 
 from .conftest import RawClient
 

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from broker.config import BrokerConfig
-from broker.metadata import FILE_NAME, FORMAT_VERSION
-from broker.testing import BrokerProcess, BrokerThread
-from client.wire import request_class
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.metadata import FILE_NAME, FORMAT_VERSION
+from ringlog.broker.testing import BrokerProcess, BrokerThread
+from ringlog.client.wire import request_class
 
 from .conftest import RawClient
 from .test_metrics import http_get, metrics_config, scrape
@@ -188,8 +188,8 @@ def test_http_edges(hb) -> None:
 def test_config_keys_and_flags() -> None:
     import argparse
 
-    from broker.config import apply_settings
-    from client.cli import broker as command
+    from ringlog.broker.config import apply_settings
+    from ringlog.client.cli import broker as command
 
     c = apply_settings(BrokerConfig(), {"metrics.listen": "0.0.0.0:9644", "log.format": "json",
                                         "health.disk.free.min.bytes": "5"})

@@ -7,17 +7,17 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from kio.schema.errors import ErrorCode
 
-from broker.idempotence import (
+from ringlog.broker.idempotence import (
     IN_FLIGHT_DUPLICATE,
     DuplicateBatch,
     PartitionProducers,
     ProducerIdAllocator,
     snapshot_name,
 )
-from broker.errors import KafkaError
-from broker.snowflake import MemoryHighWaterMark, SnowflakeGenerator
-from storage.batch import parse_header
-from storage.records import build_batch
+from ringlog.broker.errors import KafkaError
+from ringlog.broker.snowflake import MemoryHighWaterMark, SnowflakeGenerator
+from ringlog.storage.batch import parse_header
+from ringlog.storage.records import build_batch
 
 PID = 1000
 

@@ -14,13 +14,13 @@ from kio.schema.create_topics.v5.request import CreatableTopic, CreateTopicsRequ
 from kio.schema.init_producer_id.v4.request import InitProducerIdRequest
 from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
 
-from broker.config import BrokerConfig
-from broker.idempotence import list_snapshots
-from broker.snowflake import decompose
-from broker.testing import BrokerProcess, BrokerThread
-from client.wire import decode_response, encode_request
-from storage.batch import split_batches
-from storage.records import build_batch
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.idempotence import list_snapshots
+from ringlog.broker.snowflake import decompose
+from ringlog.broker.testing import BrokerProcess, BrokerThread
+from ringlog.client.wire import decode_response, encode_request
+from ringlog.storage.batch import split_batches
+from ringlog.storage.records import build_batch
 
 
 class Wire:
@@ -79,7 +79,7 @@ def batch(pid: int, epoch: int, seq: int, count: int = 3, tag: str = "x") -> byt
 
 def stored_values(data_dir: str, topic: str, partition: int = 0) -> list[bytes]:
     """Every record value in the partition's segment files, read straight from disk."""
-    from storage.records import decode_records
+    from ringlog.storage.records import decode_records
 
     directory = os.path.join(data_dir, f"{topic}-{partition}")
     values = []
@@ -184,8 +184,8 @@ def test_snapshot_above_the_log_end_is_dropped(data_dir):
     part = __import__("pathlib").Path(data_dir) / "cut-0"
     [(offset, path)] = list_snapshots(part)
     # Forge a snapshot far above the log end that claims seq 0..98 were written.
-    from broker.idempotence import PartitionProducers
-    from storage.batch import parse_header
+    from ringlog.broker.idempotence import PartitionProducers
+    from ringlog.storage.batch import parse_header
 
     fake = PartitionProducers()
     fake.replay(parse_header(build_batch([(None, b"z", (), 0)] * 99, producer_id=pid, producer_epoch=epoch,
@@ -238,7 +238,7 @@ def test_confluent_kafka_idempotent_producer(data_dir):
 
 
 def test_periodic_snapshot_while_producing(data_dir):
-    from broker.idempotence import PartitionProducers
+    from ringlog.broker.idempotence import PartitionProducers
 
     with BrokerThread(BrokerConfig(listen_port=0, data_dir=data_dir)) as b:
         b.broker.producer_state.snapshot_interval_ms = 0  # snapshot after every write

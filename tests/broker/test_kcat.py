@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from storage.batch import split_batches
+from ringlog.storage.batch import split_batches
 from tests.conftest import require_tool
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]

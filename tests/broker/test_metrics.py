@@ -15,10 +15,10 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker.config import BrokerConfig
-from broker.testing import BrokerThread
-from client.wire import request_class
-from storage.records import build_batch
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.testing import BrokerThread
+from ringlog.client.wire import request_class
+from ringlog.storage.records import build_batch
 
 from .conftest import RawClient
 
@@ -290,8 +290,8 @@ def test_backpressure_reject_is_counted_per_partition(tmp_path) -> None:
         async def fill_and_push() -> list[str]:
             # Push into the ring directly from the broker's thread while the writer cannot run
             # (no checkpoint in between): the second push meets a full ring.
-            from broker.ingest import PendingAppend, RingFull
-            from storage.batch import validate_batch
+            from ringlog.broker.ingest import PendingAppend, RingFull
+            from ringlog.storage.batch import validate_batch
 
             outcomes = []
             for _ in range(2):

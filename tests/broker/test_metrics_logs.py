@@ -13,8 +13,8 @@ import time
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from broker.logging_setup import JsonFormatter, KeyValueFormatter, configure_logging, event
-from broker.testing import READY_RE, BrokerProcess
+from ringlog.broker.logging_setup import JsonFormatter, KeyValueFormatter, configure_logging, event
+from ringlog.broker.testing import READY_RE, BrokerProcess
 
 KV_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 

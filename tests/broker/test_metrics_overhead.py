@@ -24,7 +24,7 @@ import time
 
 from confluent_kafka import Producer
 
-from broker.testing import BrokerProcess
+from ringlog.broker.testing import BrokerProcess
 
 METRICS_RE = re.compile(r"metrics http://(\S+):(\d+)/metrics")
 

@@ -11,9 +11,9 @@ import socket
 import types
 import typing
 
-from broker.config import BrokerConfig
-from broker.testing import BrokerThread
-from client.wire import encode_request, request_class
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.testing import BrokerThread
+from ringlog.client.wire import encode_request, request_class
 from tests.fuzzkit import broker_request_classes, random_entity
 
 

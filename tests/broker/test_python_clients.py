@@ -6,7 +6,7 @@ import asyncio
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from broker.handlers import HANDLERS
+from ringlog.broker.handlers import HANDLERS
 
 N = 200
 

@@ -6,10 +6,10 @@ import struct
 import pytest
 from kio.schema.errors import ErrorCode
 
-from broker.config import BrokerConfig
-from broker.testing import BrokerThread
-from storage.batch import compute_crc
-from storage.records import build_batch, encode_varint
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.testing import BrokerThread
+from ringlog.storage.batch import compute_crc
+from ringlog.storage.records import build_batch, encode_varint
 
 from .conftest import RawClient
 from .test_protocol import part, produce

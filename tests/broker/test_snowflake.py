@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.snowflake import (
+from ringlog.broker.snowflake import (
     EPOCH_MS,
     MAX_SEQUENCE,
     CorruptHighWaterMark,

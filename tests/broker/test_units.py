@@ -8,13 +8,13 @@ import uuid
 import pytest
 from kio.schema.errors import ErrorCode
 
-from broker.config import BrokerConfig, apply_settings, load_toml, parse_hostport
-from broker.handlers import load_handlers
-from broker.handlers.fetch import PartitionSlice, encode_fetch
-from broker.metadata import TopicStore, topic_name_error
-from broker.router import Dispatch, Immediate, Reject, Router
-from client.wire import decode_response, encode_request, request_class
-from storage.records import build_batch
+from ringlog.broker.config import BrokerConfig, apply_settings, load_toml, parse_hostport
+from ringlog.broker.handlers import load_handlers
+from ringlog.broker.handlers.fetch import PartitionSlice, encode_fetch
+from ringlog.broker.metadata import TopicStore, topic_name_error
+from ringlog.broker.router import Dispatch, Immediate, Reject, Router
+from ringlog.client.wire import decode_response, encode_request, request_class
+from ringlog.storage.records import build_batch
 
 
 def _header(api_key: int, version: int, corr: int = 7, client_id: str = "t") -> bytes:

@@ -11,15 +11,15 @@ import trio
 import trio.testing
 from kio.schema.errors import ErrorCode
 
-from broker.errors import KafkaError
-from broker.idempotence import DuplicateBatch, PartitionProducerState, ProducerStateManager, list_snapshots
-from broker.ingest import PartitionRing, PendingAppend, RingFull, Writer
-from broker.metrics import BrokerMetrics
-from broker.partition import Partition
-from broker.config import BrokerConfig
-from storage.batch import validate_batch
-from storage.log import LogConfig, PartitionLog
-from storage.records import build_batch, iter_records
+from ringlog.broker.errors import KafkaError
+from ringlog.broker.idempotence import DuplicateBatch, PartitionProducerState, ProducerStateManager, list_snapshots
+from ringlog.broker.ingest import PartitionRing, PendingAppend, RingFull, Writer
+from ringlog.broker.metrics import BrokerMetrics
+from ringlog.broker.partition import Partition
+from ringlog.broker.config import BrokerConfig
+from ringlog.storage.batch import validate_batch
+from ringlog.storage.log import LogConfig, PartitionLog
+from ringlog.storage.records import build_batch, iter_records
 
 NOW = 1_700_000_000_000
 

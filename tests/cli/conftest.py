@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import BrokerConfig
-from broker.testing import BrokerThread
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.testing import BrokerThread
 
 _SCRIPT = Path(sys.executable).with_name("ringlog")
 RINGLOG = [str(_SCRIPT)] if _SCRIPT.exists() else [

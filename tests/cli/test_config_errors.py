@@ -10,7 +10,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from broker.config import BrokerConfig, physical_memory
+from ringlog.broker.config import BrokerConfig, physical_memory
 
 from .conftest import ringlog
 
@@ -202,7 +202,7 @@ def test_bad_configuration(case: Case, outcomes) -> None:
 def _build(tmp_path: Path, toml: str, *args: str) -> BrokerConfig:
     import argparse
 
-    from client.cli import broker as command
+    from ringlog.client.cli import broker as command
 
     parser = argparse.ArgumentParser()
     command.register(parser.add_subparsers(dest="command"))
@@ -233,7 +233,7 @@ def test_file_then_flags_then_set(tmp_path: Path) -> None:
 
 def test_running_broker_takes_the_keys(tmp_path: Path) -> None:
     """A good configuration through the real command: the broker starts with the file's values."""
-    from broker.testing import BrokerProcess
+    from ringlog.broker.testing import BrokerProcess
 
     path = tmp_path / "broker.toml"
     path.write_text('"log.retention.ms" = 60000\n"max.partitions.per.topic" = 7\n')

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.batch import CODEC_GZIP, CODEC_SNAPPY, CODEC_ZSTD, HEADER_SIZE, set_base_offset
-from storage.records import build_batch
+from ringlog.storage.batch import CODEC_GZIP, CODEC_SNAPPY, CODEC_ZSTD, HEADER_SIZE, set_base_offset
+from ringlog.storage.records import build_batch
 from tests.storage.test_replay import T0, make_batch, write_partition, write_segment
 
 _SCRIPT = Path(sys.executable).with_name("ringlog")

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from broker.config import BrokerConfig
-from broker.testing import BrokerThread
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.testing import BrokerThread
 from tests.conftest import tansu_binary
 
 from .conftest import free_port, json_lines, ok, one_error_line, ringlog, wait_port

@@ -55,7 +55,7 @@ def tansu_bootstrap():
 
 @pytest.fixture(scope="session")
 def ringlog_bootstrap(tmp_path_factory):
-    from broker.testing import BrokerThread
+    from ringlog.broker.testing import BrokerThread
 
     with BrokerThread(data_dir=str(tmp_path_factory.mktemp("ringlog-client"))) as b:
         yield b.bootstrap

@@ -6,15 +6,15 @@ import logging
 
 import trio
 
-from broker.testing import BrokerThread
-from client import NewTopic, NoBrokersAvailable, open_admin, open_consumer, open_producer
+from ringlog.broker.testing import BrokerThread
+from ringlog.client import NewTopic, NoBrokersAvailable, open_admin, open_consumer, open_producer
 
 from .helpers import closed_port, topic_name, wait_until
 
 
 def _records(caplog, level: int, port: int) -> list[logging.LogRecord]:
     return [r for r in caplog.records
-            if r.name == "client.consumer" and r.levelno == level and f":{port} " in r.getMessage()]
+            if r.name == "ringlog.client.consumer" and r.levelno == level and f":{port} " in r.getMessage()]
 
 
 async def test_consumer_warns_when_its_broker_is_gone_and_recovers(tmp_path, caplog):
@@ -27,7 +27,7 @@ async def test_consumer_warns_when_its_broker_is_gone_and_recovers(tmp_path, cap
             await admin.create_topics([NewTopic(topic, 1, 1)])
         async with open_producer(broker.bootstrap) as p:
             await p.send_and_wait(topic, b"before")
-        caplog.set_level(logging.DEBUG, logger="client.consumer")
+        caplog.set_level(logging.DEBUG, logger="ringlog.client.consumer")
         async with open_consumer(broker.bootstrap, auto_offset_reset="earliest", retry_backoff_ms=50,
                                  fetch_max_wait_ms=100) as c:
             c.assign([(topic, 0)])

@@ -8,13 +8,13 @@ import os
 import pytest
 import trio
 
-from client import NewTopic, open_admin, open_consumer, open_producer
-from client.consumer import decode_batch_records
-from client.errors import CorruptRecord
-from client.bench.procstat import hwm_bytes, reset_peak
-from storage.batch import CODEC_ZSTD, HEADER
-from storage.errors import DecompressedTooLargeError
-from storage.records import DEFAULT_MAX_DECOMPRESSED, build_batch
+from ringlog.client import NewTopic, open_admin, open_consumer, open_producer
+from ringlog.client.consumer import decode_batch_records
+from ringlog.client.errors import CorruptRecord
+from ringlog.client.bench.procstat import hwm_bytes, reset_peak
+from ringlog.storage.batch import CODEC_ZSTD, HEADER
+from ringlog.storage.errors import DecompressedTooLargeError
+from ringlog.storage.records import DEFAULT_MAX_DECOMPRESSED, build_batch
 from tests.bombs import MiB, codec_bombs
 
 from .helpers import topic_name

@@ -11,12 +11,12 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client import NewTopic, open_admin, open_consumer, open_producer
-from client.consumer import decode_batch_records
-from client.errors import CorruptRecord
-from client.producer import ProducerBatch
-from storage.batch import CODEC_NONE, CODEC_ZSTD, HEADER, TIMESTAMP_TYPE_MASK
-from storage.records import build_batch, decode_records, encode_records
+from ringlog.client import NewTopic, open_admin, open_consumer, open_producer
+from ringlog.client.consumer import decode_batch_records
+from ringlog.client.errors import CorruptRecord
+from ringlog.client.producer import ProducerBatch
+from ringlog.storage.batch import CODEC_NONE, CODEC_ZSTD, HEADER, TIMESTAMP_TYPE_MASK
+from ringlog.storage.records import build_batch, decode_records, encode_records
 
 from .helpers import topic_name
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from client import NewTopic, open_admin, open_consumer, open_producer
+from ringlog.client import NewTopic, open_admin, open_consumer, open_producer
 
 from .helpers import all_tasks, topic_name
 
@@ -89,7 +89,7 @@ async def test_buffer_memory_is_bounded(bootstrap):
     async with open_admin(bootstrap) as admin:
         await admin.create_topics([NewTopic(topic, 1, 1)])
     async with open_producer(bootstrap, buffer_memory=50_000, linger_ms=10_000, batch_size=1 << 20) as p:
-        from client import BufferFull
+        from ringlog.client import BufferFull
 
         await p.partitions_for(topic)  # send_nowait never waits, not even for metadata
         with pytest.raises(BufferFull):

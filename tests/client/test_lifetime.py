@@ -8,10 +8,10 @@ import logging
 import pytest
 import trio
 
-from broker.testing import BrokerThread
-from client import NewTopic, NoBrokersAvailable, open_admin, open_consumer, open_producer
-from client._lifetime import lone_error
-from client.errors import MessageTooLargeError, RequestTimedOutError, TopicAlreadyExistsError
+from ringlog.broker.testing import BrokerThread
+from ringlog.client import NewTopic, NoBrokersAvailable, open_admin, open_consumer, open_producer
+from ringlog.client._lifetime import lone_error
+from ringlog.client.errors import MessageTooLargeError, RequestTimedOutError, TopicAlreadyExistsError
 
 from .helpers import all_tasks, closed_port, topic_name
 
@@ -150,14 +150,14 @@ async def test_commit_failing_on_close_is_logged(own_broker, caplog):
         await admin.create_topics([NewTopic(topic, 1, 1)])
     async with open_producer(own_broker.bootstrap) as p:
         await p.send_and_wait(topic, b"one")
-    caplog.set_level(logging.WARNING, logger="client.consumer")
+    caplog.set_level(logging.WARNING, logger="ringlog.client.consumer")
     with trio.fail_after(30):
         async with open_consumer(own_broker.bootstrap, group_id=topic_name("g"), auto_offset_reset="earliest",
                                  retry_backoff_ms=20, heartbeat_interval_ms=200) as c:
             c.subscribe([topic])
             await c.getone()
             await trio.to_thread.run_sync(own_broker.stop)
-    assert any("commit on close" in r.getMessage() for r in caplog.records if r.name == "client.consumer")
+    assert any("commit on close" in r.getMessage() for r in caplog.records if r.name == "ringlog.client.consumer")
 
 
 async def _a_cancelled() -> trio.Cancelled:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from client import NewTopic, open_admin, open_producer
-from client.partitioner import murmur2_partition
+from ringlog.client import NewTopic, open_admin, open_producer
+from ringlog.client.partitioner import murmur2_partition
 
 from .helpers import topic_name
 

@@ -6,7 +6,7 @@ import time
 import pytest
 import trio
 
-from client import NewTopic, open_admin, open_consumer, open_producer
+from ringlog.client import NewTopic, open_admin, open_consumer, open_producer
 
 from .helpers import topic_name
 

@@ -16,14 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client import consumer
-from client.errors import CorruptRecord
-from storage import records
-from storage.batch import CODEC_NONE, CODEC_SNAPPY, HEADER, HEADER_SIZE
-from storage.errors import CorruptBatchError
+from ringlog.client import consumer
+from ringlog.client.errors import CorruptRecord
+from ringlog.storage import records
+from ringlog.storage.batch import CODEC_NONE, CODEC_SNAPPY, HEADER, HEADER_SIZE
+from ringlog.storage.errors import CorruptBatchError
 from tests.conftest import require_extension
 
-_speedups = require_extension("storage._speedups")
+_speedups = require_extension("ringlog.storage._speedups")
 
 
 def _decode(raw, use_c: bool):

@@ -8,8 +8,8 @@ import random
 import pytest
 import trio
 
-from client import NewTopic, open_admin, open_consumer, open_producer
-from client.errors import MessageTooLargeError
+from ringlog.client import NewTopic, open_admin, open_consumer, open_producer
+from ringlog.client.errors import MessageTooLargeError
 
 from .helpers import topic_name, wait_until
 

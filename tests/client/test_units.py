@@ -5,13 +5,13 @@ import struct
 
 import pytest
 
-from client import errors
-from client.consumer import decode_batch_records, split_fetched
-from client.errors import CorruptRecord, KafkaError
-from client.partitioner import StickyPartitioner, murmur2, murmur2_partition
-from client.producer import ProducerBatch
-from storage.batch import CODEC_ZSTD, parse_header
-from storage.records import build_batch, decode_records
+from ringlog.client import errors
+from ringlog.client.consumer import decode_batch_records, split_fetched
+from ringlog.client.errors import CorruptRecord, KafkaError
+from ringlog.client.partitioner import StickyPartitioner, murmur2, murmur2_partition
+from ringlog.client.producer import ProducerBatch
+from ringlog.storage.batch import CODEC_ZSTD, parse_header
+from ringlog.storage.records import build_batch, decode_records
 
 
 def test_kafka_error_mapping():

@@ -18,10 +18,10 @@ from typing import Any
 import attrs
 import pytest
 
-from broker.config import BrokerConfig
-from broker.testing import BrokerThread
-from storage.batch import split_batches
-from storage.records import decode_records
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.testing import BrokerThread
+from ringlog.storage.batch import split_batches
+from ringlog.storage.records import decode_records
 from tests.conftest import REQUIRE_TOOLS
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -15,8 +15,8 @@ import os
 
 import pytest
 
-from broker.handlers import load_handlers
-from broker.testing import BrokerThread
+from ringlog.broker.handlers import load_handlers
+from ringlog.broker.testing import BrokerThread
 from tests import conftest as root_conftest
 
 from .harness import (

@@ -16,7 +16,7 @@ import re
 
 import pytest
 
-from client.partitioner import murmur2_partition
+from ringlog.client.partitioner import murmur2_partition
 from tests import conftest as root_conftest
 
 from .harness import (
@@ -31,7 +31,7 @@ from .harness import (
     wanted_scenarios,
     without_timestamps,
 )
-from broker.testing import BrokerThread
+from ringlog.broker.testing import BrokerThread
 
 JAVA_DIR = os.path.join(HERE, "java")
 KAFKA_VERSION = "4.4.0"  # the pom's kafka.version, reported in docs/compatibility.md

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from broker.coordinator import (
+from ringlog.broker.coordinator import (
     CommitEntry,
     CommitRequest,
     CoordinatorConfig,
@@ -17,7 +17,7 @@ from broker.coordinator import (
     LeaveMember,
     SyncRequest,
 )
-from client.assignors import RangeAssignor, Subscription
+from ringlog.client.assignors import RangeAssignor, Subscription
 
 
 class Sim:
@@ -75,7 +75,7 @@ class Sim:
 
     def leader_assign(self, join_reply, partitions=6, assignor=None) -> tuple:
         """What a consumer leader computes from its join answer."""
-        from client.assignors import decode_subscription
+        from ringlog.client.assignors import decode_subscription
 
         assignor = assignor or RangeAssignor()
         subs = {m.member_id: decode_subscription(m.metadata) for m in join_reply.members}

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.assignors import (
+from ringlog.client.assignors import (
     EMPTY_ASSIGNMENT,
     Assignment,
     CooperativeStickyAssignor,

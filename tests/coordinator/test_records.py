@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.coordinator import records as rec
+from ringlog.broker.coordinator import records as rec
 
 
 def test_offset_key_and_value_bytes() -> None:

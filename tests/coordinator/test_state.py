@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from kio.schema.errors import ErrorCode
 
-from broker.coordinator import (
+from ringlog.broker.coordinator import (
     COMPLETING_REBALANCE,
     EMPTY,
     PREPARING_REBALANCE,
@@ -14,7 +14,7 @@ from broker.coordinator import (
     LeaveMember,
     lag_report,
 )
-from client.assignors import EMPTY_ASSIGNMENT, decode_assignment
+from ringlog.client.assignors import EMPTY_ASSIGNMENT, decode_assignment
 
 from .sim import Sim
 
@@ -211,7 +211,7 @@ def test_offsets_commit_fetch_simple_and_member_rules() -> None:
     assert r.partitions[0][2] == ErrorCode.coordinator_not_available
     assert s.c.fetch_offsets("g", [("t", 0)])[1][("t", 0)].offset == 1
     big = s.c.commit(s.now, CommitRequest("g", 2, a, None, (
-        __import__("broker.coordinator", fromlist=["CommitEntry"]).CommitEntry("t", 0, 1, -1, "x" * 5000),)))
+        __import__("ringlog.broker.coordinator", fromlist=["CommitEntry"]).CommitEntry("t", 0, 1, -1, "x" * 5000),)))
     assert s.reply(s.run(big)).partitions[0][2] == ErrorCode.offset_metadata_too_large
 
 
@@ -236,7 +236,7 @@ def test_replay_rebuilds_offsets_and_groups() -> None:
     assert g.state == STABLE and g.generation == 2 and set(g.members) == {a, b} and g.leader == a
     assert g.members[b].assignment == sb.assignment
     # the members carry on heartbeating against the restarted coordinator
-    out = fresh.heartbeat(s.now, __import__("broker.coordinator", fromlist=["HeartbeatRequest"]).HeartbeatRequest("g", 2, b))
+    out = fresh.heartbeat(s.now, __import__("ringlog.broker.coordinator", fromlist=["HeartbeatRequest"]).HeartbeatRequest("g", 2, b))
     assert fresh.finish(out)[out.token] == ErrorCode.none
 
 

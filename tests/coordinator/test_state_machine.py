@@ -17,8 +17,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from kio.schema.errors import ErrorCode
 
-from broker.coordinator import STABLE, LeaveMember
-from client.assignors import RangeAssignor, RoundRobinAssignor, decode_assignment, decode_subscription
+from ringlog.broker.coordinator import STABLE, LeaveMember
+from ringlog.client.assignors import RangeAssignor, RoundRobinAssignor, decode_assignment, decode_subscription
 
 from .sim import Sim
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import attrs
 import pytest
 
-from storage import LogConfig, PartitionLog
-from storage import compaction
-from storage.batch import CODEC_LZ4, CODEC_NONE, CODEC_SNAPPY, DELETE_HORIZON_MASK, compute_crc, split_batches
-from storage.compaction import (
+from ringlog.storage import LogConfig, PartitionLog
+from ringlog.storage import compaction
+from ringlog.storage.batch import CODEC_LZ4, CODEC_NONE, CODEC_SNAPPY, DELETE_HORIZON_MASK, compute_crc, split_batches
+from ringlog.storage.compaction import (
     SWAP_STEPS,
     build_clean,
     clean_log,
@@ -21,7 +21,7 @@ from storage.compaction import (
     read_cleaner_checkpoint,
     records_have_keys,
 )
-from storage.records import build_batch, decode_records
+from ringlog.storage.records import build_batch, decode_records
 
 NOW = 1_700_000_000_000
 

@@ -10,9 +10,9 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from broker.config import BrokerConfig
-from broker.testing import BrokerThread
-from storage.compaction import read_cleaner_checkpoint
+from ringlog.broker.config import BrokerConfig
+from ringlog.broker.testing import BrokerThread
+from ringlog.storage.compaction import read_cleaner_checkpoint
 
 FAST = {"socket.timeout.ms": 5000, "message.timeout.ms": 10000}
 

@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from tests.conftest import SLOW
-from storage import LogConfig, PartitionLog
-from storage.batch import CODEC_GZIP, CODEC_NONE, CODEC_ZSTD, DELETE_HORIZON_MASK, compute_crc, split_batches
-from storage.checkpoint import CHECKPOINT_NAME
-from storage.compaction import clean_log
-from storage.records import build_batch, decode_records
+from ringlog.storage import LogConfig, PartitionLog
+from ringlog.storage.batch import CODEC_GZIP, CODEC_NONE, CODEC_ZSTD, DELETE_HORIZON_MASK, compute_crc, split_batches
+from ringlog.storage.checkpoint import CHECKPOINT_NAME
+from ringlog.storage.compaction import clean_log
+from ringlog.storage.records import build_batch, decode_records
 
 NOW = 1_700_000_000_000
 RETENTION = 1000

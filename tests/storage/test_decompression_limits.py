@@ -16,10 +16,10 @@ import lz4.frame
 import pytest
 import zstandard
 
-from client.bench.procstat import hwm_bytes, reset_peak
-from storage.batch import CODEC_GZIP, CODEC_LZ4, CODEC_SNAPPY, CODEC_ZSTD, parse_header
-from storage.errors import CorruptBatchError, DecompressedTooLargeError
-from storage.records import (
+from ringlog.client.bench.procstat import hwm_bytes, reset_peak
+from ringlog.storage.batch import CODEC_GZIP, CODEC_LZ4, CODEC_SNAPPY, CODEC_ZSTD, parse_header
+from ringlog.storage.errors import CorruptBatchError, DecompressedTooLargeError
+from ringlog.storage.records import (
     DEFAULT_MAX_DECOMPRESSED,
     _XERIAL_MAGIC,
     build_batch,

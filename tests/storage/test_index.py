@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.index import IndexCorruptError, OffsetIndex, TimeIndex
-from storage.segment import SegmentFile
+from ringlog.storage.index import IndexCorruptError, OffsetIndex, TimeIndex
+from ringlog.storage.segment import SegmentFile
 
 
 def _offset_index(path: Path, base: int = 100, max_bytes: int = 80) -> OffsetIndex:
@@ -166,7 +166,7 @@ def test_a_fresh_index_allocates_one_page_not_its_full_size(tmp_path: Path) -> N
 
 
 def test_entries_are_skipped_not_written_when_no_block_can_be_had(tmp_path: Path, monkeypatch) -> None:
-    from storage import index as index_module
+    from ringlog.storage import index as index_module
 
     idx = _offset_index(tmp_path / "x.index", max_bytes=1024 * 1024)
     for i in range(1, 400):
@@ -185,7 +185,7 @@ def test_entries_are_skipped_not_written_when_no_block_can_be_had(tmp_path: Path
 def test_a_thousand_empty_partitions_take_under_50_mib(tmp_path: Path) -> None:
     """The disk cost documented in docs/configuration.md: with the default segment.index.bytes
     (10 MiB per index file) an empty partition allocates a page per index, not 20 MiB."""
-    from storage import LogConfig, LogManager
+    from ringlog.storage import LogConfig, LogManager
 
     manager = LogManager.open(tmp_path, LogConfig(), now_ms=0)
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import (
+from ringlog.storage import (
     BatchTooLargeError,
     CorruptBatchError,
     InvalidBatchError,
@@ -17,8 +17,8 @@ from storage import (
     PartitionLog,
     StorageError,
 )
-from storage.batch import CODEC_GZIP, parse_header, split_batches, validate_batch
-from storage.records import build_batch, decode_records, iter_records
+from ringlog.storage.batch import CODEC_GZIP, parse_header, split_batches, validate_batch
+from ringlog.storage.records import build_batch, decode_records, iter_records
 
 NOW = 1_700_000_000_000
 
@@ -336,7 +336,7 @@ def test_flush_policies(tmp_path: Path) -> None:
 def test_flush_token_split_and_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    import storage.log as log_module
+    import ringlog.storage.log as log_module
 
     log = open_log(tmp_path, flush_policy="always")
     log.append(batch(1), now_ms=NOW)

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from tests.conftest import SLOW
-from storage import LogConfig, PartitionLog
-from storage.batch import CODEC_GZIP, CODEC_NONE, parse_header, set_base_offset, split_batches, validate_batch
-from storage.records import build_batch
+from ringlog.storage import LogConfig, PartitionLog
+from ringlog.storage.batch import CODEC_GZIP, CODEC_NONE, parse_header, set_base_offset, split_batches, validate_batch
+from ringlog.storage.records import build_batch
 
 NOW = 1_700_000_000_000
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-import storage.checkpoint as checkpoint_module
-from storage import DataDirLockedError, LogConfig, LogManager, atomic_write, parse_partition_dir
-from storage.checkpoint import PartitionCheckpoint, read_partition_checkpoint
-from storage.manager import NAME_MAX, delete_dir_name, name_fits, parse_delete_dir, partition_dir_name
-from storage.records import build_batch
+import ringlog.storage.checkpoint as checkpoint_module
+from ringlog.storage import DataDirLockedError, LogConfig, LogManager, atomic_write, parse_partition_dir
+from ringlog.storage.checkpoint import PartitionCheckpoint, read_partition_checkpoint
+from ringlog.storage.manager import NAME_MAX, delete_dir_name, name_fits, parse_delete_dir, partition_dir_name
+from ringlog.storage.records import build_batch
 
 NOW = 1_700_000_000_000
 MAX_TOPIC_NAME_LENGTH = 249  # Kafka's limit (broker.metadata); storage takes any name that fits
@@ -232,7 +232,7 @@ def test_create_out_of_descriptors_leaves_nothing_behind(tmp_path: Path) -> None
     import errno
     import resource
 
-    from storage import StorageIOError
+    from ringlog.storage import StorageIOError
 
     m = LogManager.open(tmp_path, LogConfig(), now_ms=NOW)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

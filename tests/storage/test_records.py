@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import SLOW
-from storage.batch import (
+from ringlog.storage.batch import (
     CODEC_GZIP,
     CODEC_LZ4,
     CODEC_NONE,
@@ -24,8 +24,8 @@ from storage.batch import (
     set_base_offset,
     validate_batch,
 )
-from storage.errors import CorruptBatchError
-from storage.records import (
+from ringlog.storage.errors import CorruptBatchError
+from ringlog.storage.records import (
     Record,
     build_batch,
     decode_records,
@@ -387,7 +387,7 @@ def test_random_damage_never_escapes_as_another_exception(items, codec, ops):
         except CorruptBatchError:
             pass
         except Exception as exc:  # InvalidBatchError for count/codec rules is fine too
-            from storage.errors import InvalidBatchError
+            from ringlog.storage.errors import InvalidBatchError
 
             assert isinstance(exc, InvalidBatchError)
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import storage.index as index_module
-import storage.segment as segment_module
-from storage import LogConfig, LogManager, PartitionLog, StorageIOError
-from storage.batch import split_batches, validate_batch
-from storage.records import build_batch, iter_records
+import ringlog.storage.index as index_module
+import ringlog.storage.segment as segment_module
+from ringlog.storage import LogConfig, LogManager, PartitionLog, StorageIOError
+from ringlog.storage.batch import split_batches, validate_batch
+from ringlog.storage.records import build_batch, iter_records
 
 NOW = 1_700_000_000_000
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,8 +171,8 @@ CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from storage import LogConfig, PartitionLog
-    from storage.records import build_batch
+    from ringlog.storage import LogConfig, PartitionLog
+    from ringlog.storage.records import build_batch
 
     log = PartitionLog.open(Path(sys.argv[1]), LogConfig(flush_policy="never", segment_bytes=20000),
                             now_ms=1)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage.batch import (
+from ringlog.storage.batch import (
     CODEC_GZIP,
     CODEC_LZ4,
     CODEC_NONE,
@@ -20,9 +20,9 @@ from storage.batch import (
     compute_crc,
     set_base_offset,
 )
-from storage.errors import CorruptBatchError
-from storage.records import build_batch, encode_record
-from storage.replay import (
+from ringlog.storage.errors import CorruptBatchError
+from ringlog.storage.records import build_batch, encode_record
+from ringlog.storage.replay import (
     NotALogDirectoryError,
     ReplayRecord,
     SegmentCorruptError,
@@ -34,7 +34,7 @@ from storage.replay import (
     parse_partition_dir_name,
     partition_stats,
 )
-from storage.verify import CORRUPT, GAP, OFFSETS, TORN_TAIL, verify_data_dir, verify_partition
+from ringlog.storage.verify import CORRUPT, GAP, OFFSETS, TORN_TAIL, verify_data_dir, verify_partition
 
 T0 = 1_700_000_000_000
 CODECS = [CODEC_NONE, CODEC_GZIP, CODEC_SNAPPY, CODEC_LZ4, CODEC_ZSTD]

@@ -2,10 +2,10 @@
 check that both sides agree on the files), and agree with its crash recovery about torn tails."""
 from __future__ import annotations
 
-from storage.log import LogConfig, PartitionLog
-from storage.records import build_batch
-from storage.replay import iter_data_dir, list_segments, partition_stats
-from storage.verify import TORN_TAIL, verify_data_dir, verify_partition
+from ringlog.storage.log import LogConfig, PartitionLog
+from ringlog.storage.records import build_batch
+from ringlog.storage.replay import iter_data_dir, list_segments, partition_stats
+from ringlog.storage.verify import TORN_TAIL, verify_data_dir, verify_partition
 
 
 def _fill(directory, batches: int) -> int:

@@ -25,13 +25,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage import records
-from storage.batch import CODEC_GZIP, CODEC_LZ4, CODEC_NONE, CODEC_SNAPPY, CODEC_ZSTD, HEADER_SIZE, frame_batch, parse_header
-from storage.errors import CorruptBatchError
-from storage.records import RecordShape
+from ringlog.storage import records
+from ringlog.storage.batch import CODEC_GZIP, CODEC_LZ4, CODEC_NONE, CODEC_SNAPPY, CODEC_ZSTD, HEADER_SIZE, frame_batch, parse_header
+from ringlog.storage.errors import CorruptBatchError
+from ringlog.storage.records import RecordShape
 from tests.conftest import require_extension
 
-_speedups = require_extension("storage._speedups")
+_speedups = require_extension("ringlog.storage._speedups")
 
 _MANY = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _MORE = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

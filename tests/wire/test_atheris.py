@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from client.wire import encode_body
-from storage.records import build_batch
+from ringlog.client.wire import encode_body
+from ringlog.storage.records import build_batch
 from tests.conftest import REQUIRE_TOOLS, SLOW
 from tests.fuzzkit import broker_request_classes, hostile_frame, random_batch, random_entity
 

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client.wire import InvalidRequest, decode_request, decode_response, encode_body, encode_request, request_class
-from client.wire.bounds import BodyError, check_body
-from client.wire.protocol import _reader
+from ringlog.client.wire import InvalidRequest, decode_request, decode_response, encode_body, encode_request, request_class
+from ringlog.client.wire.bounds import BodyError, check_body
+from ringlog.client.wire.protocol import _reader
 from tests.fuzzkit import kio_classes, random_entity
 
 CLASSES = kio_classes()
@@ -103,8 +103,8 @@ _MUTATE = r"""
 import random, sys
 sys.path.insert(0, {root!r})
 from tests.fuzzkit import kio_classes, random_entity, MUTATIONS
-from client.wire.protocol import encode_body, _reader
-from client.wire.bounds import check_body, BodyError
+from ringlog.client.wire.protocol import encode_body, _reader
+from ringlog.client.wire.bounds import check_body, BodyError
 use_check, n, seed = sys.argv[1] == "1", int(sys.argv[2]), int(sys.argv[3])
 rnd = random.Random(seed)
 classes = kio_classes()
@@ -143,7 +143,7 @@ def test_mutated_bodies_never_reach_a_kio_abort() -> None:
 
 
 def test_the_compiled_walk_agrees_with_the_reference_on_mutated_bodies() -> None:
-    from client.wire.bounds import check_body_reference
+    from ringlog.client.wire.bounds import check_body_reference
     from tests.fuzzkit import MUTATIONS
 
     rnd = random.Random(3)

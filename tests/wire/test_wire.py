@@ -18,7 +18,7 @@ from kio.schema.metadata.v1.request import MetadataRequest as MetadataRequestV1
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 from kio.static.primitive import i16, i32Timedelta
 
-from client.wire import (
+from ringlog.client.wire import (
     FrameDecoder,
     FrameTooLarge,
     InvalidRequest,
