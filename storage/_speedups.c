@@ -110,7 +110,7 @@ typedef struct {
     Py_ssize_t offset[1];  /* nslots of them */
 } Shape;
 
-static const char SHAPE_NAME[] = "storage._speedups.shape";
+static const char SHAPE_NAME[] = "ringlog.storage._speedups.shape";
 
 static void
 shape_free(PyObject *capsule)
@@ -718,7 +718,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "storage._speedups",
+    PyModuleDef_HEAD_INIT, "ringlog.storage._speedups",
     "Compiled twin of the record format's per-record loops (see storage/_speedups.c).",
     -1, methods,
 };
@@ -726,7 +726,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    PyObject *errors = PyImport_ImportModule("storage.errors");
+    PyObject *errors = PyImport_ImportModule("ringlog.storage.errors");
     if (errors == NULL)
         return NULL;
     Py_XSETREF(corrupt_error, PyObject_GetAttrString(errors, "CorruptBatchError"));

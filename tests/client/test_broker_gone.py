@@ -58,12 +58,12 @@ async def test_consumer_warns_when_its_broker_is_gone_and_recovers(tmp_path, cap
 async def test_nothing_is_logged_above_debug_for_a_failed_bootstrap(caplog):
     # NoBrokersAvailable says it; a warning as well would be a second line for the same thing
     # (the ringlog CLI prints exactly one).
-    caplog.set_level(logging.DEBUG, logger="client")
+    caplog.set_level(logging.DEBUG, logger="ringlog.client")
     port = closed_port()
     try:
         async with open_consumer(f"127.0.0.1:{port}", retry_backoff_ms=10):
             raise AssertionError("entered without a broker")
     except NoBrokersAvailable:
         pass
-    mine = [r for r in caplog.records if r.name.startswith("client")]
+    mine = [r for r in caplog.records if r.name.startswith("ringlog.client")]
     assert mine and all(r.levelno == logging.DEBUG for r in mine)
