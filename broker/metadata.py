@@ -232,29 +232,22 @@ class TopicStore:
         self._topics[info.name] = info
 
     def set_partitions(self, name: str, partitions: int, *, save: bool = True) -> TopicInfo:
-        before = self._topics[name]
-        info = attrs.evolve(before, partitions=partitions)
-        self._topics[name] = info
-        if not save:
-            return info
-        try:
-            self.save()
-        except BaseException:
-            self._topics[name] = before
-            raise
-        return info
+        return self._replace(attrs.evolve(self._topics[name], partitions=partitions), save=save)
 
     def set_configs(self, name: str, configs: Mapping[str, str], *, save: bool = True) -> TopicInfo:
-        before = self._topics[name]
-        info = attrs.evolve(before, configs=dict(configs))
-        self._topics[name] = info
-        if not save:
-            return info
-        try:
-            self.save()
-        except BaseException:
-            self._topics[name] = before
-            raise
+        return self._replace(attrs.evolve(self._topics[name], configs=dict(configs)), save=save)
+
+    def _replace(self, info: TopicInfo, *, save: bool) -> TopicInfo:
+        """Put `info` in place of the topic of its name; with save, memory goes back to what the
+        file says when writing it fails."""
+        before = self._topics[info.name]
+        self._topics[info.name] = info
+        if save:
+            try:
+                self.save()
+            except BaseException:
+                self._topics[info.name] = before
+                raise
         return info
 
     # --- start-up ------------------------------------------------------------------------------
