@@ -185,6 +185,33 @@ class PerIpOverrides:
         return "limits at least 0"
 
 
+@attrs.frozen
+class PipelineTables:
+    """The [pipelines] table: NAME -> { stages = [...] }, checked by compiling it."""
+
+    type_name: str = "table of pipelines"
+
+    def parse(self, raw: Any) -> dict[str, Any]:
+        from .pipelines import PipelineError, check_pipelines
+
+        try:
+            check_pipelines(raw)
+        except PipelineError as exc:
+            # Without the value: the whole table would bury the one stage at fault.
+            raise SettingError("pipelines", str(exc)) from None
+        return dict(raw)
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, Mapping):
+            raise Invalid("expected a table of pipelines")
+
+    def text(self, value: Any) -> str:
+        return ", ".join(sorted(value)) if value else "none"
+
+    def range_doc(self) -> str:
+        return ""
+
+
 def _port(optional: bool = False):
     def check(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         if optional and value is None:
@@ -331,6 +358,41 @@ class BrokerConfig:
         doc="HTTP endpoint with /metrics (Prometheus) and /health; port 0 picks a free one (shown in the "
             "ready line); off disables it. See operations.md.")
     metrics_listen_port: int | None = attrs.field(default=None, validator=_port(optional=True))
+    # --- the HTTP gateway (broker.httpd): REST Proxy v2, /ingest log push, pipelines ---
+    http_listen_host: str | None = setting(
+        "http.listen", OptionalHostPort(8082), None, spans=("http_listen_host", "http_listen_port"),
+        flag="--http-listen", kafka=False, default_doc="off",
+        doc="HTTP gateway: Confluent REST Proxy v2 API, POST /ingest/{topic} log push, /metrics and "
+            "/health; port 0 picks a free one (shown in the ready line); off disables it. See http.md.")
+    http_listen_port: int | None = attrs.field(default=None, validator=_port(optional=True))
+    http_max_body_bytes: int = setting(
+        "http.max.body.bytes", Integer(1024, bits=32), 16 * _MIB, kafka=False,
+        doc="Largest HTTP request body the gateway reads; a larger one is answered 413.")
+    http_max_inflated_bytes: int = setting(
+        "http.max.inflated.bytes", Integer(1024, bits=32), 64 * _MIB, kafka=False,
+        doc="Largest size a gzip (Content-Encoding) request body may inflate to; beyond it the request "
+            "is answered 413 without inflating the rest.")
+    http_max_header_bytes: int = setting(
+        "http.max.header.bytes", Integer(256, bits=32), 16 * 1024, kafka=False,
+        doc="Largest HTTP request head (request line and headers); a larger one is answered 431.")
+    http_request_timeout_ms: int = setting(
+        "http.request.timeout.ms", Integer(1, bits=32), 30_000, kafka=False,
+        doc="Once a request's first byte has arrived, the whole request must arrive within this long, "
+            "or it is answered 408 and the connection closed (slow clients).")
+    http_idle_timeout_ms: int = setting(
+        "http.idle.timeout.ms", Integer(1, bits=32), 60_000, kafka=False,
+        doc="A keep-alive HTTP connection with no request under way is closed after this long.")
+    http_max_connections: int = setting(
+        "http.max.connections", Integer(1, bits=32), 1024, kafka=False,
+        doc="Most HTTP gateway connections at once; more are answered 503 and closed.")
+    http_retry_after_s: int = setting(
+        "http.retry.after.seconds", Integer(0, bits=32), 1, kafka=False,
+        doc="Retry-After of the 503 a full partition ring answers to POST /ingest and REST produce.")
+    # [pipelines.NAME] tables, checked (compiled) when the config is read
+    pipelines: Mapping[str, Any] = setting(
+        "pipelines", PipelineTables(), factory=dict, kafka=False, default_doc="none",
+        doc="Ingest pipelines, one [pipelines.NAME] table each with stages = [...] (filter, mask, sample, "
+            "enrich); a topic's ingest.pipeline config names the one its records pass through. See http.md.")
     # /health answers 503 "disk nearly full" below this many free bytes on the data dir's disk
     health_disk_free_min_bytes: int = setting(
         "health.disk.free.min.bytes", Integer(0), 100 * _MIB, kafka=False,
@@ -455,7 +517,7 @@ def apply_settings(config: BrokerConfig, values: Mapping[str, Any], source: str 
 def _takes_table(key: str) -> bool:
     """Keys whose value may itself be a TOML table (so flattening stops there)."""
     entry = OWN_SETTINGS.get(CANONICAL.get(key, ""))
-    return entry is not None and isinstance(entry[1].kind, PerIpOverrides)
+    return entry is not None and isinstance(entry[1].kind, (PerIpOverrides, PipelineTables))
 
 
 def _spelling(parts: list[str]) -> str:

@@ -154,6 +154,10 @@ class Broker:
 
         # consumer groups; its task (load of __consumer_offsets, timers) runs in the root nursery
         self.coordinator = CoordinatorRuntime(self)
+        from .pipeline_runtime import PipelineSet
+
+        # ingest pipelines ([pipelines.NAME], named by a topic's ingest.pipeline config)
+        self.pipelines = PipelineSet(config.pipelines, self.metrics)
         self.metrics.attach(self)
 
     # --- small queries -------------------------------------------------------------------------

@@ -682,6 +682,11 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
             from .cleaner import serve_cleaner  # log compaction of cleanup.policy=compact topics
 
             root.start_soon(serve_cleaner, broker)
+            broker.http_address = None
+            if config.http_listen_port is not None:  # the HTTP gateway (http.listen, broker.httpd)
+                from .httpd.app import serve_gateway
+
+                broker.http_address = await root.start(serve_gateway, broker)
             metrics.health.ready()
             try:
                 yield broker
@@ -700,6 +705,11 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
                 # Also when the caller cancelled us (BrokerThread.stop, a test's cancel scope).
                 await _close_producer_state(locals().get("broker"))
                 await trio.to_thread.run_sync(logs.close)
+
+
+def _http_part(broker: Broker) -> str:
+    address = getattr(broker, "http_address", None)
+    return f", http http://{address[0]}:{address[1]}" if address else ""
 
 
 def _log_open_files(broker: Broker) -> None:
@@ -751,9 +761,10 @@ async def run_broker(config: BrokerConfig, *, install_signals: bool = True) -> N
             host, port = broker.listen_address
             maddr = broker.metrics_address
             log.info(
-                "ringlog broker ready on %s:%d (advertised %s, data dir %s, fsync %s%s)",
+                "ringlog broker ready on %s:%d (advertised %s, data dir %s, fsync %s%s%s)",
                 host, port, broker.bootstrap, os.path.abspath(config.data_dir), config.fsync,
                 f", metrics http://{maddr[0]}:{maddr[1]}/metrics" if maddr else "",
+                _http_part(broker),
                 extra=event("ready", host=host, port=port, advertised=broker.bootstrap,
                             metrics=f"{maddr[0]}:{maddr[1]}" if maddr else None),
             )

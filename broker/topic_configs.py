@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import attrs
 
-from ringlog.storage.configdef import Boolean, Choice, CommaList, Integer, Setting, setting, settings
+from ringlog.storage.configdef import Boolean, Choice, CommaList, Integer, Setting, Text, setting, settings
 from ringlog.storage.log import LogConfig
 
 INT64_MAX = (1 << 63) - 1
@@ -72,6 +72,17 @@ class InertTopicConfigs:
 
 
 @attrs.frozen
+class IngestTopicConfigs:
+    """Configs the broker applies on the way in, before storage (broker.pipelines)."""
+
+    ingest_pipeline: str = setting(
+        "ingest.pipeline", Text(), "",
+        doc="Name of the ingest pipeline ([pipelines.NAME] in the broker config) the topic's records pass "
+            "through, from HTTP ingest and from Kafka Produce alike; empty: none. Records for a topic "
+            "naming a pipeline the broker does not have are refused (never stored unmasked).")
+
+
+@attrs.frozen
 class TopicConfig:
     """One catalogue entry: its Setting, its default (as Kafka text) and whether storage applies it."""
 
@@ -86,7 +97,7 @@ class TopicConfig:
 
 def _catalogue() -> dict[str, TopicConfig]:
     out: dict[str, TopicConfig] = {}
-    for cls, applied in ((LogConfig, True), (InertTopicConfigs, False)):
+    for cls, applied in ((LogConfig, True), (InertTopicConfigs, False), (IngestTopicConfigs, False)):
         instance = cls()
         for a, spec in settings(cls):
             out[spec.key] = TopicConfig(spec, spec.text(getattr(instance, a.name)), applied)

@@ -101,6 +101,12 @@ async def produce(ctx: RequestContext, request) -> object:
                 except KafkaError as exc:
                     res.error, res.message = exc.code, exc.message
                     continue
+                if broker.pipelines.active:  # ingest.pipeline of the topic (broker.pipeline_runtime)
+                    try:
+                        entry = await _through_pipeline(broker, info, entry)
+                    except (StorageError, KafkaError) as exc:
+                        res.error, res.message = error_code_for(exc), str(exc)
+                        continue
                 if part.closed:  # deleted while its records were checked in a thread
                     res.error = ErrorCode.unknown_topic_or_partition
                     continue
@@ -218,6 +224,14 @@ async def _validate_partition(broker, tp, records, config, full_check: bool) -> 
                     or (full_check and len(records) > _INLINE_FULL_CHECK_BYTES)):
         return await trio.to_thread.run_sync(_validate_in_thread, *args, limiter=broker.record_check_limiter)
     return _validate(*args)
+
+
+async def _through_pipeline(broker, info, entry: PendingAppend) -> PendingAppend:
+    pipeline = broker.pipelines.for_topic(info)
+    if pipeline is None:
+        return entry
+    return await broker.pipelines.apply_to_produce(pipeline, entry, broker.now_ms(),
+                                                   broker.config.message_max_decompressed_bytes)
 
 
 def _validate_in_thread(*args) -> PendingAppend:

@@ -1,0 +1,214 @@
+"""POST /ingest/{topic}: log push, one record per line.
+
+Body: NDJSON (`application/x-ndjson`, `application/jsonlines`, `application/json`; a JSON array
+`[...]` under application/json is taken as one record per element, as Fluent Bit's `json` and
+Logstash's `json_batch` formats send) or newline-separated text (`text/plain`). Blank lines are
+skipped; `\\r\\n` line ends are fine. `Content-Encoding: gzip` is inflated, never past
+http.max.inflated.bytes (413 beyond).
+
+Query parameters:
+  key=FIELD        the record key is the value of FIELD (a dotted path) of each JSON object: a
+                   string as its UTF-8 bytes, anything else as compact JSON; absent: no key
+  partition=N      write every record to partition N
+
+Records without a key (and without partition=) all go to one partition per request, taken in
+turn; keyed records go where Kafka's default partitioner puts them (murmur2), so HTTP and Kafka
+producers agree. A record's value is its line's bytes exactly as sent, unless the topic's ingest
+pipeline changed it (broker.pipelines).
+
+Answers (JSON bodies):
+  200  {"records": lines read, "accepted": records written, "dropped": records the pipeline
+       dropped, "offsets": [{"partition": p, "offset": first offset, "count": n}]}, once
+       durable under the topic's flush policy
+  400  {"error": "line 3: ..."} for a line that is not JSON, or a bad parameter
+  404  unknown topic (or partition) when auto.create.topics.enable is off or the name is illegal
+  413  body over http.max.body.bytes, or inflating past http.max.inflated.bytes
+  415  another Content-Type or Content-Encoding
+  503  a partition's ring is full, at once, with Retry-After (http.retry.after.seconds); nothing
+       of that partition's share was written (the body says what other partitions accepted)
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import zlib
+from typing import Any
+
+from ringlog.client.partitioner import murmur2_partition
+from ringlog.storage.errors import StorageError
+
+from ..errors import KafkaError
+from ..ingest import RingFull
+from ..metadata import topic_name_error
+from ..pipelines import Rec
+from . import write
+from .server import HttpError, Request, Response
+
+JSON_TYPES = ("application/x-ndjson", "application/jsonlines", "application/json-lines", "application/json",
+              "application/x-jsonlines")
+TEXT_TYPES = ("text/plain",)
+_loads = json.loads
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_turn = itertools.count()
+
+
+def json_response(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Response:
+    return Response(status, json.dumps(body).encode() + b"\n", "application/json", headers or [])
+
+
+def error(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> Response:
+    return json_response(status, {"error": message}, headers)
+
+
+def inflate(request: Request, limit: int) -> bytes:
+    """The request body, gzip-inflated when Content-Encoding says so, never past `limit`."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return request.body
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise HttpError(415, f"Content-Encoding {encoding} is not supported (gzip or identity)")
+    d = zlib.decompressobj(wbits=47 if encoding != "deflate" else 15)  # 47: gzip or zlib header
+    try:
+        out = d.decompress(request.body, limit + 1)
+        while not d.eof and len(out) <= limit and d.unconsumed_tail:
+            out += d.decompress(d.unconsumed_tail, limit + 1 - len(out))
+    except zlib.error as exc:
+        raise HttpError(400, f"body is not valid {encoding}: {exc}") from None
+    if len(out) > limit:
+        raise HttpError(413, f"body inflates to more than {limit} bytes (http.max.inflated.bytes)")
+    if not d.eof:
+        raise HttpError(400, f"{encoding} body is cut short")
+    return out
+
+
+def _key_of(obj: Any, path: tuple[str, ...]) -> bytes | None:
+    for part in path:
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    if obj is None:
+        return None
+    return obj.encode("utf-8") if isinstance(obj, str) else _compact(obj).encode("utf-8")
+
+
+def parse_lines(body: bytes, as_json: bool, key_path: tuple[str, ...] | None, pipeline: Any) -> list[Rec] | list[tuple]:
+    """Records of the body: (key, value) pairs, or pipeline Recs when a pipeline will run."""
+    stripped = body.lstrip()
+    if as_json and stripped[:1] == b"[":
+        try:
+            array = _loads(body)
+        except ValueError as exc:
+            raise HttpError(400, f"body is not a JSON array: {exc}") from None
+        pairs = []
+        for value in array:
+            raw = _compact(value).encode("utf-8")
+            key = _key_of(value, key_path) if key_path else None
+            pairs.append(Rec(key, raw, value if isinstance(value, dict) else None,
+                             None if isinstance(value, dict) else raw.decode("utf-8")) if pipeline else (key, raw))
+        return pairs
+    out: list = []
+    append = out.append
+    for number, line in enumerate(body.split(b"\n"), 1):
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        if not line or line.isspace():
+            continue
+        if as_json:
+            try:
+                value = _loads(line)
+            except ValueError as exc:
+                raise HttpError(400, f"line {number}: not JSON: {exc}") from None
+            key = _key_of(value, key_path) if key_path else None
+            if pipeline is None:
+                append((key, line))
+            elif isinstance(value, dict):
+                append(Rec(key, line, value))
+            else:
+                append(Rec(key, line, None, line.decode("utf-8", "replace")))
+        else:
+            if pipeline is None:
+                append((None, line))
+            else:
+                append(Rec(None, line, None, line.decode("utf-8", "replace")))
+    return out
+
+
+async def lookup_topic(broker: Any, topic: str) -> Any:
+    """The topic, auto-created as Kafka's Metadata would; HttpError 404 when unknown."""
+    if topic_name_error(topic):
+        raise HttpError(404, f"topic {topic!r}: {topic_name_error(topic)}")
+    try:
+        info = await broker.ensure_topic(topic)
+    except KafkaError as exc:
+        raise HttpError(404 if "unknown" in exc.code.name else 503, f"topic {topic}: {exc}") from None
+    if info is None:
+        raise HttpError(404, f"unknown topic {topic} (auto.create.topics.enable is off)")
+    return info
+
+
+async def handle_ingest(gateway: Any, request: Request, topic: str) -> Response:
+    broker = gateway.broker
+    if request.method != "POST":
+        return error(405, "POST only")
+    media = request.media_type()
+    if media not in JSON_TYPES and media not in TEXT_TYPES:
+        return error(415, f"Content-Type {media or '(none)'} is not supported: application/x-ndjson, "
+                          "application/json or text/plain")
+    as_json = media in JSON_TYPES
+    query = request.query
+    key_field = query.get("key")
+    key_path = tuple(key_field.split(".")) if key_field else None
+    if key_path is not None and not as_json:
+        return error(400, "key= needs JSON records")
+    info = await lookup_topic(broker, topic)
+    try:
+        pipeline = broker.pipelines.for_topic(info)
+    except KafkaError as exc:
+        return error(500, str(exc.message))
+    body = inflate(request, broker.config.http_max_inflated_bytes)
+    parsed = parse_lines(body, as_json, key_path, pipeline)
+    total = len(parsed)
+    now = request.received_ns // 1_000_000
+    if pipeline is not None:
+        kept = pipeline.run(parsed, now)
+        pairs = [(r.key, r.value()) for r in kept]
+    else:
+        pairs = parsed
+    dropped = total - len(pairs)
+    partitions = info.partitions
+    fixed = query.get("partition")
+    groups: dict[int, list] = {}
+    if fixed is not None:
+        if not fixed.isdigit() or int(fixed) >= partitions:
+            return error(404 if fixed.isdigit() else 400, f"topic {topic} has no partition {fixed}")
+        groups[int(fixed)] = pairs
+    else:
+        sticky = next(_turn) % partitions
+        for key, value in pairs:
+            p = sticky if key is None or partitions == 1 else murmur2_partition(key, partitions)
+            groups.setdefault(p, []).append((key, value))
+    offsets = []
+    full: list[str] = []
+    queued: list[write.Accepted] = []
+    for p, group in sorted(groups.items()):
+        items = [(k, v, (), now) for k, v in group]
+        try:
+            queued.append(await write.submit(broker, topic, p, items))
+        except RingFull as exc:
+            gateway.rejected += 1
+            full.append(str(exc))
+        except (KafkaError, StorageError) as exc:
+            return error(400 if isinstance(exc, StorageError) else 500, f"partition {p}: {exc}")
+    accepted = 0
+    for acc in queued:
+        try:
+            base = await acc.wait()
+        except Exception as exc:  # the write failed (storage error): nothing of it is visible
+            return error(500, f"partition {acc.partition}: write failed: {exc}")
+        accepted += acc.count
+        offsets.append({"partition": acc.partition, "offset": base, "count": acc.count})
+    body_out = {"records": total, "accepted": accepted, "dropped": dropped, "offsets": offsets}
+    if full:
+        body_out["error"] = f"ring full, retry later: {'; '.join(full)}"
+        return json_response(503, body_out, [("Retry-After", str(broker.config.http_retry_after_s))])
+    return json_response(200, body_out)
