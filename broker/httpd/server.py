@@ -120,6 +120,7 @@ async def serve_http(host: str, port: int, app: App, limits: Limits, *, name: st
         try:
             if open_connections[0] >= limits.max_connections:
                 await stream.send_all(raw_response(503, b"too many connections\n", extra=[("Retry-After", "1")]))
+                await _linger(stream)
                 return
             open_connections[0] += 1
             try:
@@ -151,6 +152,7 @@ async def serve_connection(stream: trio.abc.Stream, app: App, limits: Limits) ->
         except _Refuse as refuse:
             if refuse.status:
                 await stream.send_all(raw_response(refuse.status, f"{refuse.message}\n".encode()))
+                await _linger(stream)
             return
         if request is None:
             return
@@ -168,6 +170,22 @@ async def serve_connection(stream: trio.abc.Stream, app: App, limits: Limits) ->
             conn.start_next_cycle()
         except h11.LocalProtocolError:
             return
+
+
+LINGER_S = 0.5
+
+
+async def _linger(stream: Any) -> None:
+    """Close after an answer sent before the request was read whole (413, 431, 503): send EOF,
+    then read and drop what the client still sends, briefly. Closing with unread bytes would
+    make the kernel send a reset, and the client could lose the answer before reading it."""
+    try:
+        await stream.send_eof()
+        with trio.move_on_after(LINGER_S):
+            while await stream.receive_some(RECEIVE_SIZE):
+                pass
+    except (*_GONE, AttributeError):
+        pass
 
 
 class _Refuse(Exception):
