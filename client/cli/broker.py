@@ -144,6 +144,11 @@ def _failed_listener(exc: OSError, config) -> str | None:
     if serve_http.__code__ in codes:
         host = config.metrics_listen_host or "127.0.0.1"
         return f"{_address(host, config.metrics_listen_port)} for /metrics and /health (metrics.listen)"
+    from ringlog.broker.httpd.app import serve_gateway
+
+    if serve_gateway.__code__ in codes:
+        host = config.http_listen_host or "127.0.0.1"
+        return f"{_address(host, config.http_listen_port)} for the HTTP gateway (http.listen)"
     return _address(config.listen_host, config.listen_port)
 
 

@@ -195,6 +195,11 @@ CASES = [
                     "--metrics-listen", c.bootstrap], 1,
          'msg="cannot listen on {bootstrap} for /metrics and /health (metrics.listen): address already in use"',
          shape_broker_log),
+    Case("broker-http-address-in-use",
+         lambda c: ["broker", "--data-dir", str(c.tmp / "d"), "--listen", "127.0.0.1:0",
+                    "--http-listen", c.bootstrap], 1,
+         'msg="cannot listen on {bootstrap} for the HTTP gateway (http.listen): address already in use"',
+         shape_broker_log),
 ]
 
 
