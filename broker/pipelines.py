@@ -130,6 +130,7 @@ def _set(obj: dict, path: tuple[str, ...], value: Any) -> None:
 
 
 _MISSING = object()
+_TOKEN_CACHE = 65536
 
 
 def _level(rec: Rec, path: tuple[str, ...]) -> int | None:
@@ -319,6 +320,9 @@ class Mask(Stage):
         elif key is not None or key_env is not None:
             raise opts.fail("key and key_env are for mode hmac")
         self.key = key.encode("utf-8") if key else b""
+        self._mac = hmac.new(self.key, digestmod=hashlib.sha256)
+        # value -> token: log fields repeat (users, hosts), and an HMAC costs microseconds
+        self._tokens: dict[str, str] = {}
         opts.done()
 
     def replace(self, value: str) -> str:
@@ -329,37 +333,36 @@ class Mask(Stage):
             if len(value) <= n:
                 return "*" * len(value)
             return "*" * (len(value) - n) + (value[-n:] if n else "")
-        digest = hmac.new(self.key, value.encode("utf-8"), hashlib.sha256).hexdigest()
-        return "hmac:" + digest[:32]
+        token = self._tokens.get(value)
+        if token is None:
+            mac = self._mac.copy()
+            mac.update(value.encode("utf-8"))
+            token = "hmac:" + mac.hexdigest()[:32]
+            if len(self._tokens) >= _TOKEN_CACHE:
+                self._tokens.clear()
+            self._tokens[value] = token
+        return token
 
-    def _sub(self, text: str) -> tuple[str, int]:
-        return self.regex.subn(lambda m: self.replace(m.group(0)), text)
+    def _repl(self, match: re.Match[str]) -> str:
+        return self.replace(match.group(0))
 
-    def _walk(self, value: Any) -> tuple[Any, int]:
-        if isinstance(value, str):
-            return self._sub(value)
-        if isinstance(value, dict):
-            count = 0
-            for k, v in value.items():
-                if isinstance(v, (str, dict, list)):
-                    new, n = self._walk(v)
-                    if n:
-                        value[k] = new
-                        count += n
-            return value, count
-        if isinstance(value, list):
-            count = 0
-            for i, v in enumerate(value):
-                if isinstance(v, (str, dict, list)):
-                    new, n = self._walk(v)
-                    if n:
-                        value[i] = new
-                        count += n
-            return value, count
-        return value, 0
+    def _walk(self, value: dict | list) -> int:
+        """Mask regex matches in every string inside `value`, in place; how many."""
+        count = 0
+        search = self.regex.search
+        for k, v in (value.items() if type(value) is dict else enumerate(value)):
+            if type(v) is str:
+                if search(v) is not None:
+                    # replacing the value of an existing key keeps the dict's size: safe while iterating
+                    value[k], n = self.regex.subn(self._repl, v)
+                    count += n
+            elif isinstance(v, (dict, list)):
+                count += self._walk(v)
+        return count
 
     def apply(self, records: list[Rec], now_ms: int) -> list[Rec]:
         masked = 0
+        regex = self.regex
         for rec in records:
             count = 0
             obj = rec.obj
@@ -371,11 +374,15 @@ class Mask(Stage):
                     text = value if isinstance(value, str) else _dumps(value)
                     _set(obj, path, self.replace(text))
                     count += 1
-                if self.regex is not None:
-                    _, n = self._walk(obj)
-                    count += n
-            elif self.regex is not None and rec.text is not None:
-                rec.text, count = self._sub(rec.text)
+                if regex is not None:
+                    # A line without escapes holds every string of its object verbatim: no match
+                    # there, none inside (the common case costs one search of the line).
+                    raw = rec.raw
+                    if rec.changed or raw is None or b"\\" in raw or regex.search(raw.decode("utf-8", "replace")):
+                        count += self._walk(obj)
+            elif regex is not None and rec.text is not None:
+                rec.text, n = regex.subn(self._repl, rec.text)
+                count += n
             if count:
                 rec.changed = True
                 masked += count

@@ -50,6 +50,7 @@ JSON_TYPES = ("application/x-ndjson", "application/jsonlines", "application/json
               "application/x-jsonlines")
 TEXT_TYPES = ("text/plain",)
 _loads = json.loads
+_decode = json.JSONDecoder().decode  # of str: json.loads of bytes first guesses their encoding
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _turn = itertools.count()
 # Bodies up to this size are parsed on the Trio thread (a 1,000-line NDJSON body of ~100 KiB
@@ -120,7 +121,9 @@ def parse_lines(body: bytes, as_json: bool, key_path: tuple[str, ...] | None, pi
             continue
         if as_json:
             try:
-                value = _loads(line)
+                value = _decode(line.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise HttpError(400, f"line {number}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
             except ValueError as exc:
                 raise HttpError(400, f"line {number}: not JSON: {exc}") from None
             key = _key_of(value, key_path) if key_path else None
