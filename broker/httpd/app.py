@@ -25,7 +25,6 @@ log = logging.getLogger("ringlog.http")
 class Gateway:
     def __init__(self, broker: Any) -> None:
         self.broker = broker
-        self.rejected = 0          # writes answered "ring full" (503 / retriable)
         from .consumers import ConsumerInstances
 
         self.consumers = ConsumerInstances(broker)

@@ -218,7 +218,6 @@ async def handle_ingest(gateway: Any, request: Request, topic: str) -> Response:
         try:
             queued.append(await write.submit(broker, topic, p, items))
         except RingFull as exc:
-            gateway.rejected += 1
             full.append(str(exc))
         except (KafkaError, StorageError) as exc:
             return error(400 if isinstance(exc, StorageError) else 500, f"partition {p}: {exc}")

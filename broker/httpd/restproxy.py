@@ -37,7 +37,7 @@ from ..ingest import RingFull
 from ..metadata import is_internal
 from . import write
 from .ingest import lookup_topic
-from .server import Request, Response
+from .server import HttpError, Request, Response
 
 V2 = "application/vnd.kafka.v2+json"
 JSON_V2 = "application/vnd.kafka.json.v2+json"
@@ -176,7 +176,7 @@ async def produce(gateway: Any, request: Request, topic: str, fixed: int | None)
     records = decode_records(fmt, parse_body(request))
     try:
         info = await lookup_topic(broker, topic)
-    except Exception:
+    except HttpError:
         raise RestError(404, TOPIC_NOT_FOUND, "Topic not found.") from None
     if fixed is not None and fixed >= info.partitions:
         raise RestError(404, PARTITION_NOT_FOUND, "Partition not found.")
@@ -214,7 +214,6 @@ async def produce(gateway: Any, request: Request, topic: str, fixed: int | None)
             queued.append((indexes, await write.submit(broker, topic, p, items)))
         except RingFull as exc:
             retriable = True
-            gateway.rejected += 1
             for i in indexes:
                 offsets[i].update(error_code=2, error=f"broker is busy, retry: {exc}")
         except (KafkaError, StorageError) as exc:

@@ -224,7 +224,7 @@ async def _read_request(stream: trio.abc.Stream, conn: h11.Connection, limits: L
         if event is h11.NEED_DATA:
             if conn.their_state is h11.DONE:
                 return None
-            if not started and (conn.trailing_data[0] or request is not None):
+            if not started and (request is not None or conn.trailing_data[0]):
                 started = True
                 deadline = trio.current_time() + limits.read_timeout_s
             try:

@@ -14,8 +14,11 @@ from typing import Any
 
 import attrs
 
+from kio.schema.errors import ErrorCode
+
 from ringlog.storage.records import build_batch
 
+from ..errors import KafkaError
 from ..handlers.produce import _validate_partition
 from ..ingest import PendingAppend
 
@@ -64,6 +67,8 @@ async def submit(broker: Any, topic: str, partition: int, items: Sequence[Item])
     """Validate `items` as Produce does and queue them into the partition's ring without waiting
     for room: ingest.RingFull when it is full, KafkaError / StorageError when refused."""
     part = broker.partition(topic, partition)
+    if part is None:  # deleted meanwhile
+        raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{topic}-{partition} does not exist")
     config = broker.log_config_for(topic)
     records = batches_for(items, config.max_message_bytes)
     entry = await _validate_partition(broker, part.tp, records, config, broker.config.record_validation == "full")

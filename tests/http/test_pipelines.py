@@ -168,3 +168,26 @@ def test_pipelines_on_http_ingest_and_kafka_produce(gw) -> None:
     gw.create_topic("nopipe", configs={"ingest.pipeline": "missing"})
     r = gw.http.post("/ingest/nopipe", content=b'{"a":1}', headers={"Content-Type": "application/x-ndjson"})
     assert r.status_code == 500 and "missing" in r.json()["error"]
+
+
+def test_pipeline_on_compressed_produce_batches(gw) -> None:
+    from confluent_kafka import Producer
+
+    gw.create_topic("secz", configs={"ingest.pipeline": "secure"})
+    for codec in ("gzip", "zstd", "lz4", "snappy"):
+        p = Producer({"bootstrap.servers": gw.bootstrap, "compression.type": codec, "linger.ms": 20})
+        for i in range(100):
+            level = "DEBUG" if i % 4 == 0 else "INFO"
+            p.produce("secz", value=json.dumps({"level": level, "codec": codec, "card": f"{4111111111110000 + i}"}).encode())
+        assert p.flush(10) == 0
+    got = consume_all(gw.bootstrap, "secz", 300)
+    values = [json.loads(m.value()) for m in got]
+    assert len(values) == 300  # 75 of each codec's 100 (every fourth was DEBUG)
+    assert {v["codec"] for v in values} == {"gzip", "zstd", "lz4", "snappy"}
+    assert all(v["level"] == "INFO" and v["env"] == "test" and v["card"].startswith("*" * 12) for v in values)
+    # the batches kept their codec: the stored bytes are compressed as the producer sent them
+    from ringlog.storage.batch import split_batches
+
+    part = gw.thread.broker.partition("secz", 0)
+    data = part.read(0, 1 << 24).read_bytes()
+    assert {header.compression for header, _ in split_batches(data)} == {1, 2, 3, 4}
