@@ -52,8 +52,9 @@ def batches_for(items: Sequence[Item], max_batch_bytes: int) -> bytes:
     start = 0
     size = _BATCH_OVERHEAD
     for i, (key, value, headers, _) in enumerate(items):
-        rec = _RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0) \
-            + sum(len(k) + len(v or b"") + 8 for k, v in headers)
+        rec = _RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
+        if headers:
+            rec += sum(len(k) + len(v or b"") + 8 for k, v in headers)
         if i > start and size + rec > max_batch_bytes:
             out += build_batch(items[start:i])
             start, size = i, _BATCH_OVERHEAD
