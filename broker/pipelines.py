@@ -321,6 +321,8 @@ class Mask(Stage):
             raise opts.fail("key and key_env are for mode hmac")
         self.key = key.encode("utf-8") if key else b""
         self._mac = hmac.new(self.key, digestmod=hashlib.sha256)
+        # replacements that need no escaping inside a JSON string (Mask._in_line)
+        self._plain_mask = mode != "fixed" or not any(c in self.mask for c in '"\\') and self.mask.isprintable()
         # value -> token: log fields repeat (users, hosts), and an HMAC costs microseconds
         self._tokens: dict[str, str] = {}
         opts.done()
@@ -342,6 +344,35 @@ class Mask(Stage):
                 self._tokens.clear()
             self._tokens[value] = token
         return token
+
+    def _in_line(self, rec: Rec, raw: bytes) -> int:
+        """Mask the regex's matches in the JSON line itself, when that is the same as masking the
+        object's strings: how many were masked, or -1 to walk the object instead.
+
+        A line without backslashes has no escapes, so every string of its object stands in it
+        verbatim between two quotes, and a position is inside a string when an odd number of
+        quotes precede it. If every match lies inside one string, replacing it there (with text
+        that needs no escaping) masks exactly what the walk would, without re-encoding the
+        record; the object is parsed again from the masked line for the stages after this one."""
+        text = raw.decode("utf-8", "replace")
+        matches = list(self.regex.finditer(text))
+        if not matches:
+            return 0
+        if not self._plain_mask:
+            return -1
+        for m in matches:
+            if '"' in m.group(0) or text.count('"', 0, m.start()) % 2 == 0:
+                return -1  # a match outside a string (a number) or across one
+        parts = []
+        pos = 0
+        for m in matches:
+            parts += (text[pos:m.start()], self.replace(m.group(0)))
+            pos = m.end()
+        parts.append(text[pos:])
+        masked = "".join(parts)
+        rec.raw = masked.encode("utf-8")
+        rec.obj = _loads(masked)
+        return len(matches)
 
     def _repl(self, match: re.Match[str]) -> str:
         return self.replace(match.group(0))
@@ -375,11 +406,14 @@ class Mask(Stage):
                     _set(obj, path, self.replace(text))
                     count += 1
                 if regex is not None:
-                    # A line without escapes holds every string of its object verbatim: no match
-                    # there, none inside (the common case costs one search of the line).
                     raw = rec.raw
-                    if rec.changed or raw is None or b"\\" in raw or regex.search(raw.decode("utf-8", "replace")):
+                    done = -1
+                    if not (count or rec.changed or raw is None or b"\\" in raw):
+                        done = self._in_line(rec, raw)
+                    if done < 0:
                         count += self._walk(obj)
+                    else:  # masked in the line, which stays the record's bytes
+                        masked += done
             elif regex is not None and rec.text is not None:
                 rec.text, n = regex.subn(self._repl, rec.text)
                 count += n

@@ -4,8 +4,9 @@
 
 A `ringlog broker` subprocess (default flush policy: fsync interval) with the HTTP gateway on
 loopback, one single-partition topic without a pipeline and one whose ingest.pipeline samples
-half the records by key, then masks two fields of those kept (an HMAC of the e-mail, keep-last-4
-of the card number every line carries, found by regex), so every kept record is re-encoded. The load generator is this process: `--connections` threads on keep-alive
+half the records by key, then masks two fields of those kept (keep-last-4 of the card number
+every line carries, found by regex, then an HMAC of the e-mail), so every kept record is
+re-encoded. The load generator is this process: `--connections` threads on keep-alive
 connections, each sending one prebuilt request (the same 1,000-line body, ~170 KB) and reading
 the answer, as fast as the broker answers. Lines/s counts lines of bodies answered 200 (lines the
 broker took in; with the pipeline half of them are sampled out before storage). Then the same
@@ -32,8 +33,8 @@ PIPELINE_TOML = """
 [pipelines.bench]
 stages = [
   { type = "sample", rate = 0.5, by = "key" },
-  { type = "mask", fields = ["user.email"], mode = "hmac", key = "bench-key" },
   { type = "mask", regex = '\\b\\d{16}\\b', mode = "keep_last", keep_last = 4 },
+  { type = "mask", fields = ["user.email"], mode = "hmac", key = "bench-key" },
 ]
 """
 

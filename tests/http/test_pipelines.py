@@ -48,6 +48,14 @@ def test_mask_golden() -> None:
         b'{"user":{"email":"***","id":7},"msg":"card 4111111111111111 ok"}', b"card 4111111111111111 in text"]
     assert run([{"type": "mask", "regex": r"\d{16}", "mode": "keep_last", "keep_last": 4}], lines) == [
         b'{"user":{"email":"a@x.io","id":7},"msg":"card ************1111 ok"}', b"card ************1111 in text"]
+    # matches only inside strings of a line without escapes: masked in the line, which keeps its
+    # spacing; a match outside a string (a number) or a line with escapes: the object is walked
+    # (strings only) and written back compact
+    keep4 = [{"type": "mask", "regex": r"\d{16}", "mode": "keep_last", "keep_last": 4}]
+    assert run(keep4, ['{"a": "4111111111111111",  "b": 1}']) == [b'{"a": "************1111",  "b": 1}']
+    assert run(keep4, ['{"n": 4111111111111111, "s": "x 4111111111111111"}']) == [
+        b'{"n":4111111111111111,"s":"x ************1111"}']
+    assert run(keep4, ['{"s": "\\"4111111111111111"}']) == [b'{"s":"\\"************1111"}']
     out = run([{"type": "mask", "fields": ["user.email", "user.id"], "mode": "hmac", "key": "secret"}], lines)
     first = json.loads(out[0])
     assert re.fullmatch(r"hmac:[0-9a-f]{32}", first["user"]["email"]) and first["user"]["id"].startswith("hmac:")
