@@ -112,6 +112,7 @@ class Broker:
     connections: set[Connection]
     listen_address: tuple[str, int] | None
     metrics_address: tuple[str, int] | None
+    http_address: tuple[str, int] | None
     connection_notices: RateLimitedLog | None
 
     def __init__(self, config: BrokerConfig, logs: LogManager, metadata: TopicStore,
@@ -132,6 +133,7 @@ class Broker:
         self.connections = set()
         self.listen_address = None
         self.metrics_address = None
+        self.http_address = None  # the HTTP gateway's (http.listen), set by broker.server
         self.connection_notices = None
         self.default_log_config = config.log_config()
         self.log_lock = trio.Lock()

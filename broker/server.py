@@ -682,7 +682,6 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
             from .cleaner import serve_cleaner  # log compaction of cleanup.policy=compact topics
 
             root.start_soon(serve_cleaner, broker)
-            broker.http_address = None
             if config.http_listen_port is not None:  # the HTTP gateway (http.listen, broker.httpd)
                 from .httpd.app import serve_gateway
 
@@ -708,7 +707,7 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
 
 
 def _http_part(broker: Broker) -> str:
-    address = getattr(broker, "http_address", None)
+    address = broker.http_address
     return f", http http://{address[0]}:{address[1]}" if address else ""
 
 
