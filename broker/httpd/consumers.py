@@ -15,6 +15,8 @@
                                                            offset to read, as in Kafka); no body:
                                                            commits the positions reached so far
     GET    /consumers/{g}/instances/{i}/offsets            {"partitions": [...]} -> {"offsets": [...]}
+    POST   /consumers/{g}/instances/{i}/positions          {"offsets": [...]}: seek (assigned partitions)
+    POST   /consumers/{g}/instances/{i}/positions/beginning|end   {"partitions": [...]}
     DELETE /consumers/{g}/instances/{i}                    leave the group and forget the instance
 
 A subscribed instance is a group member like any Kafka consumer (protocol "consumer", range
@@ -116,6 +118,8 @@ class ConsumerInstances:
             raise RestError(404, INSTANCE_NOT_FOUND, "Consumer instance not found.")
         inst.last_used = trio.current_time()
         what = parts[3] if len(parts) == 4 else None
+        if len(parts) == 5 and parts[3] == "positions" and parts[4] in ("beginning", "end") and method == "POST":
+            return self._seek_to(inst, parse_body(request), parts[4])
         if len(parts) == 3 and method == "DELETE":
             await self._delete(inst)
             return Response(204, b"", V2)
@@ -132,6 +136,8 @@ class ConsumerInstances:
                 return self._assign(inst, parse_body(request))
             if method == "GET":
                 return rest_json(200, {"partitions": [{"topic": t, "partition": p} for t, p in inst.assigned]})
+        if what == "positions" and method == "POST":
+            return self._seek(inst, parse_body(request))
         if what == "records" and method == "GET":
             return await self._records(inst, request)
         if what == "offsets":
@@ -139,7 +145,7 @@ class ConsumerInstances:
                 return await self._commit(inst, parse_body(request))
             if method == "GET":
                 return self._committed(inst, parse_body(request))
-        return rest_error(405 if what in ("subscription", "assignments", "records", "offsets") else 404,
+        return rest_error(405 if what in ("subscription", "assignments", "records", "offsets", "positions") else 404,
                           405 if what else 404, f"HTTP {'405 Method Not Allowed' if what else '404 Not Found'}")
 
     # --- instances ------------------------------------------------------------------------------
@@ -265,6 +271,39 @@ class ConsumerInstances:
                 inst.member_id = ""
             inst.assigned = ()
             return
+
+    # --- positions (seek) -------------------------------------------------------------------------
+
+    def _seek(self, inst: Instance, body: Any) -> Response:
+        offsets = body.get("offsets") if isinstance(body, dict) else None
+        if not isinstance(offsets, list) or not all(
+                isinstance(o, dict) and isinstance(o.get("topic"), str) and isinstance(o.get("partition"), int)
+                and isinstance(o.get("offset"), int) and o["offset"] >= 0 for o in offsets):
+            raise RestError(422, 422, 'expected {"offsets": [{"topic": ..., "partition": N, "offset": N}, ...]}')
+        for o in offsets:
+            self._assigned(inst, (o["topic"], o["partition"]))
+        for o in offsets:
+            inst.positions[(o["topic"], o["partition"])] = o["offset"]
+        return Response(204, b"", V2)
+
+    def _seek_to(self, inst: Instance, body: Any, where: str) -> Response:
+        parts = body.get("partitions") if isinstance(body, dict) else None
+        if not isinstance(parts, list) or not all(
+                isinstance(p, dict) and isinstance(p.get("topic"), str) and isinstance(p.get("partition"), int)
+                for p in parts):
+            raise RestError(422, 422, 'expected {"partitions": [{"topic": ..., "partition": N}, ...]}')
+        tps = [(p["topic"], p["partition"]) for p in parts]
+        for tp in tps:
+            self._assigned(inst, tp)
+        for tp in tps:
+            part = self.broker.partition(*tp)
+            inst.positions[tp] = part.log.log_start_offset if where == "beginning" else part.high_watermark
+        return Response(204, b"", V2)
+
+    def _assigned(self, inst: Instance, tp: tuple[str, int]) -> None:
+        """Kafka's seek rule: only a partition the consumer is assigned can be sought."""
+        if tp not in inst.assigned or self.broker.partition(*tp) is None:
+            raise RestError(409, ILLEGAL_STATE, f"No current assignment for partition {tp[0]}-{tp[1]}")
 
     # --- records and offsets --------------------------------------------------------------------
 

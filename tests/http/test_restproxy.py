@@ -149,4 +149,16 @@ def test_consumer_binary_manual_assignment_and_explicit_commit(gw) -> None:
     assert r.status_code == 200, r.text
     got = gw.http.request("GET", f"{base}/offsets", json={"partitions": [{"topic": "man", "partition": 0}]}).json()
     assert got["offsets"] == [{"topic": "man", "partition": 0, "offset": 2, "metadata": ""}]
+    # seek: to an offset, to the beginning, to the end; only assigned partitions
+    assert gw.http.post(f"{base}/positions", json={"offsets": [{"topic": "man", "partition": 0, "offset": 1}]}
+                        ).status_code == 204
+    assert [base64.b64decode(r["value"]) for r in _poll_records(gw, base, 2, ACCEPT_BINARY)] == [b"b", b"c"]
+    assert gw.http.post(f"{base}/positions/beginning", json={"partitions": [{"topic": "man", "partition": 0}]}
+                        ).status_code == 204
+    assert [r["offset"] for r in _poll_records(gw, base, 3, ACCEPT_BINARY)] == [0, 1, 2]
+    assert gw.http.post(f"{base}/positions/end", json={"partitions": [{"topic": "man", "partition": 0}]}
+                        ).status_code == 204
+    assert gw.http.get(f"{base}/records", params={"timeout": 0}, headers=ACCEPT_BINARY).json() == []
+    r = gw.http.post(f"{base}/positions", json={"offsets": [{"topic": "other", "partition": 0, "offset": 0}]})
+    assert r.status_code == 409 and r.json()["error_code"] == 40903
     assert gw.http.delete(base).status_code == 204
