@@ -29,6 +29,8 @@ import itertools
 import json
 from typing import Any
 
+import trio
+
 from ringlog.client.partitioner import murmur2_partition
 from ringlog.storage.errors import StorageError
 
@@ -36,7 +38,7 @@ from ..errors import KafkaError
 from ..ingest import RingFull
 from ..metadata import is_internal
 from . import write
-from .ingest import lookup_topic
+from .ingest import INLINE_BYTES, lookup_topic
 from .server import HttpError, Request, Response
 
 V2 = "application/vnd.kafka.v2+json"
@@ -170,10 +172,20 @@ def decode_records(fmt: str, body: Any) -> list[tuple[bytes | None, bytes | None
     return out
 
 
+def _decode_in_thread(fmt: str, request: Request) -> list[tuple[bytes | None, bytes | None, int | None]]:
+    try:
+        return decode_records(fmt, parse_body(request))
+    except RestError as exc:
+        raise exc.with_traceback(None)
+
+
 async def produce(gateway: Any, request: Request, topic: str, fixed: int | None) -> Response:
     broker = gateway.broker
     fmt = embedded_format(request)
-    records = decode_records(fmt, parse_body(request))
+    if len(request.body) > INLINE_BYTES:  # milliseconds a MiB to parse and decode: off the Trio thread
+        records = await trio.to_thread.run_sync(_decode_in_thread, fmt, request)
+    else:
+        records = decode_records(fmt, parse_body(request))
     try:
         info = await lookup_topic(broker, topic)
     except HttpError:

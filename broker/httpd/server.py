@@ -253,6 +253,9 @@ async def _read_request(stream: trio.abc.Stream, conn: h11.Connection, limits: L
             length = _content_length(event.headers)
             if length is not None and length > limits.max_body_bytes:
                 raise _Refuse(413, f"request body of {length} bytes is over the limit of {limits.max_body_bytes}")
+            if conn.they_are_waiting_for_100_continue:
+                # curl sends `Expect: 100-continue` for bodies over 1 KiB and would wait a second
+                await stream.send_all(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
             continue
         if isinstance(event, h11.Data):
             body += event.data

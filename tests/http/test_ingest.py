@@ -63,6 +63,13 @@ def test_gzip_and_json_array_and_curl(gw) -> None:
                           f"{gw.url}/ingest/gz"], capture_output=True, timeout=30)
     text, code = out.stdout.decode().rsplit("\n", 1)
     assert code == "200" and json.loads(text)["accepted"] == 2
+    # `Expect: 100-continue` (older curls send it for bodies over 1 KiB): told to go on at once
+    big = "".join(json.dumps({"i": 54, "pad": "x" * 100}) + "\n" for _ in range(20))
+    out = subprocess.run([require_tool("curl"), "-s", "-v", "-w", "\n%{http_code}", "-XPOST", "-H",
+                          "Content-Type: application/x-ndjson", "-H", "Expect: 100-continue", "--data-binary", big,
+                          f"{gw.url}/ingest/big"],
+                         capture_output=True, timeout=30)
+    assert out.stdout.decode().endswith("\n200") and b"HTTP/1.1 100" in out.stderr, out.stderr
     got = consume_all(gw.bootstrap, "gz", 54)
     assert [m.value() for m in got] == lines + [b'{"i":50}', b'{"i":51}', b'{"i":52}', b'{"i":53}']
 

@@ -162,3 +162,13 @@ def test_consumer_binary_manual_assignment_and_explicit_commit(gw) -> None:
     r = gw.http.post(f"{base}/positions", json={"offsets": [{"topic": "other", "partition": 0, "offset": 0}]})
     assert r.status_code == 409 and r.json()["error_code"] == 40903
     assert gw.http.delete(base).status_code == 204
+
+
+def test_large_produce_body_is_decoded_off_the_event_loop(gw) -> None:
+    # over 256 KiB: parsed in a worker thread, answered the same way
+    records = [{"value": base64.b64encode(b"v" * 1000 + str(i).encode()).decode()} for i in range(300)]
+    r = gw.http.post("/topics/big", headers=BINARY_V2, json={"records": records})
+    assert r.status_code == 200 and len(r.json()["offsets"]) == 300, r.text
+    assert [o["offset"] for o in r.json()["offsets"]] == list(range(300))
+    r = gw.http.post("/topics/big", headers=BINARY_V2, json={"records": records + [{"value": "%"}]})
+    assert r.status_code == 422 and "base64" in r.json()["message"]
