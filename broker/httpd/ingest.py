@@ -112,10 +112,10 @@ def _key_of(obj: Any, path: tuple[str, ...]) -> bytes | None:
     return obj.encode("utf-8") if isinstance(obj, str) else _compact(obj).encode("utf-8")
 
 
-def parse_lines(body: bytes, as_json: bool, key_path: tuple[str, ...] | None, pipeline: Any) -> list[Rec] | list[tuple]:
-    """Records of the body: (key, value) pairs, or pipeline Recs when a pipeline will run."""
-    stripped = body.lstrip()
-    if as_json and stripped[:1] == b"[":
+def parse_lines(body: bytes, as_json: bool | str, key_path: tuple[str, ...] | None, pipeline: Any) -> list[Rec] | list[tuple]:
+    """Records of the body: (key, value) pairs, or pipeline Recs when a pipeline will run.
+    `as_json`: False for text lines, True for NDJSON, "array" for NDJSON or one JSON array."""
+    if as_json == "array" and body[:256].lstrip()[:1] == b"[":
         try:
             array = _loads(body)
         except ValueError as exc:
@@ -156,7 +156,7 @@ def parse_lines(body: bytes, as_json: bool, key_path: tuple[str, ...] | None, pi
     return out
 
 
-def records_of(request: Request, max_inflated: int, as_json: bool, key_path: tuple[str, ...] | None,
+def records_of(request: Request, max_inflated: int, as_json: bool | str, key_path: tuple[str, ...] | None,
                pipeline: Any, now: int) -> tuple[int, list[tuple[bytes | None, bytes | None]]]:
     """(records read, (key, value) pairs to write): the body inflated, split, parsed and passed
     through the pipeline. Touches nothing but its arguments (and the pipeline's counters)."""
@@ -194,7 +194,8 @@ async def handle_ingest(gateway: Any, request: Request, topic: str) -> Response:
     if media not in JSON_TYPES and media not in TEXT_TYPES:
         return error(415, f"Content-Type {media or '(none)'} is not supported: application/x-ndjson, "
                           "application/json or text/plain")
-    as_json = media in JSON_TYPES
+    # application/json may also carry one JSON array of records (parse_lines)
+    as_json: Any = "array" if media == "application/json" else media in JSON_TYPES
     query = request.query
     key_field = query.get("key")
     key_path = tuple(key_field.split(".")) if key_field else None
@@ -231,6 +232,8 @@ async def handle_ingest(gateway: Any, request: Request, topic: str) -> Response:
     full: list[str] = []
     queued: list[write.Accepted] = []
     for p, group in sorted(groups.items()):
+        if not group:  # nothing left to write (an empty body, or the pipeline dropped all)
+            continue
         items = [(k, v, (), now) for k, v in group]
         try:
             queued.append(await write.submit(broker, topic, p, items))

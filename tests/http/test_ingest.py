@@ -87,6 +87,12 @@ def test_bad_input_statuses(gw) -> None:
     assert r.status_code == 400
     r = gw.http.get("/ingest/bad")
     assert r.status_code == 405
+    # an empty body, or only blank lines: nothing to write, nothing refused
+    r = gw.http.post("/ingest/empty", content=b"\n \n", headers=NDJSON)
+    assert r.status_code == 200 and r.json() == {"records": 0, "accepted": 0, "dropped": 0, "offsets": []}
+    # NDJSON whose first line is an array is still one record per line
+    r = gw.http.post("/ingest/arrays", content=b"[1,2]\n[3]\n", headers=NDJSON)
+    assert r.status_code == 200 and r.json()["accepted"] == 2
     r = gw.http.post("/ingest/bad!name", content=b"x", headers={"Content-Type": "text/plain"})
     assert r.status_code == 404
     r = gw.http.post("/ingest/bad", content=b"x", headers={"Content-Type": "text/plain"}, params={"partition": "7"})
