@@ -6,7 +6,7 @@ import time
 
 from ringlog.storage.records import build_batch
 
-from .differential import Side, ms, req, wait_for
+from .differential import Side, ms, plain, req, wait_for
 
 NO_SESSION = {"session_id": 0, "session_epoch": -1}  # a sessionless full fetch (KIP-227 FINAL_EPOCH)
 
@@ -143,4 +143,10 @@ def find_coordinator(s: Side, group: str, *, version: int = 3):
         r = s.quiet(Req(key=group, key_type=0) if version >= 1 else Req(key=group))
         return r if r.error_code == 0 else None
 
-    return wait_for(ask, f"the coordinator of {group} on {s.name}", 30)
+    found = wait_for(ask, f"the coordinator of {group} on {s.name}", 30)
+    # Kafka names the coordinator while it still loads __consumer_offsets: group requests answer
+    # COORDINATOR_LOAD_IN_PROGRESS (or lose what they did) until then
+    Fetch, _m = req(9, 7)
+    wait_for(lambda: s.quiet(Fetch(group_id=group, topics=None, require_stable=False)).error_code == 0,
+             f"the coordinator of {group} loaded on {s.name}", 30)
+    return found

@@ -36,7 +36,6 @@ SEGMENT_BYTES = 1 << 20
 KAFKA_OVERRIDES = {
     "log.segment.bytes": str(SEGMENT_BYTES),
     "message.max.bytes": str(MESSAGE_MAX_BYTES),
-    "auto.create.topics.enable": "true",
     "group.min.session.timeout.ms": "6000",
 }
 
@@ -50,6 +49,9 @@ def ringlog_reference_config(data_dir: str) -> BrokerConfig:
 # Field names never compared, wherever they appear (see the module docstring).
 IGNORED_FIELDS = frozenset({"throttle_time", "throttle_time_ms", "cluster_id", "topic_id", "host", "port",
                             "error_message", "producer_id"})
+
+
+MEMBER_ID_FIELDS = frozenset({"member_id", "leader"})
 
 
 def plain(value: Any) -> Any:
@@ -138,6 +140,7 @@ class Side:
         self.conn = RawClient(host, port)
         self.answers: list[tuple[str, Any]] = []
         self.extra: list[RawClient] = []
+        self.aliases: dict[str, str] = {}
 
     def connect(self) -> RawClient:
         c = RawClient(self.host, self.port)
@@ -152,6 +155,21 @@ class Side:
         value = plain(resp)
         self.answers.append((label or type(request).__name__.removesuffix("Request"), shape(value) if shape else value))
         return resp
+
+    def members(self, value: Any) -> Any:
+        """A shape: member ids (each broker makes its own) replaced by m1, m2... in the order they
+        first appear in this case, so that who leads and who is answered still compare."""
+        if isinstance(value, dict):
+            return {k: (self._alias(v) if k in MEMBER_ID_FIELDS and isinstance(v, str) else self.members(v))
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.members(v) for v in value]
+        return value
+
+    def _alias(self, member_id: str) -> str:
+        if not member_id:
+            return member_id
+        return self.aliases.setdefault(member_id, f"m{len(self.aliases) + 1}")
 
     def record(self, label: str, value: Any) -> None:
         """Something observed besides an answer (a closed connection, a count)."""

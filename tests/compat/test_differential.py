@@ -14,6 +14,7 @@ import pytest
 
 from ringlog.client.wire import decode_response, request_class
 
+from . import diff_groups as groups
 from . import diff_requests as rq
 from .differential import MESSAGE_MAX_BYTES, Known, Side, compare, configs_by_name, req, sort_by
 
@@ -317,6 +318,12 @@ TOPIC_CONFIG_CATALOGUE = Known(
     "where Kafka leaves flushing to the OS), message.timestamp.after.max.ms to Long.MAX (Kafka 4: 1 h), and "
     "min.insync.replicas is a default (5) where a KRaft cluster has it as a cluster-wide dynamic default (3).")
 
+STATIC_BROKER_CONFIGS = Known(
+    (r"broker keys\.results\[0\]\.configs\.[\w.]+\.read_only$",),
+    "Broker configs are read-only: ringlog has no dynamic broker configs (IncrementalAlterConfigs on the "
+    "broker resource is refused), so DescribeConfigs marks them read_only where Kafka lets some change "
+    "at run time.")
+
 CASES: list[tuple[str, object, tuple[Known, ...]]] = []
 
 
@@ -354,6 +361,15 @@ for v in (1, 4, 6):
     add(f"delete_topics_v{v}", delete_topics_edges(v))
 add("create_partitions", create_partitions_edges)
 add("delete_records", delete_records_edges, REAL_OFFSETS_ON_ERROR, NULL_ABORTED_TRANSACTIONS)
+add("group_race", groups.group_race)
+for vc, vf in [(2, 1), (5, 3), (8, 7)]:
+    add(f"offsets_unknown_group_v{vc}_v{vf}", groups.offsets_unknown_group(vc, vf))
+for v in (2, 4, 5):
+    add(f"join_unknown_member_v{v}", groups.join_unknown_member(v))
+for v in (1, 2, 4):
+    add(f"describe_configs_v{v}", groups.describe_configs(v), STATIC_BROKER_CONFIGS)
+for v in (0, 1):
+    add(f"incremental_alter_configs_v{v}", groups.incremental_alter_configs(v))
 
 
 # --- the test ------------------------------------------------------------------------------------
