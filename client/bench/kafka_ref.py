@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import socket
 import struct
@@ -206,3 +207,34 @@ class KafkaBroker(_Process):
 
     def __enter__(self) -> "KafkaBroker":
         return self.start()
+
+
+# `ringlog bench`: the classpath and heap of the Kafka system, set once by the command (configure)
+_BENCH: dict[str, str | None] = {"classpath": None, "heap": DEFAULT_HEAP}
+
+
+def configure(classpath: str, heap: str = DEFAULT_HEAP) -> None:
+    _BENCH["classpath"], _BENCH["heap"] = classpath, heap
+
+
+def bench_broker(workdir: str, partitions: int) -> KafkaBroker:
+    """The benchmark's Kafka: the properties above with Kafka's defaults otherwise (flushing left to
+    the OS page cache, as Kafka ships), auto-created topics with `partitions`."""
+    if not _BENCH["classpath"]:
+        raise BrokerStartError("Apache Kafka's classpath is not set (ringlog bench --kafka-classpath)")
+    return KafkaBroker(str(_BENCH["classpath"]), workdir, heap=str(_BENCH["heap"]),
+                       overrides={"num.partitions": str(partitions)})
+
+
+def kafka_version(classpath: str) -> str | None:
+    """The release of the kafka_2.13 jar on `classpath`."""
+    for jar in classpath.split(os.pathsep):
+        m = re.fullmatch(r"kafka_2\.13-(.+)\.jar", os.path.basename(jar))
+        if m:
+            return m.group(1)
+    return None
+
+
+def describe() -> dict[str, str | None]:
+    """What the benchmark's report says of its Kafka."""
+    return {"version": kafka_version(str(_BENCH["classpath"] or "")), "heap": _BENCH["heap"]}

@@ -375,10 +375,6 @@ for v in (0, 1):
 # --- the test ------------------------------------------------------------------------------------
 
 
-def _case_id(name: str) -> str:
-    return name
-
-
 @pytest.mark.parametrize("name,case,known", CASES, ids=[c[0] for c in CASES])
 def test_same_answers(ringlog_ref, kafka_ref, name, case, known) -> None:
     topic = "diff-" + name.replace("_", "-")
@@ -391,3 +387,23 @@ def test_same_answers(ringlog_ref, kafka_ref, name, case, known) -> None:
             s.close()
     problems = compare(name, *sides, known)
     assert not problems, "\n".join(problems)
+
+
+def test_advertised_versions_are_kafkas(ringlog_ref, kafka_ref) -> None:
+    """ApiVersions: every API and version ringlog advertises, Kafka 4.x advertises too (ringlog
+    never offers a client a version the real broker lacks); docs/compatibility.md lists where
+    Kafka's ranges are wider."""
+    ranges = []
+    for b in (ringlog_ref, kafka_ref):
+        s = Side(b.__class__.__name__, b.host, b.port)
+        try:
+            r = s.quiet(request_class(18, 3)(client_software_name="diff", client_software_version="1"))
+        finally:
+            s.close()
+        assert r.error_code == 0
+        ranges.append({int(k.api_key): (int(k.min_version), int(k.max_version)) for k in r.api_keys})
+    ours, kafka = ranges
+    beyond = {key: (lo_hi, kafka.get(key)) for key, lo_hi in ours.items()
+              if key not in kafka or lo_hi[0] < kafka[key][0] or lo_hi[1] > kafka[key][1]}
+    assert not beyond, f"advertised beyond Apache Kafka's ranges (ours, Kafka's): {beyond}"
+
