@@ -7,8 +7,8 @@ use what the broker answered (a producer id, a member id). The same function run
 each broker; the two recorded sequences must be equal after `plain()` and the case's ignore rules.
 
 What is never compared, because it must differ between two brokers: throttle times, cluster and
-topic ids, hosts and ports (node ids are equal: both brokers are node 1), producer ids, and error
-message texts (Kafka's wording is its own; the error codes are compared). Everything else is, so a
+topic ids, hosts and ports (node ids are equal: both brokers are node 1), producer and fetch
+session ids (the cases record whether there is one), and error message texts (Kafka's wording is its own; the error codes are compared). Everything else is, so a
 difference is either fixed in ringlog or listed in KNOWN (and in docs/compatibility.md,
 "Differences from Apache Kafka") with why.
 """
@@ -48,7 +48,7 @@ def ringlog_reference_config(data_dir: str) -> BrokerConfig:
 
 # Field names never compared, wherever they appear (see the module docstring).
 IGNORED_FIELDS = frozenset({"throttle_time", "throttle_time_ms", "cluster_id", "topic_id", "host", "port",
-                            "error_message", "producer_id"})
+                            "error_message", "producer_id", "session_id"})
 
 
 MEMBER_ID_FIELDS = frozenset({"member_id", "leader"})

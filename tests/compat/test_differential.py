@@ -275,6 +275,36 @@ def delete_records_edges(s: Side, name: str) -> None:
     s.call(rq.fetch(name, [(0, 0)]), "fetch below log start")
 
 
+def fetch_sessions_case(s: Side, name: str) -> None:
+    """KIP-227: open a session, incremental fetches (nothing new, new records, a partition updated
+    and one forgotten), a wrong epoch, an unknown session, closing it."""
+    rq.topic(s, name, 2)
+    s.quiet(rq.produce(name, 0, rq.batch([b"a", b"b"])))
+    session = {}
+
+    def fetch(label: str, parts, session_id: int, epoch: int, forgotten=()):
+        r = s.call(rq.fetch(name, parts, session={"session_id": session_id, "session_epoch": epoch},
+                            forgotten=forgotten) if parts or forgotten else
+                   rq.fetch(None, [], session={"session_id": session_id, "session_epoch": epoch}), label)
+        s.record(f"{label}: has a session", r.session_id != 0)
+        return r
+
+    r = fetch("open", [(0, 0), (1, 0)], 0, 0)
+    session["id"] = sid = r.session_id
+    fetch("p0 at its end, nothing new", [(0, 2)], sid, 1)
+    s.quiet(rq.produce(name, 1, rq.batch([b"c"])))
+    fetch("records in p1", [], sid, 2)
+    fetch("p1 moved on, p0 forgotten", [(1, 1)], sid, 3, forgotten=[(name, [0])])
+    fetch("the same epoch again", [], sid, 3)
+    s.quiet(rq.produce(name, 0, rq.batch([b"d"])))
+    fetch("p0 forgotten: not answered", [], sid, 4)
+    fetch("an unknown session", [], 12345 if sid != 12345 else 12346, 1)
+    fetch("session 0 with an epoch", [], 0, 3)
+    fetch("close", [(0, 0)], sid, -1)
+    fetch("the closed session", [], sid, 5)
+    fetch("full fetch, no session", [(0, 0)], 0, -1)
+
+
 # --- accepted differences (docs/compatibility.md, "Differences from Apache Kafka") --------------
 
 ANSWERS_UNSUPPORTED = Known(
@@ -361,6 +391,7 @@ for v in (1, 4, 6):
     add(f"delete_topics_v{v}", delete_topics_edges(v))
 add("create_partitions", create_partitions_edges)
 add("delete_records", delete_records_edges, REAL_OFFSETS_ON_ERROR, NULL_ABORTED_TRANSACTIONS)
+add("fetch_sessions", fetch_sessions_case, NULL_ABORTED_TRANSACTIONS)
 add("group_race", groups.group_race)
 for vc, vf in [(2, 1), (5, 3), (8, 7)]:
     add(f"offsets_unknown_group_v{vc}_v{vf}", groups.offsets_unknown_group(vc, vf))
