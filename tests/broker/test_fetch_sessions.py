@@ -4,9 +4,12 @@ cache (max.incremental.fetch.session.cache.slots) is full. Their answers are com
 Kafka's in tests/compat/test_differential.py (fetch_sessions)."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from kio.schema.errors import ErrorCode
 
+from ringlog.broker import fetch_sessions
 from ringlog.broker.config import BrokerConfig
 from ringlog.broker.fetch_sessions import FetchSessionCache
 from ringlog.broker.testing import BrokerThread
@@ -118,3 +121,41 @@ def test_no_slots_declines_every_session(tmp_path) -> None:
         r = session_fetch(c, [(0, 0)], 0, 0)
         assert (r.error_code, r.session_id) == (0, 0)
         c.close()
+
+
+def test_kafka_python_consumes_through_an_incremental_session(b) -> None:
+    """kafka-python (3.x) opens a fetch session once granted and then fetches incrementally: every
+    record still arrives once, in order, including those written while it polls."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    producer = KafkaProducer(bootstrap_servers=b.bootstrap)
+    for i in range(30):
+        producer.send("t", key=b"k", value=b"v%d" % i, partition=i % 3)
+    producer.flush()
+    consumer = KafkaConsumer(bootstrap_servers=b.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+                             fetch_max_wait_ms=100)
+    parts = [TopicPartition("t", p) for p in range(3)]
+    consumer.assign(parts)
+    seen: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
+
+    def poll_until(total: int) -> None:
+        deadline = time.monotonic() + 20
+        while sum(map(len, seen.values())) < total and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                seen[tp.partition] += [r.value for r in records]
+
+    poll_until(30)
+    for i in range(30, 45):  # written while the session is open: only the changed partitions come back
+        producer.send("t", value=b"v%d" % i, partition=i % 3)
+    producer.flush()
+    poll_until(45)
+
+    async def epochs() -> list[int]:
+        return [s.epoch for s in fetch_sessions.cache_for(b.broker).sessions.values()]
+
+    open_epochs = b.call(epochs)  # before close(), which may end the session
+    consumer.close()
+    producer.close()
+    assert {p: v for p, v in seen.items()} == {p: [b"v%d" % i for i in range(45) if i % 3 == p] for p in range(3)}
+    # epoch 2 or more: at least one incremental fetch (epoch 1) was answered in the session
+    assert any(epoch >= 2 for epoch in open_epochs), f"kafka-python never fetched incrementally: {open_epochs}"
