@@ -84,7 +84,6 @@ class Plan:
     """What one Fetch request reads: `topics` in the shape the Fetch handler plans from (the whole
     session for an incremental fetch), and how to shape the answer."""
     topics: tuple
-    max_bytes: Any
     session: Session | None = None
     incremental: bool = False
     error: ErrorCode = ErrorCode.none
@@ -107,17 +106,17 @@ class FetchSessionCache:
     def begin(self, request: Any, version: int) -> Plan:
         """The partitions `request` reads, or the session error it is answered with."""
         if version < 7:
-            return Plan(tuple(request.topics), request.max_bytes)
+            return Plan(tuple(request.topics))
         session_id, epoch = int(request.session_id), int(request.session_epoch)
         if epoch in (INITIAL_EPOCH, FINAL_EPOCH):
             if session_id != INVALID_SESSION_ID:
                 self.sessions.pop(session_id, None)
-            return Plan(tuple(request.topics), request.max_bytes, wants_session=epoch == INITIAL_EPOCH)
+            return Plan(tuple(request.topics), wants_session=epoch == INITIAL_EPOCH)
         session = self.sessions.get(session_id)
         if session is None:
-            return Plan((), request.max_bytes, error=ErrorCode.fetch_session_id_not_found)
+            return Plan((), error=ErrorCode.fetch_session_id_not_found)
         if session.epoch != epoch:
-            return Plan((), request.max_bytes, error=ErrorCode.invalid_fetch_session_epoch)
+            return Plan((), error=ErrorCode.invalid_fetch_session_epoch)
         session.last_used = self.clock()
         for forgotten in request.forgotten_topics_data:
             for p in forgotten.partitions:
@@ -130,7 +129,7 @@ class FetchSessionCache:
                     session.partitions[key] = _Partition(p)
                 else:
                     cached.request = p
-        return Plan(_as_topics(session.partitions), request.max_bytes, session=session, incremental=True)
+        return Plan(_as_topics(session.partitions), session=session, incremental=True)
 
     def finish(self, plan: Plan, topics: list) -> tuple[list, int]:
         """(the answer's topics, its session id) from the planned ones (`(name, [slice...])`,

@@ -21,13 +21,12 @@ import os
 import re
 import shutil
 import socket
-import struct
 import subprocess
 import tempfile
 import time
 import uuid
 
-from ..wire import decode_response, encode_request, request_class
+from ..wire import FrameDecoder, decode_response, encode_request, request_class
 from .brokers import BrokerStartError, _Process, free_port
 
 NODE_ID = 1
@@ -99,22 +98,16 @@ def write_properties(path: str, props: dict[str, str]) -> None:
 
 def _call(host: str, port: int, request, timeout: float = 2.0):
     """One request on a new connection; its decoded answer."""
+    decoder = FrameDecoder()
     with socket.create_connection((host, port), timeout=timeout) as s:
         s.sendall(encode_request(request, correlation_id=1, client_id="ringlog-kafka-ref"))
-        head = _read_exact(s, 4)
-        (size,) = struct.unpack(">i", head)
-        _corr, resp = decode_response(_read_exact(s, size), int(request.__api_key__), int(request.__version__))
-        return resp
-
-
-def _read_exact(s: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return bytes(buf)
+        while (frame := decoder.next_frame()) is None:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            decoder.feed(chunk)
+    _corr, resp = decode_response(frame, int(request.__api_key__), int(request.__version__))
+    return resp
 
 
 def _registered(host: str, port: int) -> bool:

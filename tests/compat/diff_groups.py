@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import struct
 
+from tests.conftest import wait_for
+
 from . import diff_requests as rq
-from .differential import Side, configs_by_name, ms, plain, req, sort_by, wait_for
+from .differential import Side, configs_by_name, ms, plain, req, sort_by
 
 SESSION_MS = 10_000
 

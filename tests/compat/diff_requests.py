@@ -6,7 +6,9 @@ import time
 
 from ringlog.storage.records import build_batch
 
-from .differential import Side, ms, plain, req, wait_for
+from tests.conftest import wait_for
+
+from .differential import Side, ms, req
 
 NO_SESSION = {"session_id": 0, "session_epoch": -1}  # a sessionless full fetch (KIP-227 FINAL_EPOCH)
 

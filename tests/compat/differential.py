@@ -19,7 +19,6 @@ import datetime
 import enum
 import re
 import struct
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -246,14 +245,3 @@ def req(api_key: int, version: int):
 
 def ms(n: int) -> datetime.timedelta:
     return datetime.timedelta(milliseconds=n)
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 15.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = condition()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
