@@ -117,7 +117,13 @@ def ready(s: Side, topic: str, partitions: int, timeout: float = 15.0) -> None:
 
 
 def gone(s: Side, topic: str, timeout: float = 15.0) -> None:
-    wait_for(lambda: s.quiet(metadata([topic])).topics[0].error_code == 3, f"{topic} deleted on {s.name}", timeout)
+    """Wait until `topic` is deleted: Metadata no longer lists it, and its partition no longer
+    answers (Kafka's broker drops the partition a moment after its metadata)."""
+    def check() -> bool:
+        return (s.quiet(metadata([topic])).topics[0].error_code == 3
+                and s.quiet(list_offsets(topic, [(0, -1)])).topics[0].partitions[0].error_code == 3)
+
+    wait_for(check, f"{topic} deleted on {s.name}", timeout)
 
 
 def topic(s: Side, name: str, partitions: int = 1, configs: dict | None = None) -> None:

@@ -324,8 +324,8 @@ REAL_OFFSETS_ON_ERROR = Known(
     "sends -1. Clients ignore these fields when the error code is set.")
 NULL_ABORTED_TRANSACTIONS = Known(
     (r"aborted_transactions",),
-    "Fetch (read_uncommitted and read_committed alike) answers an empty aborted_transactions array; Kafka "
-    "sends null under read_uncommitted. Clients treat both as none.")
+    "Fetch under read_uncommitted answers an empty aborted_transactions array; Kafka sends null (and an "
+    "empty array under read_committed, as ringlog does). Clients treat both as none.")
 WHOLE_BATCHES_ONLY = Known(
     (r"(max_bytes two batches|partition_max_bytes)\..*\.records\[len\]$", r"records\[\d+\]\.partial_batch_bytes$"),
     "Fetch sends whole batches only: where the byte limit (max_bytes, partition_max_bytes) falls inside a "
@@ -376,17 +376,20 @@ for v in (1, 4, 9, 10, 12):
 add("metadata_auto_create", metadata_auto_create)
 add("metadata_internal_topic", metadata_internal)
 for v in (3, 7, 9):
-    add(f"produce_errors_v{v}", produce_errors(v), REAL_OFFSETS_ON_ERROR, NULL_ABORTED_TRANSACTIONS)
+    # (Produce answers carry log_start_offset from v5)
+    add(f"produce_errors_v{v}", produce_errors(v), *([REAL_OFFSETS_ON_ERROR] if v >= 5 else []),
+        NULL_ABORTED_TRANSACTIONS)
 add("produce_idempotent", produce_idempotent, DUPLICATE_APPEND_TIME, NULL_ABORTED_TRANSACTIONS)
 for v in (4, 7, 11, 12):
     add(f"fetch_edges_v{v}", fetch_edges(v), REAL_OFFSETS_ON_ERROR, NULL_ABORTED_TRANSACTIONS, WHOLE_BATCHES_ONLY)
     add(f"fetch_empty_topic_v{v}", fetch_empty_topic(v), REAL_OFFSETS_ON_ERROR, NULL_ABORTED_TRANSACTIONS)
 add("fetch_deleted_topic", fetch_deleted_topic)
-add("fetch_read_committed", fetch_read_committed, NULL_ABORTED_TRANSACTIONS)
+add("fetch_read_committed", fetch_read_committed)
 for v in (1, 4, 7):
     add(f"list_offsets_v{v}", list_offsets_edges(v))
 for v in (2, 4, 5, 7):
-    add(f"create_topics_v{v}", create_topics_edges(v), TOPIC_CONFIG_CATALOGUE)
+    # (CreateTopics answers list the topic's configs from v5)
+    add(f"create_topics_v{v}", create_topics_edges(v), *([TOPIC_CONFIG_CATALOGUE] if v >= 5 else []))
 for v in (1, 4, 6):
     add(f"delete_topics_v{v}", delete_topics_edges(v))
 add("create_partitions", create_partitions_edges)
