@@ -51,7 +51,7 @@ def api_versions_unknown(s: Side, name: str) -> None:
 
 def unknown_version_of(api_key: int, version: int):
     def case(s: Side, name: str) -> None:
-        # a header naming a version the broker does not serve, with no body: the connection closes
+        # a header naming a version the broker does not serve, with no body: Kafka closes the connection
         frame = struct.pack(">hhih", api_key, version, 9, 4) + b"diff"
         s.conn.send_bytes(struct.pack(">i", len(frame)) + frame)
         s.record("closed", s.conn.is_closed())
@@ -232,7 +232,7 @@ def delete_topics_edges(version: int):
     def case(s: Side, name: str) -> None:
         rq.topic(s, name, 1)
         s.call(rq.delete_topics([name + "-nope", name], version=version), "delete",
-               shape=sort_by("name", ("responses",) if version >= 1 else ("responses",)))
+               shape=sort_by("name", ("responses",)))
         rq.gone(s, name)
         s.call(rq.delete_topics([name], version=version), "again")
     return case
