@@ -397,6 +397,12 @@ class BrokerConfig:
     health_disk_free_min_bytes: int = setting(
         "health.disk.free.min.bytes", Integer(0), 100 * _MIB, kafka=False,
         doc='/health answers 503 "disk nearly full" when less is free on the data dir\'s file system.')
+    # incremental fetch sessions (broker.fetch_sessions, KIP-227); Kafka's name and default
+    max_incremental_fetch_session_cache_slots: int = setting(
+        "max.incremental.fetch.session.cache.slots", Integer(0, bits=32), 1000,
+        doc="Most incremental fetch sessions the broker keeps (KIP-227); 0 declines every session, so each "
+            "fetch is a full one. When full, a new session takes the place of one unused for 2 minutes, or "
+            "of the smallest if it is larger.")
     # consumer groups (broker.coordinator); Kafka's names and defaults
     group_initial_rebalance_delay_ms: int = setting(
         "group.initial.rebalance.delay.ms", Integer(0, bits=32), 3000,

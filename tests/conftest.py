@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import time
 from types import ModuleType
 
 import pytest
@@ -36,6 +37,18 @@ def require_extension(name: str) -> ModuleType:
         if REQUIRE_TOOLS:
             raise
         pytest.skip(f"{name} is not built (no C compiler at install time)", allow_module_level=True)
+
+
+def wait_for(condition, what: str = "the condition", timeout: float = 15.0, interval: float = 0.05):
+    """Poll `condition()` until it returns something true (returned), failing after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = condition()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
 
 
 def tansu_binary() -> str:

@@ -92,7 +92,8 @@ async def create_topics(ctx: RequestContext, request) -> object:
         name = topic.name
         topic_id = None
         partitions = -1
-        configs_out = None
+        # v5+: a topic that failed lists no configs (an empty array, as Kafka answers; not null)
+        configs_out = () if ConfigCls is not None else None
         try:
             if repeated:
                 raise KafkaError(ErrorCode.invalid_request,

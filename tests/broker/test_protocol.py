@@ -126,10 +126,15 @@ def test_list_offsets_and_epochs(b) -> None:
         c.call(produce("t", 0, build_batch([(None, b"r%d" % i, (), 1000 + i * 10)])))
     Req = request_class(2, 7)
     m = _mod(Req)
-    req = Req(replica_id=-1, isolation_level=1, topics=(m.ListOffsetsTopic(name="t", partitions=tuple(
-        m.ListOffsetsPartition(partition_index=0, timestamp=ts) for ts in (-2, -1, -3, 1015, 99999))),))
-    parts = c.call(req).topics[0].partitions
+    # one query per request: a partition named twice in one request is answered INVALID_REQUEST
+    parts = [c.call(Req(replica_id=-1, isolation_level=1, topics=(m.ListOffsetsTopic(name="t", partitions=(
+        m.ListOffsetsPartition(partition_index=0, timestamp=ts),)),))).topics[0].partitions[0]
+        for ts in (-2, -1, -3, 1015, 99999)]
     assert [(p.offset, p.timestamp) for p in parts] == [(0, -1), (5, -1), (4, 1040), (2, 1020), (-1, -1)]
+    twice = Req(replica_id=-1, isolation_level=1, topics=(m.ListOffsetsTopic(name="t", partitions=tuple(
+        m.ListOffsetsPartition(partition_index=0, timestamp=ts) for ts in (-2, -1))),))
+    assert [(p.partition_index, p.error_code) for p in c.call(twice).topics[0].partitions] == [
+        (0, ErrorCode.invalid_request)]
     Req = request_class(23, 4)
     m = _mod(Req)
     req = Req(topics=(m.OffsetForLeaderTopic(topic="t", partitions=(

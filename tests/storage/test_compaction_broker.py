@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from ringlog.broker.config import BrokerConfig
 from ringlog.broker.testing import BrokerThread
 from ringlog.storage.compaction import read_cleaner_checkpoint
+from tests.conftest import wait_for as shared_wait_for
 
 FAST = {"socket.timeout.ms": 5000, "message.timeout.ms": 10000}
 
@@ -35,14 +36,7 @@ def log_state(b: BrokerThread, topic: str, partition: int = 0) -> dict:
 
 
 def wait_for(predicate, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.1)
+    return shared_wait_for(predicate, "the condition", timeout, 0.1)
 
 
 def consume_all(bootstrap: str, topic: str, end: int) -> list:
