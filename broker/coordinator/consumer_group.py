@@ -41,12 +41,12 @@ topics and return an `Outcome` of the classic coordinator (no records, reply rea
 """
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import attrs
+import re2
 from kio.schema.errors import ErrorCode
 
 from .server_assignors import ASSIGNORS, MemberSpec, TopicPartition, Topics
@@ -62,6 +62,15 @@ LEAVE_EPOCH = -1
 STATIC_LEAVE_EPOCH = -2
 
 GROUP_TYPE = "consumer"
+
+# Subscription regexes are RE2 (Kafka uses RE2J): linear-time matching, so no pattern a client
+# sends can stall the coordinator, and the syntax is the one Java clients are written for.
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+def compile_regex(pattern: str):
+    return re2.compile(pattern, options=_RE2_OPTIONS)
 
 
 @attrs.frozen
@@ -272,11 +281,12 @@ class ConsumerGroupCoordinator:
             if req.api_version < 1:
                 raise invalid("SubscribedTopicRegex is not supported in version 0.")
             try:
-                re.compile(req.subscribed_topic_regex)
-            except re.error as exc:
+                compile_regex(req.subscribed_topic_regex)
+            except re2.error as exc:
+                why = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
                 raise HeartbeatError(ErrorCode.invalid_regular_expression,
                                      f"SubscribedTopicRegex `{req.subscribed_topic_regex}` is not a valid regular "
-                                     f"expression: {exc}.") from None
+                                     f"expression: {why}.") from None
         if req.server_assignor is not None and req.server_assignor not in self.config.assignors:
             raise HeartbeatError(
                 ErrorCode.unsupported_assignor,
@@ -450,8 +460,8 @@ class ConsumerGroupCoordinator:
         if member.subscribed_regex is not None:
             rx = member.subscribed_regex
             if rx not in regex_cache:
-                pattern = re.compile(rx)
-                # Kafka (RE2J matches()) matches whole names; internal topics never match
+                pattern = compile_regex(rx)
+                # whole names, as RE2J's matches() in Kafka; internal topics never match
                 regex_cache[rx] = frozenset(
                     t for t in topics if not t.startswith("__") and pattern.fullmatch(t) is not None
                 )

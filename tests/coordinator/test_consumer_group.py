@@ -143,6 +143,16 @@ def test_regex_subscription_and_new_topics_bump_the_epoch() -> None:
     assert r.member_epoch == 3 and tps(6, 7) <= r.assignment
 
 
+def test_regex_is_linear_time_and_errors_are_named() -> None:
+    s = Sim()
+    # catastrophic for a backtracking engine on a 249-character name; RE2 answers at once
+    s.topics["a" * 249] = (U, 1)
+    r = s.join("a", topics=(), subscribed_topic_regex="(a+)+b")
+    assert r.error == ErrorCode.none and parts(r) == set()
+    r = s.join("b", topics=(), subscribed_topic_regex="(a|b")
+    assert r.error == ErrorCode.invalid_regular_expression and "missing )" in r.message
+
+
 def test_leave_frees_partitions_and_last_leave_dissolves_the_group() -> None:
     s = Sim()
     s.join("a")
