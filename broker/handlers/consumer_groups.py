@@ -1,7 +1,9 @@
 """The consumer group protocol of KIP-848 (`group.protocol=consumer`): translate kio to
 broker.coordinator.consumer_group and back.
 
-ConsumerGroupHeartbeat (68) v0-1, ConsumerGroupDescribe (69) v0-1. The group logic lives in the
+ConsumerGroupHeartbeat (68) v0-1, ConsumerGroupDescribe (69) v0-1, and OffsetFetch v8-9 (several
+groups per request; v9 names the member and its epoch, checked for consumer-protocol groups as
+Kafka does: UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH). The group logic lives in the
 state machine; the heartbeat hands it a view of every topic (name -> topic id, partitions) so that
 it can notice new topics (regex subscriptions) and partition changes of subscribed ones.
 """
@@ -112,4 +114,32 @@ async def consumer_group_describe(ctx: RequestContext, request) -> object:
             ),
             authorized_operations=operations if d.error == ErrorCode.none else _authorized.OMITTED,
         ))
+    return make(Response, throttle_time=ZERO, groups=tuple(out))
+
+
+def offset_fetch_groups(ctx: RequestContext, request) -> object:
+    """OffsetFetch v8+ (groups.offset_fetch hands these versions over)."""
+    Response = ctx.response_class()
+    Group = nested(Response, "OffsetFetchResponseGroup")
+    Topic = nested(Response, "OffsetFetchResponseTopics")
+    Partition = nested(Response, "OffsetFetchResponsePartitions")
+    state = ctx.broker.coordinator.state
+    out = []
+    for g in request.groups:
+        wanted = None if g.topics is None else [(t.name, int(p)) for t in g.topics for p in t.partition_indexes]
+        consumer_group = state.consumer_groups.get(g.group_id)
+        error = None
+        if consumer_group is not None and not state.loading:
+            error = consumer_group.fetch_error(getattr(g, "member_id", None), int(getattr(g, "member_epoch", -1)))
+        offsets: dict = {}
+        if error is None:
+            error, offsets = state.fetch_offsets(g.group_id, wanted)
+        by_topic: dict[str, list] = {}
+        for (topic, partition), c in offsets.items():
+            by_topic.setdefault(topic, []).append(make(
+                Partition, partition_index=partition, committed_offset=-1 if c is None else c.offset,
+                committed_leader_epoch=-1 if c is None else c.leader_epoch, metadata="" if c is None else c.metadata,
+                error_code=ErrorCode.none))
+        out.append(make(Group, group_id=g.group_id, error_code=error,
+                        topics=tuple(make(Topic, name=n, partitions=tuple(ps)) for n, ps in by_topic.items())))
     return make(Response, throttle_time=ZERO, groups=tuple(out))

@@ -1,7 +1,7 @@
 """Consumer-group APIs: translate kio requests to the coordinator state machine and back.
 
 FindCoordinator (10) v0-3, JoinGroup (11) v0-5, Heartbeat (12) v0-3, LeaveGroup (13) v0-3,
-SyncGroup (14) v0-3, OffsetCommit (8) v2-9, OffsetFetch (9) v1-7, DescribeGroups (15) v0-6,
+SyncGroup (14) v0-3, OffsetCommit (8) v2-9, OffsetFetch (9) v1-9, DescribeGroups (15) v0-6,
 ListGroups (16) v0-5, DeleteGroups (42) v0-2, OffsetDelete (47) v0.
 
 Single node: this broker coordinates every group (FindCoordinator always names it). The work and
@@ -201,8 +201,12 @@ async def offset_commit(ctx: RequestContext, request) -> object:
     )
 
 
-@handler(api_key=9, min_version=1, max_version=7)
+@handler(api_key=9, min_version=1, max_version=9)
 async def offset_fetch(ctx: RequestContext, request) -> object:
+    if ctx.api_version >= 8:  # several groups per request, member epochs (consumer_groups.py)
+        from .consumer_groups import offset_fetch_groups
+
+        return offset_fetch_groups(ctx, request)
     Response = ctx.response_class()
     Topic = nested(Response, "OffsetFetchResponseTopic")
     Partition = nested(Response, "OffsetFetchResponsePartition")

@@ -78,11 +78,20 @@ def commit(client, member_id, epoch, version=9, group="cg", offset=7):
     return r.topics[0].partitions[0].error_code
 
 
+def fetch(client, group, member_id, epoch, *more, version=9):
+    G = __import__(f"kio.schema.offset_fetch.v{version}.request", fromlist=["x"]).OffsetFetchRequestGroup
+    groups = [req("offset_fetch", version, "OffsetFetchRequestGroup", group_id=group, member_id=member_id,
+                  member_epoch=epoch, topics=None)]
+    groups += [G(group_id=g, topics=None) for g in more]
+    return client.call(req("offset_fetch", version, "OffsetFetchRequest", groups=tuple(groups),
+                           require_stable=False)).groups
+
+
 def test_api_versions_advertise_the_consumer_protocol(client) -> None:
     r = client.call(req("api_versions", 3, "ApiVersionsRequest", client_software_name="t",
                         client_software_version="1"))
     ranges = {int(k.api_key): (int(k.min_version), int(k.max_version)) for k in r.api_keys}
-    assert ranges[68] == (0, 1) and ranges[69] == (0, 1) and ranges[8][1] == 9
+    assert ranges[68] == (0, 1) and ranges[69] == (0, 1) and ranges[8][1] == 9 and ranges[9][1] == 9
 
 
 def test_two_members_reconcile_commit_and_leave(broker, client) -> None:
@@ -113,6 +122,14 @@ def test_two_members_reconcile_commit_and_leave(broker, client) -> None:
     assert commit(client, a, 1) == ErrorCode.stale_member_epoch
     assert commit(client, "stranger", 2) == ErrorCode.unknown_member_id
     assert commit(client, a, 2, version=8) == ErrorCode.unsupported_version
+    # OffsetFetch v9 names the member: its current epoch reads, an old one is stale
+    assert fetch(client, "cg", a, 2)[0].topics[0].partitions[0].committed_offset == 7
+    assert fetch(client, "cg", a, 1)[0].error_code == ErrorCode.stale_member_epoch
+    assert fetch(client, "cg", "stranger", 2)[0].error_code == ErrorCode.unknown_member_id
+    # v8: several groups at once, without members
+    both = fetch(client, "cg", None, -1, "nogroup", version=8)
+    assert [(g.group_id, g.error_code) for g in both] == [("cg", ErrorCode.none), ("nogroup", ErrorCode.none)]
+    assert both[0].topics[0].partitions[0].committed_offset == 7 and both[1].topics == ()
     # ListGroups v5: the type filter
     lg = client.call(req("list_groups", 5, "ListGroupsRequest", states_filter=(), types_filter=("consumer",)))
     assert [(g.group_id, g.group_type, g.group_state) for g in lg.groups] == [("cg", "consumer", "Stable")]
