@@ -244,8 +244,8 @@ class ConsumerGroupCoordinator:
         try:
             out.reply = self._heartbeat(now, req, topics)
         except HeartbeatError as exc:
-            out.reply = HeartbeatReply(exc.error, exc.message, member_id=req.member_id or None,
-                                       member_epoch=req.member_epoch)
+            # Kafka's error answers carry no member id and epoch 0
+            out.reply = HeartbeatReply(exc.error, exc.message)
         return out
 
     def _validate(self, req: HeartbeatRequest) -> None:

@@ -3,37 +3,16 @@ ConsumerGroupDescribe through kio requests against a live broker, OffsetCommit v
 ListGroups types, and what a restart does to the (in-memory) membership."""
 from __future__ import annotations
 
-import datetime
 import uuid
 
-import pytest
 from kio.schema.errors import ErrorCode
 
 from ringlog.broker.config import BrokerConfig
 from ringlog.broker.testing import BrokerThread
 
 from .conftest import RawClient
-from .test_groups_wire import _create_topic, _while_loading, req
-
-MS = datetime.timedelta(milliseconds=1)
-
-
-@pytest.fixture
-def data_dir(tmp_path) -> str:
-    return str(tmp_path / "data")
-
-
-@pytest.fixture
-def broker(data_dir):
-    with BrokerThread(BrokerConfig(listen_port=0, data_dir=data_dir)) as b:
-        yield b
-
-
-@pytest.fixture
-def client(broker):
-    c = RawClient(broker.host, broker.port)
-    yield c
-    c.close()
+# the classic groups' wire tests' broker, client and helpers
+from .test_groups_wire import MS, _create_topic, _while_loading, broker, client, data_dir, req  # noqa: F401
 
 
 def hb(client, member_id, epoch, version=1, group="cg", owned=(), topics=("ct",), **fields):
