@@ -116,6 +116,7 @@ class CoordinatorRuntime:
         self.loaded = trio.Event()
         self.load_error: BaseException | None = None
         self._group_log = GroupChangeLog(log)
+        self._consumer_group_log = GroupChangeLog(log)  # consumer-protocol groups: epochs as generations
 
     # --- start-up -------------------------------------------------------------------------------
 
@@ -221,6 +222,7 @@ class CoordinatorRuntime:
                 waiter.reply = reply
                 waiter.event.set()
         self._group_log.update(self.state.groups)  # rebalances and membership changes, logged
+        self._consumer_group_log.update(self.consumer.groups)
 
     async def _append(self, records: list[rec.Record]) -> list[PendingAppend]:
         by_partition: dict[int, list[rec.Record]] = {}

@@ -174,6 +174,11 @@ class ConsumerGroup:
     assignor: str = ""
 
     @property
+    def generation(self) -> int:
+        # what the broker's group-change log reports as the generation
+        return self.group_epoch
+
+    @property
     def state(self) -> str:
         """Kafka's ConsumerGroupState names."""
         if not self.members:

@@ -4,6 +4,7 @@ import static ringlog.compat.Ctx.map;
 
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.HashSet;
 import java.util.List;
@@ -86,15 +87,11 @@ final class ConsumerProtocolScenarios {
         }
     }
 
+    /** Every member owns something and together they own each partition once. */
     static boolean covers(int partitions, Member... members) {
-        Set<TopicPartition> all = new HashSet<>();
-        int total = 0;
-        for (Member m : members) {
-            if (m.assignment.isEmpty()) return false;
-            all.addAll(m.assignment);
-            total += m.assignment.size();
-        }
-        return all.size() == partitions && total == partitions;
+        List<TopicPartition> owned = Arrays.stream(members).flatMap(m -> m.assignment.stream()).toList();
+        return Arrays.stream(members).noneMatch(m -> m.assignment.isEmpty()) && owned.size() == partitions
+                && new HashSet<>(owned).size() == partitions;
     }
 
     static int consumed(Member... members) {
