@@ -1051,10 +1051,13 @@ class GroupCoordinator:
             out.reply = (ErrorCode.coordinator_load_in_progress, ())
             return out
         g = self.groups.get(group_id)
+        consumer_group = self.consumer_groups.get(group_id)
+        if consumer_group is not None:
+            g = Group(group_id)  # KIP-848 group, a stand-in: its subscribed topics are protected below
         if g is None or g.state == DEAD:
             out.reply = (ErrorCode.group_id_not_found, ())
             return out
-        subscribed: set[str] = set()
+        subscribed: set[str] = set(consumer_group.subscription_metadata) if consumer_group is not None else set()
         if g.state != EMPTY:
             if g.protocol_type != CONSUMER:
                 out.reply = (ErrorCode.non_empty_group, ())

@@ -226,6 +226,20 @@ def test_offset_commit_checks_member_epochs() -> None:
     assert commit("a", 1, version=8) == ErrorCode.unsupported_version
 
 
+def test_offset_delete_protects_subscribed_topics() -> None:
+    s = Sim()
+    s.topics["u"] = (U, 1)
+    s.join("a")
+    for topic in ("t", "u"):
+        s.classic.finish(s.classic.commit(s.now, CommitRequest("g", 1, "a", offsets=(CommitEntry(topic, 0, 5),),
+                                                               api_version=9)))
+    out = s.classic.delete_offsets(s.now, "g", [("t", 0), ("u", 0)])
+    replies = s.classic.finish(out)
+    assert replies[out.token] == (ErrorCode.none, (("t", 0, ErrorCode.group_subscribed_to_topic),
+                                                   ("u", 0, ErrorCode.none)))
+    assert set(s.classic.fetch_offsets("g")[1]) == {("t", 0)}
+
+
 def test_classic_and_consumer_groups_exclude_each_other() -> None:
     s = Sim()
     s.join("a")
