@@ -311,6 +311,12 @@ def test_group_consumer_protocol(java_run) -> None:
     assert len(two["members"]) == 2 and two["group_epoch"] > three["group_epoch"]
     assert sorted(len(m["target"]) for m in two["members"]) == [3, 3]
     assert {m["member_id"] for m in two["members"]} == {members["a"]["member_id"], members["b"]["member_id"]}
+    assert r["listed"] == [{"type": "Consumer", "protocol": "consumer", "state": "Stable"}]
+    # the commits of the three members: every partition's end after the first 120 records (a
+    # partition without records may be committed at 0)
+    ends = collections.Counter(p for p, _ in produced[:120])
+    committed = {int(k.rsplit("-", 1)[1]): v for k, v in r["committed"].items()}
+    assert set(ends) <= set(committed) and committed == {p: ends[p] for p in committed}
 
 
 def test_group_consumer_protocol_range(java_run) -> None:

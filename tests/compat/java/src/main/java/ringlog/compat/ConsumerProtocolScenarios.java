@@ -15,6 +15,7 @@ import java.util.concurrent.TimeUnit;
 
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
+import org.apache.kafka.clients.admin.GroupListing;
 import org.apache.kafka.clients.admin.MemberDescription;
 import org.apache.kafka.clients.consumer.CloseOptions;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
@@ -139,12 +140,24 @@ final class ConsumerProtocolScenarios {
                 produced.addAll(ProducerScenarios.sendAll(p, topic, null, 60, 60));
                 steps.add(map("step", "next 60", "reached", Ctx.waitFor(() -> consumed(a, b, c) >= 120, 30_000)));
                 result.put("described_two", describe(admin, group));
+                List<Object> listed = new ArrayList<>();
+                for (GroupListing g : admin.listGroups().all().get(20, TimeUnit.SECONDS)) {
+                    if (g.groupId().equals(group)) {
+                        listed.add(map("type", String.valueOf(g.type().orElse(null)), "protocol", g.protocol(),
+                                "state", String.valueOf(g.groupState().orElse(null))));
+                    }
+                }
+                result.put("listed", listed);
             } finally {
                 a.close();
                 b.close();
                 c.close();
             }
             result.put("members", List.of(a.report(), b.report(), c.report()));
+            Map<String, Object> committed = new java.util.TreeMap<>();
+            admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get(20, TimeUnit.SECONDS)
+                    .forEach((tp, om) -> committed.put(tp.toString(), om.offset()));
+            result.put("committed", committed);
             // everyone left: a newcomer starts at the committed offsets, reading only the new records
             produced.addAll(ProducerScenarios.sendAll(p, topic, null, 120, 30));
             try (Member d = new Member(ctx, "d", topic, group)) {
