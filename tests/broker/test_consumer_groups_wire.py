@@ -3,6 +3,8 @@ ConsumerGroupDescribe through kio requests against a live broker, OffsetCommit v
 ListGroups types, and what a restart does to the (in-memory) membership."""
 from __future__ import annotations
 
+import datetime
+import time
 import uuid
 
 from kio.schema.errors import ErrorCode
@@ -160,4 +162,29 @@ def test_a_restart_forgets_members_but_keeps_offsets(data_dir) -> None:
         assert r.error_code == ErrorCode.none and r.member_epoch == 1
         f = c.call(req("offset_fetch", 7, "OffsetFetchRequest", group_id="cg", topics=None, require_stable=False))
         assert f.topics[0].partitions[0].committed_offset == 41
+        c.close()
+
+
+def test_the_broker_fences_a_silent_member(data_dir) -> None:
+    """The runtime's timer: a member that stops heartbeating is removed after
+    group.consumer.session.timeout.ms and the other one gets its partitions."""
+    config = BrokerConfig(listen_port=0, data_dir=data_dir, group_consumer_session_timeout_ms=1000,
+                          group_consumer_heartbeat_interval_ms=100)
+    with BrokerThread(config) as b:
+        _create_topic(b, "ct", 2)
+        c = RawClient(b.host, b.port)
+        assert hb(c, "quiet", 0).member_epoch == 1
+        r = hb(c, "busy", 0)
+        assert r.member_epoch == 2 and r.heartbeat_interval == 100 * MS
+        owned: set = set()
+        deadline = time.monotonic() + 15
+        while len(owned) < 2 and time.monotonic() < deadline:
+            r = hb(c, "busy", r.member_epoch, owned=owned)
+            assert r.error_code == ErrorCode.none
+            if r.assignment is not None:
+                owned = assigned(r)
+            time.sleep(r.heartbeat_interval / datetime.timedelta(seconds=1))  # the heartbeat interval it was told
+        assert len(owned) == 2
+        [d] = describe(c, "cg")
+        assert [m.member_id for m in d.members] == ["busy"]
         c.close()
