@@ -13,6 +13,7 @@ from ringlog.broker.config import BrokerConfig
 from ringlog.broker.testing import BrokerThread
 
 from .conftest import RawClient
+from .test_metrics import scrape
 # the classic groups' wire tests' broker, client and helpers
 from .test_groups_wire import MS, _create_topic, _while_loading, broker, client, data_dir, req  # noqa: F401
 
@@ -169,13 +170,15 @@ def test_the_broker_fences_a_silent_member(data_dir) -> None:
     """The runtime's timer: a member that stops heartbeating is removed after
     group.consumer.session.timeout.ms and the other one gets its partitions."""
     config = BrokerConfig(listen_port=0, data_dir=data_dir, group_consumer_session_timeout_ms=1000,
-                          group_consumer_heartbeat_interval_ms=100)
+                          group_consumer_heartbeat_interval_ms=100, metrics_listen_host="127.0.0.1",
+                          metrics_listen_port=0)
     with BrokerThread(config) as b:
         _create_topic(b, "ct", 2)
         c = RawClient(b.host, b.port)
         assert hb(c, "quiet", 0).member_epoch == 1
         r = hb(c, "busy", 0)
         assert r.member_epoch == 2 and r.heartbeat_interval == 100 * MS
+        assert scrape(b).value("ringlog_consumer_group_members", group="cg") == 2
         owned: set = set()
         deadline = time.monotonic() + 15
         while len(owned) < 2 and time.monotonic() < deadline:
@@ -187,4 +190,5 @@ def test_the_broker_fences_a_silent_member(data_dir) -> None:
         assert len(owned) == 2
         [d] = describe(c, "cg")
         assert [m.member_id for m in d.members] == ["busy"]
+        assert scrape(b).value("ringlog_consumer_group_members", group="cg") == 1
         c.close()
