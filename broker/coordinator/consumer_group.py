@@ -41,6 +41,7 @@ topics and return an `Outcome` of the classic coordinator (no records, reply rea
 """
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -219,8 +220,6 @@ class ConsumerGroup:
 
 def _new_member_id() -> str:
     # Kafka's Uuid.randomUuid().toString(): 22 characters of URL-safe base64
-    import base64
-
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
@@ -672,10 +671,6 @@ class ConsumerGroupCoordinator:
         )
 
 
-def topics_view(entries: Iterable[tuple[str, uuid.UUID, int]]) -> dict[str, tuple[uuid.UUID, int]]:
-    return {name: (tid, partitions) for name, tid, partitions in entries}
-
-
 def partitions_by_topic(tps: Iterable[TopicPartition]) -> dict[uuid.UUID, list[int]]:
     out: dict[uuid.UUID, list[int]] = {}
     for tid, p in sorted(tps):
@@ -685,5 +680,5 @@ def partitions_by_topic(tps: Iterable[TopicPartition]) -> dict[uuid.UUID, list[i
 
 __all__ = [
     "ConsumerGroup", "ConsumerGroupConfig", "ConsumerGroupCoordinator", "ConsumerMember", "GroupDescription",
-    "HeartbeatReply", "HeartbeatRequest", "MemberDescription", "partitions_by_topic", "topics_view",
+    "HeartbeatReply", "HeartbeatRequest", "MemberDescription", "partitions_by_topic",
 ]

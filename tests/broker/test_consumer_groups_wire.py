@@ -7,10 +7,12 @@ import datetime
 import time
 import uuid
 
+import trio
 from kio.schema.errors import ErrorCode
 
 from ringlog.broker.config import BrokerConfig
 from ringlog.broker.testing import BrokerThread
+from ringlog.client.admin import Admin
 
 from .conftest import RawClient
 from .test_metrics import scrape
@@ -126,6 +128,15 @@ def test_two_members_reconcile_commit_and_leave(broker, client) -> None:
     dg = client.call(req("describe_groups", 5, "DescribeGroupsRequest", groups=("cg",),
                          include_authorized_operations=False))
     assert dg.groups[0].group_state == "Dead"
+    # ringlog's own admin client (and so `ringlog groups describe`) falls back to ConsumerGroupDescribe
+    async def own_admin():
+        async with Admin(broker.bootstrap) as admin:
+            return (await admin.describe_groups(["cg"]))["cg"]
+
+    desc = trio.run(own_admin)
+    assert (desc.state, desc.protocol_type, desc.protocol) == ("Stable", "consumer", "uniform")
+    assert {m.member_id: {p for _, p in m.assignment} for m in desc.members} == \
+        {a: {p for _, p in keep}, b: {p for _, p in set(got[b])}}
     # leaving: b takes everything
     assert hb(client, a, -1, owned=None).member_epoch == -1
     rb = hb(client, b, 2, owned=assigned(rb))
