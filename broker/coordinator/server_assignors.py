@@ -15,6 +15,7 @@ target assignment.
 """
 from __future__ import annotations
 
+import heapq
 import uuid
 from collections.abc import Callable, Mapping
 
@@ -87,33 +88,46 @@ def _uniform_general(
     members: Mapping[str, MemberSpec], eligible: dict[TopicPartition, list[str]], result: dict[str, set[TopicPartition]]
 ) -> None:
     """Different subscriptions: keep what is still valid, give the rest to the least loaded
-    eligible member (partitions with the fewest candidates first), then move partitions from a
-    member to an eligible one with at least two fewer until no such move is left."""
+    eligible member (topics with the fewest subscribers first), then, topic by topic, move a
+    partition from its most to its least loaded subscriber while they differ by two or more."""
     owner: dict[TopicPartition, str] = {}
     for mid in sorted(members):
         for tp in sorted(members[mid].current):
             if tp in eligible and mid in eligible[tp] and tp not in owner:
                 owner[tp] = mid
                 result[mid].add(tp)
-    free = sorted((tp for tp in eligible if tp not in owner), key=lambda tp: (len(eligible[tp]), tp))
-    for tp in free:
-        mid = min(eligible[tp], key=lambda m: (len(result[m]), m))
-        owner[tp] = mid
-        result[mid].add(tp)
+    by_topic: dict[uuid.UUID, list[TopicPartition]] = {}
+    for tp in sorted(eligible):
+        by_topic.setdefault(tp[0], []).append(tp)
+    order = sorted(by_topic, key=lambda tid: (len(eligible[by_topic[tid][0]]), tid))
+    for tid in order:
+        subscribers = eligible[by_topic[tid][0]]
+        heap = [(len(result[m]), m) for m in subscribers]
+        heapq.heapify(heap)
+        for tp in by_topic[tid]:
+            if tp in owner:
+                continue
+            count, mid = heapq.heappop(heap)
+            owner[tp] = mid
+            result[mid].add(tp)
+            heapq.heappush(heap, (count + 1, mid))
     moved = True
-    while moved:
+    while moved:  # each move lowers the sum of squared counts, so this ends
         moved = False
-        for donor in sorted(members, key=lambda m: (-len(result[m]), m)):
-            for tp in sorted(result[donor]):
-                candidates = [m for m in eligible[tp] if len(result[m]) + 1 < len(result[donor])]
-                if candidates:
-                    to = min(candidates, key=lambda m: (len(result[m]), m))
-                    result[donor].discard(tp)
-                    result[to].add(tp)
-                    moved = True
+        for tid in order:
+            subscribers = eligible[by_topic[tid][0]]
+            while True:
+                holders = [m for m in subscribers if any(tp[0] == tid for tp in result[m])]
+                if not holders:
                     break
-            if moved:
-                break
+                donor = max(holders, key=lambda m: (len(result[m]), m))
+                to = min(subscribers, key=lambda m: (len(result[m]), m))
+                if len(result[to]) + 1 >= len(result[donor]):
+                    break
+                tp = min(t for t in result[donor] if t[0] == tid)
+                result[donor].discard(tp)
+                result[to].add(tp)
+                moved = True
 
 
 def range_(members: Mapping[str, MemberSpec], topics: Topics) -> Assignment:
