@@ -336,35 +336,67 @@ class ConsumerGroupMachine(RuleBasedStateMachine):
         self.s.topics["u"] = (U, 3)
         self.clients: dict[str, dict] = {}
         self.next_id = 0
+        self.away: dict[str, tuple] = {}  # instance id -> topics, of static members that left with -2
 
-    @rule(topics=st.sampled_from([("t",), ("u",), ("t", "u")]), assignor=st.sampled_from([None, "uniform", "range"]))
-    def join(self, topics, assignor) -> None:
+    @rule(topics=st.sampled_from([("t",), ("u",), ("t", "u")]), assignor=st.sampled_from([None, "uniform", "range"]),
+          static=st.booleans())
+    def join(self, topics, assignor, static) -> None:
         mid = f"c{self.next_id}"
         self.next_id += 1
-        r = self.s.join(mid, topics=topics, server_assignor=assignor)
+        instance = f"i{self.next_id}" if static else None
+        # prompt clients: the rebalance timeout never runs out here (the unit tests above check it)
+        r = self.s.join(mid, topics=topics, server_assignor=assignor, instance_id=instance,
+                        rebalance_timeout_ms=10**9)
         assert r.error == ErrorCode.none
-        self.clients[mid] = {"owned": frozenset(), "epoch": r.member_epoch, "pending": r.assignment}
+        self.clients[mid] = {"owned": frozenset(), "epoch": r.member_epoch, "pending": r.assignment,
+                             "instance": instance, "topics": topics}
+
+    @precondition(lambda self: any(c["instance"] for c in self.clients.values()))
+    @rule(data=st.data())
+    def static_leave(self, data) -> None:
+        """A static member closes with epoch -2: it stops consuming, the coordinator keeps its
+        assignment for its instance id."""
+        mid = data.draw(st.sampled_from(sorted(m for m, c in self.clients.items() if c["instance"])))
+        c = self.clients.pop(mid)
+        assert self.s.hb(mid, -2, instance_id=c["instance"]).member_epoch == -2
+        self.away[c["instance"]] = c["topics"]
+
+    @precondition(lambda self: self.away)
+    @rule(data=st.data())
+    def static_return(self, data) -> None:
+        instance = data.draw(st.sampled_from(sorted(self.away)))
+        topics = self.away.pop(instance)
+        mid = f"c{self.next_id}"
+        self.next_id += 1
+        r = self.s.join(mid, topics=topics, instance_id=instance, rebalance_timeout_ms=10**9)
+        assert r.error == ErrorCode.none
+        self.clients[mid] = {"owned": frozenset(), "epoch": r.member_epoch, "pending": r.assignment,
+                             "instance": instance, "topics": topics}
 
     def _fenced(self, mid: str) -> None:
         # a fenced client gives up everything (its own timers tell it so in a real client)
         del self.clients[mid]
 
-    @precondition(lambda self: self.clients)
-    @rule(data=st.data(), apply=st.booleans())
-    def heartbeat(self, data, apply) -> None:
-        mid = data.draw(st.sampled_from(sorted(self.clients)))
+    def _beat(self, mid: str, apply: bool) -> ErrorCode:
         c = self.clients[mid]
         if apply and c["pending"] is not None:
             # the consumer revokes what is no longer assigned, then takes up the new assignment
             c["owned"], c["pending"] = c["pending"], None
         r = self.s.hb(mid, c["epoch"], owned=c["owned"])
-        if r.error != ErrorCode.none:
-            assert r.error in (ErrorCode.unknown_member_id, ErrorCode.fenced_member_epoch)
+        if r.error == ErrorCode.none:
+            c["epoch"] = r.member_epoch
+            if r.assignment is not None:
+                c["pending"] = r.assignment
+        return r.error
+
+    @precondition(lambda self: self.clients)
+    @rule(data=st.data(), apply=st.booleans())
+    def heartbeat(self, data, apply) -> None:
+        mid = data.draw(st.sampled_from(sorted(self.clients)))
+        error = self._beat(mid, apply)
+        if error != ErrorCode.none:
+            assert error in (ErrorCode.unknown_member_id, ErrorCode.fenced_member_epoch)
             self._fenced(mid)
-            return
-        c["epoch"] = r.member_epoch
-        if r.assignment is not None:
-            c["pending"] = r.assignment
 
     @precondition(lambda self: self.clients)
     @rule(data=st.data())
@@ -381,6 +413,9 @@ class ConsumerGroupMachine(RuleBasedStateMachine):
         for mid in list(self.clients):
             if g is None or mid not in g.members:
                 self._fenced(mid)
+        for instance in list(self.away):
+            if g is None or instance not in g.static:
+                del self.away[instance]  # its session ended: it comes back as a new member
 
     @rule()
     def topic_grows(self) -> None:
@@ -407,17 +442,15 @@ class ConsumerGroupMachine(RuleBasedStateMachine):
             assert set(g.owners) == held
 
     def teardown(self) -> None:
-        # liveness: prompt clients converge to a Stable group that covers every partition
+        # liveness: once the absent static members are gone, prompt clients converge to a Stable
+        # group that covers every partition
+        self.s.now += 60_000
+        for mid in sorted(self.clients):
+            assert self._beat(mid, True) == ErrorCode.none
+        self.s.classic.finish(self.s.c.tick(self.s.now))
         for _ in range(8):
             for mid in sorted(self.clients):
-                c = self.clients[mid]
-                if c["pending"] is not None:
-                    c["owned"], c["pending"] = c["pending"], None
-                r = self.s.hb(mid, c["epoch"], owned=c["owned"])
-                assert r.error == ErrorCode.none
-                c["epoch"] = r.member_epoch
-                if r.assignment is not None:
-                    c["pending"] = r.assignment
+                assert self._beat(mid, True) == ErrorCode.none
         g = self.s.c.groups.get("g")
         if g is not None and self.clients:
             assert g.state == "Stable"
