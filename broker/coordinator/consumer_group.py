@@ -322,8 +322,8 @@ class ConsumerGroupCoordinator:
             member.subscribed_regex = req.subscribed_topic_regex or None
         member.client_id, member.client_host = req.client_id, req.client_host
         member.last_heartbeat = now
-        if is_new:
-            self._add_member(g, member)
+        if is_new or member.instance_id is not None:
+            self._add_member(g, member)  # (again: a known member may name its instance id now)
         bump = is_new or before != (member.subscribed_names, member.subscribed_regex)
         if self._refresh_metadata(g, topics) or bump:
             g.group_epoch += 1
