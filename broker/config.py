@@ -30,6 +30,7 @@ from ringlog.storage.configdef import (
     Boolean,
     Cap,
     Choice,
+    CommaList,
     Integer,
     Invalid,
     Setting,
@@ -222,6 +223,12 @@ def _port(optional: bool = False):
 
 
 _MIB = 1024 * 1024
+# group.consumer.assignors: the assignors' names and Kafka's class names for them
+_CONSUMER_ASSIGNORS = (
+    "uniform", "range",
+    "org.apache.kafka.coordinator.group.assignor.UniformAssignor",
+    "org.apache.kafka.coordinator.group.assignor.RangeAssignor",
+)
 
 
 @attrs.frozen
@@ -415,6 +422,21 @@ class BrokerConfig:
         doc="Largest session timeout a member may ask for; at least group.min.session.timeout.ms.")
     group_max_size: int = setting(
         "group.max.size", Integer(1, bits=32), 2**31 - 1, doc="Most members one group may have.")
+    # consumer-protocol groups (KIP-848, broker.coordinator.consumer_group); Kafka's names and defaults
+    group_consumer_session_timeout_ms: int = setting(
+        "group.consumer.session.timeout.ms", Integer(1, bits=32), 45_000,
+        doc="A consumer-protocol member not heard from for this long is removed from its group.")
+    group_consumer_heartbeat_interval_ms: int = setting(
+        "group.consumer.heartbeat.interval.ms", Integer(1, bits=32), 5_000,
+        doc="How often consumer-protocol members heartbeat (told to them in every heartbeat answer); "
+            "less than group.consumer.session.timeout.ms.")
+    group_consumer_max_size: int = setting(
+        "group.consumer.max.size", Integer(1, bits=32), 2**31 - 1,
+        doc="Most members one consumer-protocol group may have.")
+    group_consumer_assignors: str = setting(
+        "group.consumer.assignors", CommaList(_CONSUMER_ASSIGNORS, nonempty=True), "uniform,range",
+        doc="Server-side assignors of consumer-protocol groups, the default first; members may pick "
+            "one by name with group.remote.assignor. Kafka's class names are accepted too.")
     offsets_topic_num_partitions: int = setting(
         "offsets.topic.num.partitions", Integer(1, bits=32), 1,
         doc="Partitions of __consumer_offsets when it is first created; at most max.partitions.per.topic.")
@@ -589,6 +611,9 @@ def validate(config: BrokerConfig) -> BrokerConfig:
     if config.max_connections_per_ip == 0 and not config.max_connections_per_ip_overrides:
         refuse("max.connections.per.ip 0 would refuse every connection: it must be at least 1 "
                "(0 only with max.connections.per.ip.overrides)")
+    if config.group_consumer_heartbeat_interval_ms >= config.group_consumer_session_timeout_ms:
+        refuse(f"group.consumer.heartbeat.interval.ms {config.group_consumer_heartbeat_interval_ms} must be less "
+               f"than group.consumer.session.timeout.ms {config.group_consumer_session_timeout_ms}")
     if config.group_min_session_timeout_ms > config.group_max_session_timeout_ms:
         refuse(f"group.min.session.timeout.ms {config.group_min_session_timeout_ms} is more than "
                f"group.max.session.timeout.ms {config.group_max_session_timeout_ms}")

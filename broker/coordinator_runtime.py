@@ -35,6 +35,8 @@ from ringlog.storage.records import build_batch, decode_records
 
 from .coordinator import OFFSETS_TOPIC, CoordinatorConfig, GroupCoordinator, Outcome, lag_report
 from .coordinator import records as rec
+from .coordinator.consumer_group import ConsumerGroupConfig, ConsumerGroupCoordinator
+from .coordinator.server_assignors import assignor_names
 from .errors import KafkaError
 from .ingest import PendingAppend
 from .logging_setup import GroupChangeLog
@@ -73,6 +75,15 @@ def coordinator_config(config: Any) -> CoordinatorConfig:
     )
 
 
+def consumer_group_config(config: Any) -> ConsumerGroupConfig:
+    return ConsumerGroupConfig(
+        session_timeout_ms=config.group_consumer_session_timeout_ms,
+        heartbeat_interval_ms=config.group_consumer_heartbeat_interval_ms,
+        max_size=config.group_consumer_max_size,
+        assignors=assignor_names(config.group_consumer_assignors),
+    )
+
+
 @attrs.define(eq=False)
 class _Waiter:
     event: trio.Event = attrs.field(factory=trio.Event)
@@ -97,6 +108,7 @@ class CoordinatorRuntime:
         self.config = coordinator_config(broker.config)
         self.num_partitions = max(1, int(broker.config.offsets_topic_num_partitions))
         self.state = GroupCoordinator(self.config, loading=True)
+        self.consumer = ConsumerGroupCoordinator(self.state, consumer_group_config(broker.config))
         self._lock = trio.Lock()
         self._waiters: dict[int, _Waiter] = {}
         self._inflight: collections.deque[_InFlight] = collections.deque()
@@ -104,6 +116,7 @@ class CoordinatorRuntime:
         self.loaded = trio.Event()
         self.load_error: BaseException | None = None
         self._group_log = GroupChangeLog(log)
+        self._consumer_group_log = GroupChangeLog(log)  # consumer-protocol groups: epochs as generations
 
     # --- start-up -------------------------------------------------------------------------------
 
@@ -124,11 +137,16 @@ class CoordinatorRuntime:
             # would let the tick's own execute() wake the loop at once, forever.)
             self._wake = trio.Event()
             now = self.broker.now_ms()
-            delay = (self.state.next_deadline(now) - now) / 1000
+            deadline = self.state.next_deadline(now)
+            consumer_deadline = self.consumer.next_deadline(now)
+            if consumer_deadline is not None:
+                deadline = max(min(deadline, consumer_deadline), now)
+            delay = (deadline - now) / 1000
             with trio.move_on_after(min(max(delay, 0), MAX_TICK_S)):
                 await self._wake.wait()
             self._drain()
             await self.execute(self.state.tick)
+            await self.execute(self.consumer.tick)
 
     async def _load(self) -> None:
         broker = self.broker
@@ -204,6 +222,7 @@ class CoordinatorRuntime:
                 waiter.reply = reply
                 waiter.event.set()
         self._group_log.update(self.state.groups)  # rebalances and membership changes, logged
+        self._consumer_group_log.update(self.consumer.groups)
 
     async def _append(self, records: list[rec.Record]) -> list[PendingAppend]:
         by_partition: dict[int, list[rec.Record]] = {}

@@ -473,7 +473,8 @@ def _group_gauges(broker: Any) -> Iterator[Any]:
     lag = GaugeMetricFamily("ringlog_consumer_group_lag",
                             "High watermark minus the group's committed offset.", labels=glabels)
     members = GaugeMetricFamily("ringlog_consumer_group_members", "Members of the group.", labels=["group"])
-    for group_id, group in list(state.groups.items()):
+    # classic groups and consumer-protocol (KIP-848) ones
+    for group_id, group in list(state.groups.items()) + list(getattr(state, "consumer_groups", {}).items()):
         if getattr(group, "state", None) == "Dead":
             continue
         members.add_metric([group_id], len(group.members))

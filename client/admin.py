@@ -26,7 +26,7 @@ from ._lifetime import Lifetime, open_owned_nursery
 from .cluster import BrokerInfo, Cluster, TopicInfo
 from .connection import ApiKey
 from .consumer import TopicPartition
-from .errors import ConnectionLost, KafkaError, NoBrokersAvailable, RequestTimedOut
+from .errors import ConnectionLost, KafkaError, NoBrokersAvailable, RequestTimedOut, UnsupportedApi
 
 __all__ = ["Admin", "ClusterDescription", "GroupDescription", "GroupMember", "NewTopic", "open_admin"]
 
@@ -37,6 +37,7 @@ RESOURCE_BROKER = 4
 _NOT_CONTROLLER = 41
 _TOPIC_ALREADY_EXISTS = 36
 _COORDINATOR_ERRORS = frozenset({14, 15, 16})
+_GROUP_ID_NOT_FOUND = 69
 
 
 @attrs.frozen
@@ -266,6 +267,12 @@ class Admin(Lifetime):
             resp = await self._to_coordinator(
                 g, ApiKey.DESCRIBE_GROUPS, lambda b, g=g: b(groups=[g], include_authorized_operations=False))
             for d in resp.groups:
+                if d.group_state == "Dead" or d.error_code == _GROUP_ID_NOT_FOUND:
+                    # not a classic group: perhaps one of the consumer protocol (KIP-848)
+                    described = await self._describe_consumer_group(g)
+                    if described is not None:
+                        out[g] = described
+                        continue
                 if d.error_code and d.error_code not in _COORDINATOR_ERRORS:
                     raise KafkaError(d.error_code, d.group_id)
                 members = []
@@ -277,6 +284,26 @@ class Admin(Lifetime):
                     members.append(GroupMember(m.member_id, getattr(m, "group_instance_id", None), m.client_id, m.client_host, tps))
                 out[d.group_id] = GroupDescription(d.group_id, d.group_state, d.protocol_type, d.protocol_data, tuple(members), int(d.error_code))
         return out
+
+    async def _describe_consumer_group(self, group: str) -> GroupDescription | None:
+        """A consumer-protocol group through ConsumerGroupDescribe; None if there is none by that
+        id, or the coordinator does not serve the API."""
+        try:
+            resp = await self._to_coordinator(group, ApiKey.CONSUMER_GROUP_DESCRIBE,
+                                              lambda b: b(group_ids=[group], include_authorized_operations=False))
+        except UnsupportedApi:
+            return None
+        for d in resp.groups:
+            if d.error_code:
+                return None
+            members = tuple(
+                GroupMember(m.member_id, m.instance_id, m.client_id, m.client_host,
+                            tuple(TopicPartition(t.topic_name, int(p)) for t in m.assignment.topic_partitions
+                                  for p in t.partitions))
+                for m in d.members
+            )
+            return GroupDescription(d.group_id, d.group_state, "consumer", d.assignor_name, members)
+        return None
 
     async def delete_groups(self, groups: Iterable[str]) -> None:
         errors = {}

@@ -170,6 +170,7 @@ class CommitRequest:
     member_id: str = ""
     group_instance_id: str | None = None
     offsets: tuple[CommitEntry, ...] = ()
+    api_version: int = -1  # OffsetCommit's (v9+: member epochs of consumer-protocol groups)
 
 
 @attrs.frozen
@@ -360,6 +361,9 @@ class GroupCoordinator:
         self._last_expiry_check = 0
         # group values read during a replay (last wins); turned into groups by load_complete
         self._loaded_groups: dict[str, rec.GroupValue] = {}
+        # consumer-protocol (KIP-848) groups by id, kept by coordinator.consumer_group; a group id
+        # is either in there or in self.groups
+        self.consumer_groups: dict[str, Any] = {}
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -554,6 +558,9 @@ class GroupCoordinator:
         cfg = self.config
         if not cfg.group_min_session_timeout_ms <= req.session_timeout_ms <= cfg.group_max_session_timeout_ms:
             return fail(ErrorCode.invalid_session_timeout)
+        if req.group_id in self.consumer_groups:
+            # a consumer-protocol group with members takes no classic members
+            return fail(ErrorCode.inconsistent_group_protocol)
         g = self.groups.get(req.group_id)
         if g is None:
             if req.member_id:
@@ -883,6 +890,14 @@ class GroupCoordinator:
         if not req.group_id:
             return all_fail(ErrorCode.invalid_group_id)
         g = self.groups.get(req.group_id)
+        consumer_group = self.consumer_groups.get(req.group_id)
+        if consumer_group is not None:
+            # KIP-848 group: its member epochs decide; the writes below are the same
+            error = consumer_group.commit_error(req.member_id, req.generation_id, req.api_version)
+            if error is not None:
+                return all_fail(error)
+            req = attrs.evolve(req, generation_id=-1, member_id="", group_instance_id=None)
+            g = Group(req.group_id)  # a stand-in, not registered: the offsets are the group's
         if g is None:
             if req.generation_id >= 0:
                 # a member of a group this coordinator does not know (e.g. deleted meanwhile)
@@ -1036,10 +1051,13 @@ class GroupCoordinator:
             out.reply = (ErrorCode.coordinator_load_in_progress, ())
             return out
         g = self.groups.get(group_id)
+        consumer_group = self.consumer_groups.get(group_id)
+        if consumer_group is not None:
+            g = Group(group_id)  # KIP-848 group, a stand-in: its subscribed topics are protected below
         if g is None or g.state == DEAD:
             out.reply = (ErrorCode.group_id_not_found, ())
             return out
-        subscribed: set[str] = set()
+        subscribed: set[str] = set(consumer_group.subscription_metadata) if consumer_group is not None else set()
         if g.state != EMPTY:
             if g.protocol_type != CONSUMER:
                 out.reply = (ErrorCode.non_empty_group, ())

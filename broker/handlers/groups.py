@@ -1,7 +1,7 @@
 """Consumer-group APIs: translate kio requests to the coordinator state machine and back.
 
 FindCoordinator (10) v0-3, JoinGroup (11) v0-5, Heartbeat (12) v0-3, LeaveGroup (13) v0-3,
-SyncGroup (14) v0-3, OffsetCommit (8) v2-8, OffsetFetch (9) v1-7, DescribeGroups (15) v0-6,
+SyncGroup (14) v0-3, OffsetCommit (8) v2-9, OffsetFetch (9) v1-9, DescribeGroups (15) v0-6,
 ListGroups (16) v0-5, DeleteGroups (42) v0-2, OffsetDelete (47) v0.
 
 Single node: this broker coordinates every group (FindCoordinator always names it). The work and
@@ -165,7 +165,7 @@ def _partition_exists(ctx: RequestContext):
     return exists
 
 
-@handler(api_key=8, min_version=2, max_version=8)
+@handler(api_key=8, min_version=2, max_version=9)
 async def offset_commit(ctx: RequestContext, request) -> object:
     Response = ctx.response_class()
     Topic = nested(Response, "OffsetCommitResponseTopic")
@@ -187,6 +187,7 @@ async def offset_commit(ctx: RequestContext, request) -> object:
         member_id=request.member_id or "",
         group_instance_id=getattr(request, "group_instance_id", None),
         offsets=entries,
+        api_version=ctx.api_version,
     )
     coordinator = ctx.broker.coordinator
     reply = await coordinator.execute(coordinator.state.commit, req, _partition_exists(ctx))
@@ -200,8 +201,12 @@ async def offset_commit(ctx: RequestContext, request) -> object:
     )
 
 
-@handler(api_key=9, min_version=1, max_version=7)
+@handler(api_key=9, min_version=1, max_version=9)
 async def offset_fetch(ctx: RequestContext, request) -> object:
+    if ctx.api_version >= 8:  # several groups per request, member epochs (consumer_groups.py)
+        from .consumer_groups import offset_fetch_groups
+
+        return offset_fetch_groups(ctx, request)
     Response = ctx.response_class()
     Topic = nested(Response, "OffsetFetchResponseTopic")
     Partition = nested(Response, "OffsetFetchResponsePartition")
@@ -249,12 +254,17 @@ async def list_groups(ctx: RequestContext, request) -> object:
         return make(Response, throttle_time=ZERO, error_code=ErrorCode.coordinator_load_in_progress, groups=())
     states = getattr(request, "states_filter", None) or None
     types = {t.lower() for t in (getattr(request, "types_filter", None) or ())}
-    if types and "classic" not in types:
-        return make(Response, throttle_time=ZERO, error_code=ErrorCode.none, groups=())
-    groups = tuple(
-        make(Listed, group_id=gid, protocol_type=ptype, group_state=state, group_type="classic")
-        for gid, ptype, state in coordinator.state.list_groups(states)
-    )
+    groups: tuple = ()
+    if not types or "classic" in types:
+        groups = tuple(
+            make(Listed, group_id=gid, protocol_type=ptype, group_state=state, group_type="classic")
+            for gid, ptype, state in coordinator.state.list_groups(states)
+        )
+    if not types or "consumer" in types:  # KIP-848 groups
+        groups += tuple(
+            make(Listed, group_id=gid, protocol_type="consumer", group_state=state, group_type="consumer")
+            for gid, state in coordinator.consumer.list_groups(states)
+        )
     return make(Response, throttle_time=ZERO, error_code=ErrorCode.none, groups=groups)
 
 
@@ -272,6 +282,8 @@ async def describe_groups(ctx: RequestContext, request) -> object:
         error, message = s.error, None
         if error == ErrorCode.none and s.state == "Dead" and ctx.api_version >= 6:
             error, message = ErrorCode.group_id_not_found, f"group {gid} not found"
+            if gid in state.consumer_groups:  # ConsumerGroupDescribe describes those
+                message = f"Group {gid} is not a classic group."
         out.append(
             make(
                 Described,
@@ -304,7 +316,11 @@ async def delete_groups(ctx: RequestContext, request) -> object:
     Response = ctx.response_class()
     Result = nested(Response, "DeletableGroupResult")
     coordinator = ctx.broker.coordinator
-    results = await coordinator.execute(coordinator.state.delete_groups, list(request.groups_names))
+    # a consumer-protocol group exists only while it has members (emptied, it becomes a plain group)
+    active = [gid for gid in request.groups_names if gid in coordinator.state.consumer_groups]
+    results = await coordinator.execute(
+        coordinator.state.delete_groups, [gid for gid in request.groups_names if gid not in active])
+    results = list(results) + [(gid, ErrorCode.non_empty_group) for gid in active]
     return make(
         Response,
         throttle_time=ZERO,

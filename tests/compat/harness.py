@@ -54,7 +54,10 @@ def build(cmd: list[str], cwd: str, what: str, timeout: float, env: dict[str, st
 
 def compat_broker_config(data_dir: str) -> BrokerConfig:
     # group.initial.rebalance.delay.ms 0: groups form at once instead of after Kafka's 3 s wait
-    return BrokerConfig(listen_port=0, data_dir=data_dir, group_initial_rebalance_delay_ms=0)
+    # group.consumer.heartbeat.interval.ms 500: consumer-protocol (KIP-848) members learn of new
+    # assignments at their next heartbeat, 5 s apart by default
+    return BrokerConfig(listen_port=0, data_dir=data_dir, group_initial_rebalance_delay_ms=0,
+                        group_consumer_heartbeat_interval_ms=500)
 
 
 @attrs.define

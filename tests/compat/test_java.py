@@ -47,6 +47,8 @@ SCENARIOS = [
     "group_range",
     "group_cooperative_sticky",
     "group_static_membership",
+    "group_consumer_protocol",
+    "group_consumer_protocol_range",
     "admin_topics",
     "admin_configs",
     "admin_offsets_delete_records",
@@ -286,6 +288,46 @@ def test_group_static_membership(java_run) -> None:
     assert second[0]["member_id"] != first["members"][0]["member_id"]
     # an explicit leave (CloseOptions LEAVE_GROUP) empties the group at once
     assert r["described_after_leave"]["members"] == [] and r["described_after_leave"]["state"] == "EMPTY"
+
+
+def test_group_consumer_protocol(java_run) -> None:
+    """KIP-848: three members, one leaving, every record consumed exactly once, offsets resumed."""
+    r = java_run.result("group_consumer_protocol")
+    topic, parts = r["topic"], r["partitions"]
+    assert all(step["reached"] for step in r["steps"]), r["steps"]
+    members = {m["name"]: m for m in r["members"]}
+    assert all(m["error"] is None for m in members.values()), [m["error"] for m in members.values()]
+    produced = [(rec["p"], rec["o"]) for rec in r["produced"]]
+    consumed = [tuple(x) for m in members.values() for x in m["consumed"]]
+    # exactly once across the rebalances: nothing lost, nothing twice
+    assert sorted(consumed) == sorted(produced[:120])
+    # the newcomer resumed at the committed offsets: only the last 30 records
+    assert sorted(tuple(x) for x in r["resumed"]["consumed"]) == sorted(produced[120:])
+    three, two = r["described_three"], r["described_two"]
+    assert three["type"] == "Consumer" and three["assignor"] == "uniform"
+    assert three["state"] in ("Stable", "Reconciling") and len(three["members"]) == 3
+    assert sorted(p for m in three["members"] for p in m["target"]) == sorted(f"{topic}:{p}" for p in range(parts))
+    assert sorted(len(m["target"]) for m in three["members"]) == [2, 2, 2]  # uniform: balanced
+    assert len(two["members"]) == 2 and two["group_epoch"] > three["group_epoch"]
+    assert sorted(len(m["target"]) for m in two["members"]) == [3, 3]
+    assert {m["member_id"] for m in two["members"]} == {members["a"]["member_id"], members["b"]["member_id"]}
+    assert r["listed"] == [{"type": "Consumer", "protocol": "consumer", "state": "Stable"}]
+    # the commits of the three members: every partition's end after the first 120 records (a
+    # partition without records may be committed at 0)
+    ends = collections.Counter(p for p, _ in produced[:120])
+    committed = {int(k.rsplit("-", 1)[1]): v for k, v in r["committed"].items()}
+    assert set(ends) <= set(committed) and committed == {p: ends[p] for p in committed}
+
+
+def test_group_consumer_protocol_range(java_run) -> None:
+    r = java_run.result("group_consumer_protocol_range")
+    topic = r["topic"]
+    assert r["reached"] and r["a"]["error"] is None and r["b"]["error"] is None
+    d = r["described"]
+    assert d["assignor"] == "range" and d["type"] == "Consumer"
+    first, second = sorted((r["a"], r["b"]), key=lambda m: m["member_id"])
+    assert first["assignment"] == [f"{topic}:0", f"{topic}:1"]
+    assert second["assignment"] == [f"{topic}:2", f"{topic}:3"]
 
 
 # --- admin -------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ final class Scenarios {
         ALL.put("group_range", GroupScenarios::range);
         ALL.put("group_cooperative_sticky", GroupScenarios::cooperativeSticky);
         ALL.put("group_static_membership", GroupScenarios::staticMembership);
+        ALL.put("group_consumer_protocol", ConsumerProtocolScenarios::rebalance);
+        ALL.put("group_consumer_protocol_range", ConsumerProtocolScenarios::range);
         ALL.put("admin_topics", AdminScenarios::topics);
         ALL.put("admin_configs", AdminScenarios::configs);
         ALL.put("admin_offsets_delete_records", AdminScenarios::offsetsAndDeleteRecords);
