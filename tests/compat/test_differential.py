@@ -338,13 +338,13 @@ DUPLICATE_APPEND_TIME = Known(
 TOPIC_CONFIG_CATALOGUE = Known(
     (r"\.configs\.(compression\.\w+\.level|errors\.deadletterqueue\.group\.enable|local\.retention\.\w+|"
      r"max\.decompressed\.message\.bytes|remote\.[\w.]+|message\.downconversion\.enable|"
-     r"message\.timestamp\.difference\.max\.ms|ringlog\.flush\.policy)$",
+     r"message\.timestamp\.difference\.max\.ms|ringlog\.flush\.policy|ingest\.pipeline)$",
      r"\.configs\.flush\.ms\.value$", r"\.configs\.message\.timestamp\.after\.max\.ms\.value$",
      r"\.configs\.min\.insync\.replicas\.config_source$"),
     "Topic configs: ringlog lists neither tiered storage's (remote.*, local.retention.*), KIP-390's codec "
     "levels, max.decompressed.message.bytes nor errors.deadletterqueue.group.enable, which it does not "
     "implement; it still lists message.downconversion.enable and message.timestamp.difference.max.ms, "
-    "which Kafka 4 dropped, and its own ringlog.flush.policy. flush.ms defaults to 1000 (fsync interval, "
+    "which Kafka 4 dropped, and its own ringlog.flush.policy and ingest.pipeline. flush.ms defaults to 1000 (fsync interval, "
     "where Kafka leaves flushing to the OS), message.timestamp.after.max.ms to Long.MAX (Kafka 4: 1 h), and "
     "min.insync.replicas is a default (5) where a KRaft cluster has it as a cluster-wide dynamic default (3).")
 
