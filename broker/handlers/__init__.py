@@ -53,6 +53,11 @@ What a handler receives: `RequestContext`
   ctx.now_ms()      wall clock in milliseconds
   ctx.response_class()  the kio response class of this API and version
   ctx.release_reader()  (sequential handlers) let the connection read its next request
+  ctx.principal     "User:NAME" (SASL or client certificate), "User:ANONYMOUS" otherwise
+  ctx.advertised    (host, port) of the listener the client connected to (Metadata's brokers)
+  ctx.authorize(op, resource_type, name) / ctx.authorized(op, resource_type, names)
+                    the ACL check (codes in broker.security.authorizer); True / all when the
+                    authorizer is off. A denied resource gets Kafka's *_AUTHORIZATION_FAILED.
 
 `error_response(cls, code)` builds any kio response with every error_code field set to `code` and
 everything else empty; the router uses it for UNSUPPORTED_VERSION answers.
@@ -176,6 +181,8 @@ class RequestContext:
     header: RequestHeader
     peer: str = ""
     connection_id: int = 0
+    # broker.security.session.Session of the connection: principal, listener (None: no connection)
+    session: Any = None
     _reader_released: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -198,6 +205,36 @@ class RequestContext:
 
     def release_reader(self) -> None:
         self._reader_released.set()
+
+    # --- security (broker.security): cheap when the authorizer is off (one attribute test) ---
+
+    @property
+    def principal(self) -> str:
+        """"User:NAME" of the SASL or certificate authentication, else "User:ANONYMOUS"."""
+        return self.session.principal if self.session is not None else "User:ANONYMOUS"
+
+    @property
+    def advertised(self) -> tuple[str, int]:
+        """(host, port) of the listener this request came in on, as clients must reach it."""
+        address = self.session.advertised if self.session is not None else None
+        return address if address is not None else (self.broker.host, self.broker.port)
+
+    def authorize(self, operation: int, resource_type: int, name: str) -> bool:
+        """Whether the principal may do `operation` (broker.security.authorizer codes) on the
+        resource; a denial is written to the audit log. True when the authorizer is off."""
+        if self.broker.authorizer is None:
+            return True
+        from ringlog.broker.security.check import authorize
+
+        return authorize(self, operation, resource_type, name)
+
+    def authorized(self, operation: int, resource_type: int, names: typing.Iterable[str]) -> set[str]:
+        """The names of `names` the principal may do `operation` on (denials audited)."""
+        if self.broker.authorizer is None:
+            return set(names)
+        from ringlog.broker.security.check import authorize
+
+        return {n for n in names if authorize(self, operation, resource_type, n)}
 
 
 def response_class(api_key: int, api_version: int) -> type:

@@ -25,7 +25,7 @@ async def describe_cluster(ctx: RequestContext, request) -> object:
         return make(Response, throttle_time=datetime.timedelta(0), error_code=ErrorCode.unsupported_endpoint_type,
                     error_message="only the brokers endpoint type is supported", endpoint_type=endpoint_type,
                     cluster_id=broker.cluster_id, controller_id=-1, brokers=())
-    node = make(BrokerCls, broker_id=broker.node_id, host=broker.host, port=broker.port, rack=None, is_fenced=False)
+    node = make(BrokerCls, broker_id=broker.node_id, host=ctx.advertised[0], port=ctx.advertised[1], rack=None, is_fenced=False)
     return make(
         Response,
         throttle_time=datetime.timedelta(0),

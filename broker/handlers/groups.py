@@ -56,7 +56,7 @@ async def find_coordinator(ctx: RequestContext, request) -> object:
         return make(Response, throttle_time=ZERO, error_code=ErrorCode.coordinator_not_available,
                     error_message="group coordinator failed to load", node_id=-1, host="", port=-1)
     return make(Response, throttle_time=ZERO, error_code=ErrorCode.none, error_message=None,
-                node_id=broker.node_id, host=broker.host, port=broker.port)
+                node_id=broker.node_id, host=ctx.advertised[0], port=ctx.advertised[1])
 
 
 # --- JoinGroup / SyncGroup / Heartbeat / LeaveGroup ----------------------------------------------

@@ -109,7 +109,7 @@ async def metadata(ctx: RequestContext, request) -> object:
     return make(
         Response,
         throttle_time=datetime.timedelta(0),
-        brokers=(make(Broker_, node_id=node, host=broker.host, port=broker.port, rack=None),),
+        brokers=(make(Broker_, node_id=node, host=ctx.advertised[0], port=ctx.advertised[1], rack=None),),
         cluster_id=broker.cluster_id,
         controller_id=node,
         topics=tuple(topics),
