@@ -7,8 +7,10 @@ ILLEGAL_SASL_STATE, as Kafka's KafkaApis does. A failed authentication is answer
 SASL_AUTHENTICATION_FAILED with Kafka's message, after connection.failed.authentication.delay.ms
 (growing with repeated failures from the address), and the connection is then closed.
 
-SaslHandshake v0 (the SASL tokens then travel as bare frames, without SaslAuthenticate) is not
-served: clients since Kafka 1.0 (librdkafka, the Java client, kafka-python, aiokafka) use v1.
+SaslHandshake v0 (the SASL tokens then travel as bare frames, without SaslAuthenticate) is
+advertised but answered UNSUPPORTED_VERSION: librdkafka before 2.x only detects SASL support when
+the advertised range starts at 0, and every client since Kafka 1.0 (librdkafka, the Java client,
+kafka-python, aiokafka) then uses v1.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ def _sasl_session(ctx: RequestContext):
     return session if session is not None and session.sasl else None
 
 
-@handler(api_key=17, min_version=1, max_version=1, sequential=True)
+@handler(api_key=17, min_version=1, max_version=1, advertise_min_version=0, sequential=True)
 async def sasl_handshake(ctx: RequestContext, request) -> object:
     Response = ctx.response_class()
     session = _sasl_session(ctx)
