@@ -10,6 +10,7 @@ import datetime
 
 from kio.schema.errors import ErrorCode
 
+from ..security import authorizer as acl
 from . import RequestContext, _authorized, handler, make, nested
 
 ENDPOINT_BROKERS = 1
@@ -18,6 +19,8 @@ ENDPOINT_BROKERS = 1
 @handler(api_key=60, min_version=0, max_version=2)
 async def describe_cluster(ctx: RequestContext, request) -> object:
     broker = ctx.broker
+    if not ctx.authorize(acl.DESCRIBE, acl.CLUSTER, acl.CLUSTER_NAME):
+        return ctx.refused(acl.CLUSTER)
     Response = ctx.response_class()
     BrokerCls = nested(Response, "DescribeClusterBroker")
     endpoint_type = int(getattr(request, "endpoint_type", ENDPOINT_BROKERS))

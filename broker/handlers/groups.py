@@ -22,6 +22,7 @@ from ..coordinator import (
     LeaveMember,
     SyncRequest,
 )
+from ..security import authorizer as acl
 from . import RequestContext, _authorized, handler, has_field, make, nested
 
 ZERO = datetime.timedelta(0)
@@ -48,6 +49,8 @@ async def find_coordinator(ctx: RequestContext, request) -> object:
     broker = ctx.broker
     Response = ctx.response_class()
     key_type = getattr(request, "key_type", KEY_TYPE_GROUP)
+    if key_type == KEY_TYPE_GROUP and not ctx.authorize(acl.DESCRIBE, acl.GROUP, request.key):
+        return ctx.refused(acl.GROUP)
     if key_type != KEY_TYPE_GROUP:
         # transactions are not supported: there is no transaction coordinator
         return make(Response, throttle_time=ZERO, error_code=ErrorCode.coordinator_not_available,
@@ -64,6 +67,8 @@ async def find_coordinator(ctx: RequestContext, request) -> object:
 
 @handler(api_key=11, min_version=0, max_version=5)
 async def join_group(ctx: RequestContext, request) -> object:
+    if not ctx.authorize(acl.READ, acl.GROUP, request.group_id):
+        return ctx.refused(acl.GROUP)
     Response = ctx.response_class()
     Member = nested(Response, "JoinGroupResponseMember")
     req = JoinRequest(
@@ -98,6 +103,8 @@ async def join_group(ctx: RequestContext, request) -> object:
 
 @handler(api_key=14, min_version=0, max_version=3)
 async def sync_group(ctx: RequestContext, request) -> object:
+    if not ctx.authorize(acl.READ, acl.GROUP, request.group_id):
+        return ctx.refused(acl.GROUP)
     Response = ctx.response_class()
     req = SyncRequest(
         group_id=request.group_id,
@@ -115,6 +122,8 @@ async def sync_group(ctx: RequestContext, request) -> object:
 
 @handler(api_key=12, min_version=0, max_version=3)
 async def heartbeat(ctx: RequestContext, request) -> object:
+    if not ctx.authorize(acl.READ, acl.GROUP, request.group_id):
+        return ctx.refused(acl.GROUP)
     Response = ctx.response_class()
     req = HeartbeatRequest(
         group_id=request.group_id,
@@ -129,6 +138,8 @@ async def heartbeat(ctx: RequestContext, request) -> object:
 
 @handler(api_key=13, min_version=0, max_version=3)
 async def leave_group(ctx: RequestContext, request) -> object:
+    if not ctx.authorize(acl.READ, acl.GROUP, request.group_id):
+        return ctx.refused(acl.GROUP)
     Response = ctx.response_class()
     if ctx.api_version >= 3:
         members = [LeaveMember(m.member_id or "", m.group_instance_id) for m in request.members]
@@ -167,6 +178,8 @@ def _partition_exists(ctx: RequestContext):
 
 @handler(api_key=8, min_version=2, max_version=8)
 async def offset_commit(ctx: RequestContext, request) -> object:
+    if not ctx.authorize(acl.READ, acl.GROUP, request.group_id):
+        return ctx.refused(acl.GROUP)
     Response = ctx.response_class()
     Topic = nested(Response, "OffsetCommitResponseTopic")
     Partition = nested(Response, "OffsetCommitResponsePartition")
@@ -202,6 +215,8 @@ async def offset_commit(ctx: RequestContext, request) -> object:
 
 @handler(api_key=9, min_version=1, max_version=7)
 async def offset_fetch(ctx: RequestContext, request) -> object:
+    if not ctx.authorize(acl.DESCRIBE, acl.GROUP, request.group_id):
+        return ctx.refused(acl.GROUP)
     Response = ctx.response_class()
     Topic = nested(Response, "OffsetFetchResponseTopic")
     Partition = nested(Response, "OffsetFetchResponsePartition")
@@ -254,6 +269,7 @@ async def list_groups(ctx: RequestContext, request) -> object:
     groups = tuple(
         make(Listed, group_id=gid, protocol_type=ptype, group_state=state, group_type="classic")
         for gid, ptype, state in coordinator.state.list_groups(states)
+        if ctx.authorize(acl.DESCRIBE, acl.GROUP, gid, audit=False)
     )
     return make(Response, throttle_time=ZERO, error_code=ErrorCode.none, groups=groups)
 
@@ -270,6 +286,8 @@ async def describe_groups(ctx: RequestContext, request) -> object:
     for gid in request.groups:
         s = state.describe(gid)
         error, message = s.error, None
+        if not ctx.authorize(acl.DESCRIBE, acl.GROUP, gid):
+            error, message = ErrorCode.group_authorization_failed, f"Not authorized to access group: {gid}"
         if error == ErrorCode.none and s.state == "Dead" and ctx.api_version >= 6:
             error, message = ErrorCode.group_id_not_found, f"group {gid} not found"
         out.append(
@@ -304,7 +322,10 @@ async def delete_groups(ctx: RequestContext, request) -> object:
     Response = ctx.response_class()
     Result = nested(Response, "DeletableGroupResult")
     coordinator = ctx.broker.coordinator
-    results = await coordinator.execute(coordinator.state.delete_groups, list(request.groups_names))
+    denied = ctx.denied(acl.DELETE, acl.GROUP, request.groups_names)
+    results = await coordinator.execute(coordinator.state.delete_groups,
+                                        [g for g in request.groups_names if g not in denied])
+    results = [*results, *((g, ErrorCode.group_authorization_failed) for g in request.groups_names if g in denied)]
     return make(
         Response,
         throttle_time=ZERO,
@@ -314,6 +335,8 @@ async def delete_groups(ctx: RequestContext, request) -> object:
 
 @handler(api_key=47, min_version=0, max_version=0)
 async def offset_delete(ctx: RequestContext, request) -> object:
+    if not ctx.authorize(acl.DELETE, acl.GROUP, request.group_id):
+        return ctx.refused(acl.GROUP)
     Response = ctx.response_class()
     Topic = nested(Response, "OffsetDeleteResponseTopic")
     Partition = nested(Response, "OffsetDeleteResponsePartition")

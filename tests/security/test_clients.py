@@ -70,13 +70,14 @@ def test_unknown_user_looks_like_a_wrong_password(secured, pki):
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
 def test_wrong_password_kafka_python(secured, pki, mechanism, caplog):
     """kafka-python logs the broker's SaslAuthenticationFailedError on each try and gives up
-    bootstrapping when max_block_ms runs out."""
+    bootstrapping when bootstrap_timeout_ms runs out."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
     settings = clients.kafka_python_settings("SASL_PLAINTEXT", pki, mechanism, USER, "nope")
     with pytest.raises(KafkaError):
-        KafkaProducer(bootstrap_servers=address(secured, "SASL_PLAINTEXT"), max_block_ms=2000, **settings)
+        KafkaProducer(bootstrap_servers=address(secured, "SASL_PLAINTEXT"), max_block_ms=2000, bootstrap_timeout_ms=2000,
+                      **settings)
     assert "SaslAuthenticationFailedError" in caplog.text
     assert "Authentication failed" in caplog.text
 
