@@ -286,8 +286,8 @@ async def describe_groups(ctx: RequestContext, request) -> object:
     for gid in request.groups:
         s = state.describe(gid)
         error, message = s.error, None
-        if not ctx.authorize(acl.DESCRIBE, acl.GROUP, gid):
-            error, message = ErrorCode.group_authorization_failed, f"Not authorized to access group: {gid}"
+        if not ctx.authorize(acl.DESCRIBE, acl.GROUP, gid):  # nothing of the group is shown
+            s, error, message = state.describe(""), ErrorCode.group_authorization_failed, f"Not authorized to access group: {gid}"
         if error == ErrorCode.none and s.state == "Dead" and ctx.api_version >= 6:
             error, message = ErrorCode.group_id_not_found, f"group {gid} not found"
         out.append(

@@ -25,7 +25,8 @@ def authorize(ctx: Any, operation: int, resource_type: int, name: str, audit: bo
     from ..handlers import HANDLERS
 
     spec = HANDLERS.get(ctx.api_key)
-    deny_line(principal, host, operation, resource_type, name, spec.name if spec else str(ctx.api_key))
+    api = "".join(w.capitalize() for w in spec.name.split("_")) if spec else str(ctx.api_key)
+    deny_line(principal, host, operation, resource_type, name, api)
     return False
 
 
