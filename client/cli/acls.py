@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import CliError, UsageError, add_json, command, print_json, print_table
-from .users import _offline_acls
+from ._common import CliError, UsageError, add_json, print_json, print_table
+from .users import _offline_acls, offline_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,10 +77,8 @@ def _operation(text: str) -> int:
         raise UsageError(str(exc)) from None
 
 
-@command("acls add")
-async def _add(args: argparse.Namespace) -> int:
-    import trio
-
+@offline_command("acls add")
+def _add(args: argparse.Namespace) -> int:
     from ringlog.broker.security import authorizer as acl
 
     rtype, name = _resource(args)
@@ -96,7 +94,7 @@ async def _add(args: argparse.Namespace) -> int:
             raise UsageError(problem)
     with _offline_acls(args) as (authorizer, save):
         authorizer.add(bindings)
-        await trio.to_thread.run_sync(save)
+        save()
     for b in bindings:
         print(f"added {b.describe()}")
     return 0
@@ -112,8 +110,8 @@ def _filter(args: argparse.Namespace, operation: str | None = None):
                          operation=_operation(operation) if operation else acl.ANY_OP)
 
 
-@command("acls list")
-async def _list(args: argparse.Namespace) -> int:
+@offline_command("acls list")
+def _list(args: argparse.Namespace) -> int:
     with _offline_acls(args) as (authorizer, _):
         bindings = authorizer.describe(_filter(args))
     if args.json:
@@ -125,15 +123,13 @@ async def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("acls remove")
-async def _remove(args: argparse.Namespace) -> int:
-    import trio
-
+@offline_command("acls remove")
+def _remove(args: argparse.Namespace) -> int:
     with _offline_acls(args) as (authorizer, save):
         (removed,) = authorizer.remove([_filter(args, args.operation)])
         if not removed:
             raise CliError("no binding matches")
-        await trio.to_thread.run_sync(save)
+        save()
     for b in removed:
         print(f"removed {b.describe()}")
     return 0

@@ -8,8 +8,9 @@ AlterUserScramCredentials. The broker keeps salted keys, never passwords.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ._common import CliError, UsageError, add_json, command, print_json, print_table
@@ -56,6 +57,23 @@ def _password(args: argparse.Namespace) -> str:
     return password
 
 
+def offline_command(prog: str) -> Callable:
+    """`command`, for a synchronous body run in a worker thread: the file work (the lock,
+    reads, fsyncs, PBKDF2) stays off the Trio thread."""
+
+    def wrap(fn: Callable[[argparse.Namespace], int]) -> Callable:
+        @command(prog)
+        @functools.wraps(fn)
+        async def run(args: argparse.Namespace) -> int:
+            import trio
+
+            return await trio.to_thread.run_sync(fn, args)
+
+        return run
+
+    return wrap
+
+
 @contextmanager
 def _offline(args: argparse.Namespace) -> Iterator:
     """The credentials of a stopped broker's data dir, its lock held meanwhile."""
@@ -90,8 +108,8 @@ def _one_line(*kinds: type) -> Iterator[None]:
         raise CliError(str(exc)) from None
 
 
-@command("users add")
-async def _add(args: argparse.Namespace) -> int:
+@offline_command("users add")
+def _add(args: argparse.Namespace) -> int:
     from ringlog.broker.security.scram import MAX_ITERATIONS, MIN_ITERATIONS
 
     if not args.name:
@@ -99,17 +117,15 @@ async def _add(args: argparse.Namespace) -> int:
     if not MIN_ITERATIONS <= args.iterations <= MAX_ITERATIONS:
         raise UsageError(f"--iterations must be between {MIN_ITERATIONS} and {MAX_ITERATIONS}")
     password = _password(args)
-    import trio
-
     with _offline(args) as creds:
-        await trio.to_thread.run_sync(creds.add_password, args.name, args.mechanism, password, args.iterations)
-        await trio.to_thread.run_sync(creds.save, args.data_dir)
+        creds.add_password(args.name, args.mechanism, password, args.iterations)
+        creds.save(args.data_dir)
     print(f"user {args.name}: {args.mechanism} credentials set")
     return 0
 
 
-@command("users list")
-async def _list(args: argparse.Namespace) -> int:
+@offline_command("users list")
+def _list(args: argparse.Namespace) -> int:
     with _offline(args) as creds:
         users = {u: creds.mechanisms(u) for u in sorted(creds.users)}
     if args.json:
@@ -120,15 +136,13 @@ async def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("users delete")
-async def _delete(args: argparse.Namespace) -> int:
-    import trio
-
+@offline_command("users delete")
+def _delete(args: argparse.Namespace) -> int:
     with _offline(args) as creds:
         if not creds.delete(args.name, args.mechanism):
             what = f"{args.mechanism} credentials" if args.mechanism else "credentials"
             raise CliError(f"user {args.name} has no {what}")
-        await trio.to_thread.run_sync(creds.save, args.data_dir)
+        creds.save(args.data_dir)
     print(f"user {args.name}: deleted")
     return 0
 
