@@ -163,8 +163,16 @@ class Authorizer:
     def replace(self, acls: Iterable[Acl]) -> None:
         self.acls = list(dict.fromkeys(acls))
         self._by_type: dict[int, list[Acl]] = {}
+        # literal bindings by (type, name) and prefixed ones by type: a decision looks at the
+        # bindings that can apply, not at every binding of the type
+        self._literal: dict[tuple[int, str], list[Acl]] = {}
+        self._prefixed: dict[int, list[Acl]] = {}
         for acl in self.acls:
             self._by_type.setdefault(acl.resource_type, []).append(acl)
+            if acl.pattern == LITERAL:
+                self._literal.setdefault((acl.resource_type, acl.name), []).append(acl)
+            else:
+                self._prefixed.setdefault(acl.resource_type, []).append(acl)
         self._cache.clear()
 
     def add(self, acls: Iterable[Acl]) -> None:
@@ -182,8 +190,11 @@ class Authorizer:
         return [a for a in self.acls if f.matches(a)]
 
     def matching(self, resource_type: int, name: str) -> Iterator[Acl]:
-        for acl in self._by_type.get(resource_type, ()):
-            if _applies(acl, name):
+        yield from self._literal.get((resource_type, name), ())
+        if name != WILDCARD:
+            yield from self._literal.get((resource_type, WILDCARD), ())
+        for acl in self._prefixed.get(resource_type, ()):
+            if name.startswith(acl.name):
                 yield acl
 
     def allowed(self, principal: str, host: str, operation: int, resource_type: int, name: str) -> bool:

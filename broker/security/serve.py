@@ -34,6 +34,9 @@ async def open_listeners(state: SecurityState) -> list[tuple[ListenerSpec, list[
             host = spec.advertised_host or ("127.0.0.1" if _wildcard(spec.host) else spec.host)
             port = spec.advertised_port or bound[1]
             out.append((attrs.evolve(spec, advertised_host=host, advertised_port=port), sockets))
+            log.info("listener %s (%s) on %s:%d, advertised %s:%d", spec.name, spec.protocol, bound[0], bound[1],
+                     host, port, extra=event("listener", listener=spec.name, protocol=spec.protocol,
+                                             port=bound[1], advertised=f"{host}:{port}"))
     except BaseException:
         for _, sockets in out:
             for s in sockets:
