@@ -117,20 +117,27 @@ def check(listeners: Any) -> None:
         parse_address(text)
 
 
-@attrs.frozen
-class ListenerList:
-    """Config kind of `listeners` and `advertised.listeners`: Kafka's comma-separated
-    NAME://HOST:PORT list (or a TOML array), kept as the comma-joined string."""
+class _ListKind:
+    """A Kafka LIST config kept as its comma-joined string: `expected` says the form, `_check`
+    parses it (ListenerError on a bad value)."""
 
-    type_name: str = "list"
+    type_name = "list"
+    expected = ""
+
+    def _normalize(self, raw: Any) -> Any:
+        return raw
+
+    def _check(self, value: str) -> None:
+        raise NotImplementedError
 
     def parse(self, raw: Any) -> str:
         from ringlog.storage.configdef import Invalid
 
+        raw = self._normalize(raw)
         if isinstance(raw, (list, tuple)) and all(isinstance(i, str) for i in raw):
             raw = ",".join(raw)
         if not isinstance(raw, str):
-            raise Invalid("expected NAME://HOST:PORT,NAME://HOST:PORT")
+            raise Invalid(f"expected {self.expected}")
         value = ",".join(_split(raw))
         self.check(value)
         return value
@@ -139,48 +146,38 @@ class ListenerList:
         from ringlog.storage.configdef import Invalid
 
         if not isinstance(value, str):
-            raise Invalid("expected NAME://HOST:PORT,NAME://HOST:PORT")
+            raise Invalid(f"expected {self.expected}")
         try:
-            check(value)
+            self._check(value)
         except ListenerError as exc:
             raise Invalid(str(exc)) from None
 
     def text(self, value: Any) -> str:
         return value
+
+
+class ListenerList(_ListKind):
+    """Config kind of `listeners` and `advertised.listeners`: NAME://HOST:PORT,... (or a TOML array)."""
+
+    expected = "NAME://HOST:PORT,NAME://HOST:PORT"
+
+    def _check(self, value: str) -> None:
+        check(value)
 
     def range_doc(self) -> str:
         return "NAME://HOST:PORT,..."
 
 
-@attrs.frozen
-class ProtocolMap:
-    """Config kind of listener.security.protocol.map: "NAME:PROTOCOL,NAME:PROTOCOL"."""
+class ProtocolMap(_ListKind):
+    """Config kind of listener.security.protocol.map: "NAME:PROTOCOL,NAME:PROTOCOL" (or a table)."""
 
-    type_name: str = "list"
+    expected = "NAME:PROTOCOL,NAME:PROTOCOL"
 
-    def parse(self, raw: Any) -> str:
-        from ringlog.storage.configdef import Invalid
+    def _normalize(self, raw: Any) -> Any:
+        return ",".join(f"{k}:{v}" for k, v in raw.items()) if isinstance(raw, Mapping) else raw
 
-        if isinstance(raw, Mapping):
-            raw = ",".join(f"{k}:{v}" for k, v in raw.items())
-        elif isinstance(raw, (list, tuple)) and all(isinstance(i, str) for i in raw):
-            raw = ",".join(raw)
-        if not isinstance(raw, str):
-            raise Invalid("expected NAME:PROTOCOL,NAME:PROTOCOL")
-        value = ",".join(_split(raw))
-        self.check(value)
-        return value
-
-    def check(self, value: Any) -> None:
-        from ringlog.storage.configdef import Invalid
-
-        try:
-            parse_protocol_map(value)
-        except ListenerError as exc:
-            raise Invalid(str(exc)) from None
-
-    def text(self, value: Any) -> str:
-        return value
+    def _check(self, value: str) -> None:
+        parse_protocol_map(value)
 
     def range_doc(self) -> str:
         return "protocols " + ", ".join(PROTOCOLS)

@@ -52,14 +52,17 @@ async def secure(state: SecurityState | None, spec: ListenerSpec, stream: trio.S
     if state is None or not spec.tls:
         return stream, Session(spec, state, host)
     assert state.tls is not None
-    tls_stream = state.tls.wrap(stream)
     reason = None
     with trio.move_on_after(timeout_s) as scope:
         try:
+            tls_stream = state.tls.wrap(stream)
             await tls_stream.do_handshake()
         except trio.BrokenResourceError as exc:
             cause = exc.__cause__
             reason = str(cause) if isinstance(cause, ssl.SSLError) else "the client closed the connection"
+        except Exception as exc:  # a bug here must cost this connection only, never the listener
+            log.exception("TLS set-up of the connection from %s failed", peer)
+            reason = repr(exc)
     if scope.cancelled_caught:
         reason = f"not finished within {timeout_s:.0f} s"
     if reason is not None:

@@ -32,7 +32,6 @@ _VERIFY = {"required": ssl.CERT_REQUIRED, "requested": ssl.CERT_OPTIONAL, "none"
 # Bytes of a file region read per worker-thread call when sending it through TLS: large enough
 # that the thread hop is a small part of the cost, small enough to bound the memory per connection.
 COPY_CHUNK = 1024 * 1024
-REFILL_BYTES = 256 * 1024
 
 
 class TlsConfigError(ValueError):
@@ -90,9 +89,7 @@ class TlsContexts:
         return True
 
     def wrap(self, stream: trio.abc.Stream) -> trio.SSLStream:
-        # Refill from the socket in large reads: with trio's default (32 KiB) a produce stream
-        # spends its time in the per-read overhead, not in the decryption.
-        return trio.SSLStream(stream, self.context, server_side=True, max_refill_bytes=REFILL_BYTES)
+        return trio.SSLStream(stream, self.context, server_side=True)
 
 
 def principal_name(cert: dict | None) -> str | None:

@@ -10,13 +10,21 @@ from .conftest import Pki
 RECORDS = [f"record-{i}".encode() for i in range(5)]
 
 
-def confluent_settings(protocol: str, pki: Pki, mechanism: str | None, user: str, password: str) -> dict:
-    settings = {"security.protocol": protocol}
+def _settings(names: tuple[str, str, str, str, str], protocol: str, ca: object, mechanism: str | None,
+              user: str, password: str) -> dict:
+    """One client's security settings; `names` are its keys for protocol, CA, mechanism, user and
+    password."""
+    settings = {names[0]: protocol}
     if "SSL" in protocol:
-        settings["ssl.ca.location"] = pki.ca
+        settings[names[1]] = ca
     if mechanism:
-        settings.update({"sasl.mechanism": mechanism, "sasl.username": user, "sasl.password": password})
+        settings.update({names[2]: mechanism, names[3]: user, names[4]: password})
     return settings
+
+
+def confluent_settings(protocol: str, pki: Pki, mechanism: str | None, user: str, password: str) -> dict:
+    names = ("security.protocol", "ssl.ca.location", "sasl.mechanism", "sasl.username", "sasl.password")
+    return _settings(names, protocol, pki.ca, mechanism, user, password)
 
 
 def confluent_round_trip(bootstrap: str, topic: str, settings: dict) -> list[bytes]:
@@ -59,13 +67,11 @@ def confluent_auth_error(bootstrap: str, settings: dict, timeout: float = 15) ->
     return " | ".join(str(e) for e in errors)
 
 
+_PYTHON_NAMES = ("security_protocol", "ssl_cafile", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password")
+
+
 def kafka_python_settings(protocol: str, pki: Pki, mechanism: str | None, user: str, password: str) -> dict:
-    settings: dict = {"security_protocol": protocol}
-    if "SSL" in protocol:
-        settings["ssl_cafile"] = pki.ca
-    if mechanism:
-        settings.update({"sasl_mechanism": mechanism, "sasl_plain_username": user, "sasl_plain_password": password})
-    return settings
+    return _settings(_PYTHON_NAMES, protocol, pki.ca, mechanism, user, password)
 
 
 def kafka_python_round_trip(bootstrap: str, topic: str, settings: dict) -> list[bytes]:
@@ -93,14 +99,11 @@ def kafka_python_round_trip(bootstrap: str, topic: str, settings: dict) -> list[
 
 
 def aiokafka_settings(protocol: str, pki: Pki, mechanism: str | None, user: str, password: str) -> dict:
-    settings: dict = {"security_protocol": protocol}
-    if "SSL" in protocol:
-        from aiokafka.helpers import create_ssl_context
+    from aiokafka.helpers import create_ssl_context
 
-        settings["ssl_context"] = create_ssl_context(cafile=pki.ca)
-    if mechanism:
-        settings.update({"sasl_mechanism": mechanism, "sasl_plain_username": user, "sasl_plain_password": password})
-    return settings
+    context = create_ssl_context(cafile=pki.ca) if "SSL" in protocol else None
+    return _settings(("security_protocol", "ssl_context", *_PYTHON_NAMES[2:]), protocol, context, mechanism, user,
+                     password)
 
 
 def aiokafka_round_trip(bootstrap: str, topic: str, settings: dict) -> list[bytes]:
@@ -133,12 +136,8 @@ def aiokafka_round_trip(bootstrap: str, topic: str, settings: dict) -> list[byte
 
 
 def kcat_args(protocol: str, pki: Pki, mechanism: str | None, user: str, password: str) -> list[str]:
-    args = ["-X", f"security.protocol={protocol}"]
-    if "SSL" in protocol:
-        args += ["-X", f"ssl.ca.location={pki.ca}"]
-    if mechanism:
-        args += ["-X", f"sasl.mechanism={mechanism}", "-X", f"sasl.username={user}", "-X", f"sasl.password={password}"]
-    return args
+    settings = confluent_settings(protocol, pki, mechanism, user, password)
+    return [arg for key, value in settings.items() for arg in ("-X", f"{key}={value}")]
 
 
 def kcat_round_trip(binary: str, bootstrap: str, topic: str, args: list[str]) -> list[bytes]:

@@ -22,24 +22,19 @@ def _topic(client: str, protocol: str, mechanism: str | None) -> str:
     return f"rt-{client}-{protocol}-{mechanism or 'none'}-{next(_topics)}".lower()
 
 
+PYTHON_CLIENTS = {
+    "confluent": (clients.confluent_settings, clients.confluent_round_trip),
+    "kafka-python": (clients.kafka_python_settings, clients.kafka_python_round_trip),
+    "aiokafka": (clients.aiokafka_settings, clients.aiokafka_round_trip),
+}
+
+
+@pytest.mark.parametrize("client", PYTHON_CLIENTS)
 @pytest.mark.parametrize("protocol,mechanism", CASES)
-def test_confluent_round_trip(secured, pki, protocol, mechanism):
-    settings = clients.confluent_settings(protocol, pki, mechanism, USER, PASSWORD)
-    got = clients.confluent_round_trip(address(secured, protocol), _topic("ck", protocol, mechanism), settings)
-    assert got == clients.RECORDS
-
-
-@pytest.mark.parametrize("protocol,mechanism", CASES)
-def test_kafka_python_round_trip(secured, pki, protocol, mechanism):
-    settings = clients.kafka_python_settings(protocol, pki, mechanism, USER, PASSWORD)
-    got = clients.kafka_python_round_trip(address(secured, protocol), _topic("kp", protocol, mechanism), settings)
-    assert got == clients.RECORDS
-
-
-@pytest.mark.parametrize("protocol,mechanism", CASES)
-def test_aiokafka_round_trip(secured, pki, protocol, mechanism):
-    settings = clients.aiokafka_settings(protocol, pki, mechanism, USER, PASSWORD)
-    got = clients.aiokafka_round_trip(address(secured, protocol), _topic("ak", protocol, mechanism), settings)
+def test_python_client_round_trip(secured, pki, client, protocol, mechanism):
+    make_settings, round_trip = PYTHON_CLIENTS[client]
+    settings = make_settings(protocol, pki, mechanism, USER, PASSWORD)
+    got = round_trip(address(secured, protocol), _topic(client, protocol, mechanism), settings)
     assert got == clients.RECORDS
 
 
