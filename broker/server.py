@@ -27,6 +27,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
+from functools import partial
 from typing import Any
 
 import attrs
@@ -49,7 +50,7 @@ from .router import Dispatch, Immediate, Reject, Router
 from .security import serve as security_serve
 from .security.session import Session
 from .security.state import SecurityState
-from .security.tls import send_region_copy
+from .security.tls import receive_drained, send_region_copy
 
 log = logging.getLogger("ringlog.server")
 
@@ -165,8 +166,11 @@ class Connection:
     async def _read_loop(self, send_slots: trio.MemorySendChannel, nursery: trio.Nursery) -> None:
         decoder = self._decoder = FrameDecoder(self.broker.config.socket_request_max_bytes)
         current_time = trio.current_time
+        stream = self.stream
+        # a TLS stream hands over every record already received at once (security.tls)
+        receive = stream.receive_some if isinstance(stream, trio.SocketStream) else partial(receive_drained, stream)
         while True:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
+            data = await receive(RECEIVE_SIZE)
             if not data:
                 # EOF: like Kafka, treat it as the end of the connection; pending answers
                 # (e.g. a long-poll fetch) have nobody to go to.

@@ -133,3 +133,31 @@ async def send_region_copy(stream: trio.abc.SendStream, region: Any) -> None:
         await stream.send_all(data)
         offset += len(data)
         remaining -= len(data)
+
+
+async def receive_drained(stream: trio.SSLStream, max_bytes: int) -> bytes:
+    """`stream.receive_some`, plus every TLS record the same socket read already brought in.
+
+    SSLStream returns one TLS record (at most 16 KiB) per call, so a connection producing at
+    full speed would go round its read loop, and SSLStream's locking and retries, sixteen times
+    for 256 KiB. The records left in the TLS object's buffers are decrypted here without another
+    trip through the transport; anything the TLS object needs beyond them (more bytes, a
+    renegotiation, the peer's close) is left to the next receive_some.
+    """
+    data = await stream.receive_some(max_bytes)
+    tls = getattr(stream, "_ssl_object", None)
+    incoming = getattr(stream, "_incoming", None)
+    if not data or tls is None or incoming is None:
+        return data
+    chunks = [data]
+    size = len(data)
+    while size < max_bytes and (incoming.pending or tls.pending()):
+        try:
+            more = tls.read(max_bytes - size)
+        except ssl.SSLError:  # wants more bytes, or the peer closed: receive_some's business
+            break
+        if not more:
+            break
+        chunks.append(more)
+        size += len(more)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
