@@ -43,6 +43,9 @@ from ringlog.storage.configdef import (
 )
 from ringlog.storage.segment import MAX_SEGMENT_POSITION
 
+from .security.listeners import ListenerList, ProtocolMap
+from .security.state import SASL_MECHANISMS, config_problem as _security_problem
+from .security.tls import CLIENT_AUTH
 from .topic_configs import TOPIC_CONFIGS
 
 FSYNC_POLICIES = ("always", "interval", "never")
@@ -238,15 +241,15 @@ class BrokerConfig:
         doc="Where topics.json and the partition logs live; locked while a broker uses it. One directory "
             "(Kafka's log.dirs may list several).")
     listen_host: str = setting(
-        "listen", HostPort(), "127.0.0.1", spans=("listen_host", "listen_port"), aliases=("listeners",),
+        "listen", HostPort(), "127.0.0.1", spans=("listen_host", "listen_port"),
         flag="--listen", kafka=False, default_doc="127.0.0.1:9092",
-        doc="Address to listen on; port 0 picks a free one (the ready line shows it). Kafka's listeners "
-            "form PLAINTEXT://HOST:PORT is accepted too.")
+        doc="Address of the one PLAINTEXT listener when `listeners` is not set; port 0 picks a free one (the "
+            "ready line shows it). The form PLAINTEXT://HOST:PORT is accepted too.")
     listen_port: int = attrs.field(default=9092, validator=_port())
     # None: advertise the listening address (with the bound port when listening on port 0)
     advertised_host: str | None = setting(
         "advertise", HostPort(zero=False), None, spans=("advertised_host", "advertised_port"),
-        aliases=("advertised.listeners",), flag="--advertise", kafka=False,
+        flag="--advertise", kafka=False,
         default_doc="the listen address (127.0.0.1 when listening on 0.0.0.0)",
         doc="The address Metadata gives to clients.")
     advertised_port: int | None = attrs.field(default=None, validator=_port(optional=True))
@@ -454,6 +457,66 @@ class BrokerConfig:
         "offset.metadata.max.bytes", Integer(0, bits=32), 4096,
         doc="Largest metadata string an offset commit may carry.")
 
+    # --- security (broker.security; docs/security.md) ---
+    listeners: str = setting(
+        "listeners", ListenerList(), "", default_doc="none: one PLAINTEXT listener on `listen`",
+        doc="Kafka's listeners, NAME://HOST:PORT,...: each NAME is a security protocol (PLAINTEXT, SSL, "
+            "SASL_PLAINTEXT, SASL_SSL) or a name listener.security.protocol.map maps to one. When set, "
+            "`listen` and `advertise` are not used. See security.md.")
+    advertised_listeners: str = setting(
+        "advertised.listeners", ListenerList(), "", default_doc="each listener's own address",
+        doc="NAME://HOST:PORT per listener: the address Metadata gives to clients connected to that listener.")
+    listener_security_protocol_map: str = setting(
+        "listener.security.protocol.map", ProtocolMap(), "", default_doc="each protocol to itself",
+        doc="NAME:PROTOCOL,...: the security protocol of each listener name.")
+    ssl_certificate_location: str = setting(
+        "ssl.certificate.location", Text(), "", aliases=("ssl.keystore.location",), kafka=False,
+        default_doc="none",
+        doc="The broker's certificate chain, PEM (librdkafka's name; Kafka's ssl.keystore.location with "
+            "ssl.keystore.type=PEM is accepted). May hold the private key too.")
+    ssl_key_location: str = setting(
+        "ssl.key.location", Text(), "", kafka=False, default_doc="in ssl.certificate.location",
+        doc="The broker's private key, PEM.")
+    ssl_key_password: str = setting(
+        "ssl.key.password", Text(), "", default_doc="none", doc="Password of an encrypted private key.")
+    ssl_ca_location: str = setting(
+        "ssl.ca.location", Text(), "", aliases=("ssl.truststore.location",), kafka=False, default_doc="none",
+        doc="CA certificates (PEM) client certificates are checked against (Kafka's ssl.truststore.location "
+            "with ssl.truststore.type=PEM is accepted).")
+    ssl_keystore_type: str = setting(
+        "ssl.keystore.type", Choice(("PEM",)), "PEM", doc="Only PEM files are read.")
+    ssl_truststore_type: str = setting(
+        "ssl.truststore.type", Choice(("PEM",)), "PEM", doc="Only PEM files are read.")
+    ssl_client_auth: str = setting(
+        "ssl.client.auth", Choice(CLIENT_AUTH), "none",
+        doc="required: TLS clients must present a certificate signed by ssl.ca.location; requested: checked "
+            "when presented; none: not asked. The principal of an SSL connection is User:SUBJECT "
+            "(\"User:CN=alice,O=example\"), User:ANONYMOUS without a certificate.")
+    sasl_enabled_mechanisms: str = setting(
+        "sasl.enabled.mechanisms", CommaList(SASL_MECHANISMS), "SCRAM-SHA-256,SCRAM-SHA-512",
+        doc="Mechanisms SASL listeners offer. PLAIN sends the password itself: offer it on SASL_SSL only.")
+    connections_max_reauth_ms: int = setting(
+        "connections.max.reauth.ms", Integer(0), 0,
+        doc="Longest life of a SASL session (KIP-368): told to clients in SaslAuthenticate, which then "
+            "re-authenticate; a request after it ended closes the connection. 0: sessions do not end.")
+    sasl_server_max_receive_size: int = setting(
+        "sasl.server.max.receive.size", Integer(64, bits=32), 524288,
+        doc="Largest SASL token accepted before authentication; a larger one fails the authentication.")
+    connection_failed_authentication_delay_ms: int = setting(
+        "connection.failed.authentication.delay.ms", Integer(0, bits=32), 100,
+        doc="How long a failed authentication waits before its answer and the close; doubled for each "
+            "further failure from the same address within a minute, up to 5 s.")
+    authorizer_enabled: bool = setting(
+        "authorizer.enabled", Boolean(), False, kafka=False,
+        doc="Check Kafka ACLs on every request (Kafka's authorizer.class.name). Off: everything is allowed "
+            "and ACL requests are answered SECURITY_DISABLED.")
+    super_users: str = setting(
+        "super.users", Text(), "", default_doc="none",
+        doc="Principals allowed everything, Kafka's form: User:alice;User:bob.")
+    allow_everyone_if_no_acl_found: bool = setting(
+        "allow.everyone.if.no.acl.found", Boolean(), False,
+        doc="With the authorizer on: whether a resource no ACL names is open to everyone.")
+
     def log_config(self):
         """The default storage LogConfig: storage defaults, then topic_defaults, then fsync."""
         from ringlog.storage.log import LogConfig
@@ -617,6 +680,9 @@ def validate(config: BrokerConfig) -> BrokerConfig:
     if config.group_min_session_timeout_ms > config.group_max_session_timeout_ms:
         refuse(f"group.min.session.timeout.ms {config.group_min_session_timeout_ms} is more than "
                f"group.max.session.timeout.ms {config.group_max_session_timeout_ms}")
+    problem = _security_problem(config)
+    if problem:
+        refuse(problem)
     from .limits import startup_problem
 
     problem = startup_problem(config)

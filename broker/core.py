@@ -114,6 +114,11 @@ class Broker:
     metrics_address: tuple[str, int] | None
     http_address: tuple[str, int] | None
     connection_notices: RateLimitedLog | None
+    # broker.security.state.SecurityState, the ACL authorizer (None: off) and the bound listeners
+    # (ListenerSpec with advertised addresses); set by broker.server
+    security: Any = None
+    authorizer: Any = None
+    listeners: list[Any] = []
 
     def __init__(self, config: BrokerConfig, logs: LogManager, metadata: TopicStore,
                  metrics: BrokerMetrics | None = None,

@@ -27,6 +27,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
+from functools import partial
 from typing import Any
 
 import attrs
@@ -46,6 +47,10 @@ from .logging_setup import event
 from .metrics import BrokerMetrics
 from .metadata import TopicStore
 from .router import Dispatch, Immediate, Reject, Router
+from .security import serve as security_serve
+from .security.session import Session
+from .security.state import SecurityState
+from .security.tls import receive_drained, send_region_copy
 
 log = logging.getLogger("ringlog.server")
 
@@ -87,6 +92,11 @@ class _Slot:
         self.done.set()
 
 
+def _api_name(name: str) -> str:
+    """Kafka's ApiKeys spelling of a handler's name (sasl_handshake -> SASL_HANDSHAKE)."""
+    return name.upper()
+
+
 def _seconds(ms: int) -> float:
     return math.inf if ms < 0 else ms / 1000
 
@@ -106,7 +116,8 @@ class Connection:
     trio's deadline queue each time) on the path that sets requests per second.
     """
 
-    def __init__(self, broker: Broker, router: Router, stream: trio.SocketStream, peer: str | None = None) -> None:
+    def __init__(self, broker: Broker, router: Router, stream: trio.SocketStream, peer: str | None = None,
+                 session: Any = None) -> None:
         self.broker = broker
         self.router = router
         self.stream = stream
@@ -125,6 +136,11 @@ class Connection:
         self._frame_started: float | None = None
         self._watch_scope: trio.CancelScope | None = None
         self._decoder: FrameDecoder | None = None
+        # broker.security.session.Session: listener, principal, SASL state; `locked` while
+        # requests must pass its gate (before SASL authentication, or with a session lifetime)
+        self.session = session if session is not None else Session(None, None)
+        # sendfile needs the socket itself; a TLS stream gets the bytes through it instead
+        self._send_region = sendfile_region if isinstance(stream, trio.SocketStream) else send_region_copy
 
     async def serve(self) -> None:
         config = self.broker.config
@@ -150,8 +166,11 @@ class Connection:
     async def _read_loop(self, send_slots: trio.MemorySendChannel, nursery: trio.Nursery) -> None:
         decoder = self._decoder = FrameDecoder(self.broker.config.socket_request_max_bytes)
         current_time = trio.current_time
+        stream = self.stream
+        # a TLS stream hands over every record already received at once (security.tls)
+        receive = stream.receive_some if isinstance(stream, trio.SocketStream) else partial(receive_drained, stream)
         while True:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
+            data = await receive(RECEIVE_SIZE)
             if not data:
                 # EOF: like Kafka, treat it as the end of the connection; pending answers
                 # (e.g. a long-poll fetch) have nobody to go to.
@@ -171,6 +190,8 @@ class Connection:
                 self._frame_started = None  # the frame being waited for is complete
             while frame is not None:
                 routed = self.router.route(frame)
+                if self.session.locked and not isinstance(routed, Reject):
+                    routed = self._gate(routed)
                 slot = _Slot()
                 self.inflight += 1
                 await send_slots.send(slot)
@@ -186,7 +207,8 @@ class Connection:
                              self.id, self.peer, routed.header.api_key, routed.header.api_version)
                     slot.set(routed.data)
                 else:
-                    ctx = RequestContext(self.broker, routed.header, peer=self.peer, connection_id=self.id)
+                    ctx = RequestContext(self.broker, routed.header, peer=self.peer, connection_id=self.id,
+                                         session=self.session)
                     slot.header = routed.header
                     nursery.start_soon(self._run_handler, routed, ctx, slot)
                     if routed.spec.sequential:
@@ -205,6 +227,13 @@ class Connection:
                 # in the dispatch above (a full ring, a full pipeline) is the broker's, not the
                 # client's.
                 self._frame_begun()
+
+    def _gate(self, routed: Dispatch | Immediate) -> Dispatch | Immediate | Reject:
+        """Before SASL authentication (or after its session ended) only the SASL requests pass."""
+        key = routed.header.api_key
+        spec = self.router.handlers.get(key)
+        reason = self.session.refusal(key, _api_name(spec.name if spec else str(key)))
+        return routed if reason is None else Reject(reason, routed.header)
 
     def _frame_begun(self) -> None:
         now = trio.current_time()
@@ -320,6 +349,8 @@ class Connection:
                 # is not idle while the broker waits to send.
                 self.inflight -= 1
                 self._last_active = current_time()
+                if self.session.close_after_response:  # a failed SASL authentication
+                    return
         # the reader finished (client closed its side, or shutdown) and every response is out
 
     async def _send_raw(self, header: Any, raw: RawResponse) -> None:
@@ -334,7 +365,7 @@ class Connection:
             if pending:
                 await self.stream.send_all(pending)
                 pending = bytearray()
-            await sendfile_region(self.stream, chunk)
+            await self._send_region(self.stream, chunk)
         if pending:
             await self.stream.send_all(pending)
 
@@ -473,14 +504,19 @@ async def _serve_listeners(broker: Broker, router: Router, conn_scope_nursery: t
                            task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     config = broker.config
     overrides = await _resolve_overrides(config.max_connections_per_ip_overrides)
-    listeners = await trio.open_tcp_listeners(config.listen_port, host=config.listen_host)
-    task_status.started(listeners)
+    bound = await security_serve.open_listeners(broker.security)
+    broker.listeners = [spec for spec, _ in bound]
+    task_status.started([s for _, sockets in bound for s in sockets])
     quotas = ConnectionQuotas(config.max_connections, config.max_connections_per_ip, overrides)
     notices = broker.connection_notices = RateLimitedLog(NOTICE_INTERVAL_S)
 
-    async def handle(stream: trio.SocketStream, address: str, peer: str) -> None:
+    async def handle(stream: trio.SocketStream, address: str, peer: str, spec: Any) -> None:
         try:
-            conn = Connection(broker, router, stream, peer)
+            secured = await security_serve.secure(broker.security, spec, stream, address, peer,
+                                                  _seconds(config.socket_request_read_timeout_ms))
+            if secured is None:  # the TLS handshake failed (logged)
+                return
+            conn = Connection(broker, router, secured[0], peer, session=secured[1])
             broker.connections.add(conn)
             broker.metrics.connection_accepted()
             try:
@@ -508,7 +544,7 @@ async def _serve_listeners(broker: Broker, router: Router, conn_scope_nursery: t
         # Closing at once (not leaving it in the backlog) tells the client to back off and retry.
         stream.socket.close()
 
-    async def accept_loop(listener: trio.SocketListener) -> None:
+    async def accept_loop(listener: trio.SocketListener, spec: Any) -> None:
         async with listener:
             while True:
                 try:
@@ -536,11 +572,12 @@ async def _serve_listeners(broker: Broker, router: Router, conn_scope_nursery: t
                 if refusal is not None:
                     refuse(stream, peer, address, refusal)
                     continue
-                conn_scope_nursery.start_soon(handle, stream, address, peer)
+                conn_scope_nursery.start_soon(handle, stream, address, peer, spec)
 
     async with trio.open_nursery() as nursery:
-        for listener in listeners:
-            nursery.start_soon(accept_loop, listener)
+        for spec, sockets in bound:
+            for listener in sockets:
+                nursery.start_soon(accept_loop, listener, spec)
 
 
 async def _resolve_overrides(overrides: Any) -> dict[str, int]:
@@ -651,7 +688,15 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
     logs, metadata, states, rebuilt = await trio.to_thread.run_sync(_open_storage_and_state, config)
     closed = False
     try:
+        security = await trio.to_thread.run_sync(SecurityState.open, config)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(logs.close)
+        raise
+    try:
         broker = Broker(config, logs, metadata, metrics=metrics, producer_states=states, rebuilt_batches=rebuilt)
+        broker.security = security
+        broker.authorizer = security.authorizer
         router = Router()
         async with trio.open_nursery() as root:
             conn_nursery_holder: list[trio.Nursery] = []
@@ -673,10 +718,9 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
             listeners = await root.start(run_listeners)
             bound = listeners[0].socket.getsockname()
             broker.listen_address = (bound[0], bound[1])
-            if config.advertised_port is None:
-                broker.port = bound[1]
-            if config.advertised_host is None:
-                broker.host = config.listen_host if config.listen_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+            # the first listener's advertised address is the broker's (each connection answers
+            # Metadata with its own listener's, RequestContext.advertised)
+            broker.host, broker.port = broker.listeners[0].advertised_host, broker.listeners[0].advertised_port
             _log_open_files(broker)
             root.start_soon(_maintenance, broker)
             from .cleaner import serve_cleaner  # log compaction of cleanup.policy=compact topics
@@ -756,7 +800,7 @@ async def run_broker(config: BrokerConfig, *, install_signals: bool = True) -> N
     async with open_broker(config) as broker:
         # The signal receiver before the ready line: whoever waits for that line may send SIGTERM
         # at once, and it must get the clean shutdown, not the default action (death by signal).
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) if install_signals else nullcontext() as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) if install_signals else nullcontext() as signals:
             host, port = broker.listen_address
             maddr = broker.metrics_address
             log.info(
@@ -770,6 +814,10 @@ async def run_broker(config: BrokerConfig, *, install_signals: bool = True) -> N
             if signals is None:
                 await trio.sleep_forever()
             async for signum in signals:
+                if signum == signal.SIGHUP:  # reload the TLS certificates (broker.security.tls)
+                    if broker.security.tls is not None:
+                        await broker.security.tls.reload()
+                    continue
                 log.info("received %s: shutting down", signal.Signals(signum).name,
                          extra=event("stopping", signal=signal.Signals(signum).name))
                 break

@@ -53,6 +53,12 @@ What a handler receives: `RequestContext`
   ctx.now_ms()      wall clock in milliseconds
   ctx.response_class()  the kio response class of this API and version
   ctx.release_reader()  (sequential handlers) let the connection read its next request
+  ctx.principal     "User:NAME" (SASL or client certificate), "User:ANONYMOUS" otherwise
+  ctx.advertised    (host, port) of the listener the client connected to (Metadata's brokers)
+  ctx.authorize(op, resource_type, name) / ctx.authorized(op, resource_type, names) /
+  ctx.denied(op, resource_type, names) / ctx.require(op, resource_type, name) (raises KafkaError)
+                    the ACL check (codes in broker.security.authorizer); everything allowed when
+                    the authorizer is off. A denied resource gets Kafka's *_AUTHORIZATION_FAILED.
 
 `error_response(cls, code)` builds any kio response with every error_code field set to `code` and
 everything else empty; the router uses it for UNSUPPORTED_VERSION answers.
@@ -176,6 +182,8 @@ class RequestContext:
     header: RequestHeader
     peer: str = ""
     connection_id: int = 0
+    # broker.security.session.Session of the connection: principal, listener (None: no connection)
+    session: Any = None
     _reader_released: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -198,6 +206,78 @@ class RequestContext:
 
     def release_reader(self) -> None:
         self._reader_released.set()
+
+    # --- security (broker.security): cheap when the authorizer is off (one attribute test) ---
+
+    @property
+    def principal(self) -> str:
+        """"User:NAME" of the SASL or certificate authentication, else "User:ANONYMOUS"."""
+        return self.session.principal if self.session is not None else "User:ANONYMOUS"
+
+    @property
+    def advertised(self) -> tuple[str, int]:
+        """(host, port) of the listener this request came in on, as clients must reach it."""
+        address = self.session.advertised if self.session is not None else None
+        return address if address is not None else (self.broker.host, self.broker.port)
+
+    def authorize(self, operation: int, resource_type: int, name: str, audit: bool = True) -> bool:
+        """Whether the principal may do `operation` (broker.security.authorizer codes) on the
+        resource; a denial is written to the audit log (unless `audit=False`: listings that only
+        leave out what may not be seen). True when the authorizer is off."""
+        if self.broker.authorizer is None:
+            return True
+        from ringlog.broker.security.check import authorize
+
+        return authorize(self, operation, resource_type, name, audit)
+
+    def require(self, operation: int, resource_type: int, name: str) -> None:
+        """ctx.authorize, raising broker.errors.KafkaError with Kafka's *_AUTHORIZATION_FAILED
+        code of the resource type when denied (for handlers that turn KafkaError into results)."""
+        if self.broker.authorizer is not None and not self.authorize(operation, resource_type, name):
+            from ringlog.broker.security.check import denial
+
+            raise denial(resource_type, name)
+
+    def denied(self, operation: int, resource_type: int, names: typing.Iterable[str]) -> frozenset[str]:
+        """The names of `names` the principal may not do `operation` on (empty when the
+        authorizer is off, without looking at `names`)."""
+        if self.broker.authorizer is None:
+            return frozenset()
+        return frozenset(n for n in set(names) if not self.authorize(operation, resource_type, n))
+
+    def authorized(self, operation: int, resource_type: int, names: typing.Iterable[str],
+                   audit: bool = True) -> set[str]:
+        """The names of `names` the principal may do `operation` on; `audit=False` for listings
+        that only leave out what may not be seen (Kafka logs no denial for those either)."""
+        if self.broker.authorizer is None:
+            return set(names)
+        from ringlog.broker.security.check import authorize
+
+        return {n for n in names if authorize(self, operation, resource_type, n, audit)}
+
+    def refused(self, resource_type: int) -> Any:
+        """This API's response with every error code set to the *_AUTHORIZATION_FAILED of
+        `resource_type` (for requests about one group, or the cluster)."""
+        from ringlog.broker.security.check import error_code
+
+        return error_response(self.response_class(), error_code(resource_type))
+
+    def may_write_idempotently(self) -> bool:
+        """IDEMPOTENT_WRITE on the cluster, or WRITE on some topic (Kafka 3's rule for the
+        InitProducerId of an idempotent producer)."""
+        if self.broker.authorizer is None:
+            return True
+        from ringlog.broker.security.check import may_write_idempotently
+
+        return may_write_idempotently(self)
+
+    def may_create_topic(self, name: str) -> bool:
+        """CREATE on the cluster or on the topic (Kafka's rule for CreateTopics and auto-creation)."""
+        if self.broker.authorizer is None:
+            return True
+        from ringlog.broker.security.check import may_create_topic
+
+        return may_create_topic(self, name)
 
 
 def response_class(api_key: int, api_version: int) -> type:

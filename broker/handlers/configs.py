@@ -32,6 +32,8 @@ from ringlog.storage.configdef import Setting
 
 from ..errors import KafkaError
 from ..topic_configs import TOPIC_CONFIGS as CATALOGUE
+from ..security import authorizer as acl
+from ..security.check import config_resource, denial
 from . import RequestContext, handler, make, nested
 
 log = logging.getLogger("ringlog.configs")
@@ -261,7 +263,9 @@ async def describe_configs(ctx: RequestContext, request) -> object:
         name = res.resource_name
         error: KafkaError | None = None
         entries: list[ConfigEntry] = []
-        if rtype == RESOURCE_TOPIC:
+        if not ctx.authorize(acl.DESCRIBE_CONFIGS, *config_resource(rtype, name)):
+            error = denial(config_resource(rtype, name)[0], name)
+        elif rtype == RESOURCE_TOPIC:
             from ..metadata import topic_name_error
 
             if topic_name_error(name):
@@ -358,6 +362,7 @@ async def alter_configs(ctx: RequestContext, request) -> object:
         try:
             if (rtype, name) in dup:
                 raise KafkaError(ErrorCode.invalid_request, f"Duplicate resource {name!r} in the request")
+            ctx.require(acl.ALTER_CONFIGS, *config_resource(rtype, name))
             if rtype == RESOURCE_TOPIC:
                 # A null value means "no override" in this API.
                 configs = {c.name: c.value for c in res.configs if c.value is not None}
@@ -427,6 +432,7 @@ async def incremental_alter_configs(ctx: RequestContext, request) -> object:
         try:
             if (rtype, name) in dup:
                 raise KafkaError(ErrorCode.invalid_request, f"Duplicate resource {name!r} in the request")
+            ctx.require(acl.ALTER_CONFIGS, *config_resource(rtype, name))
             ops = [(c.name, int(c.config_operation), c.value) for c in res.configs]
             if rtype == RESOURCE_TOPIC:
                 info = broker.metadata.get(name)

@@ -14,6 +14,7 @@ import datetime
 from kio.schema.errors import ErrorCode
 
 from ..coordinator.consumer_group import HeartbeatRequest, partitions_by_topic
+from ..security import authorizer as acl
 from . import RequestContext, _authorized, handler, make, nested
 from .groups import ZERO, _host, _ms
 
@@ -24,6 +25,8 @@ def _topics(ctx: RequestContext) -> dict:
 
 @handler(api_key=68, min_version=0, max_version=1)
 async def consumer_group_heartbeat(ctx: RequestContext, request) -> object:
+    if not ctx.authorize(acl.READ, acl.GROUP, request.group_id):
+        return ctx.refused(acl.GROUP)
     Response = ctx.response_class()
     Assignment = nested(Response, "Assignment")
     TopicPartitions = nested(Response, "TopicPartitions")
@@ -85,7 +88,14 @@ async def consumer_group_describe(ctx: RequestContext, request) -> object:
         return Assignment(topic_partitions=tuple(parts))
 
     out = []
+    denied = ctx.denied(acl.DESCRIBE, acl.GROUP, request.group_ids)
     for d in ctx.broker.coordinator.consumer.describe(request.group_ids):
+        if d.group_id in denied:  # nothing of the group is shown
+            out.append(make(Described, error_code=ErrorCode.group_authorization_failed,
+                            error_message=f"Not authorized to access group: {d.group_id}", group_id=d.group_id,
+                            group_state="", group_epoch=-1, assignment_epoch=-1, assignor_name="", members=(),
+                            authorized_operations=_authorized.OMITTED))
+            continue
         out.append(make(
             Described,
             error_code=d.error,
@@ -129,7 +139,9 @@ def offset_fetch_groups(ctx: RequestContext, request) -> object:
         wanted = None if g.topics is None else [(t.name, int(p)) for t in g.topics for p in t.partition_indexes]
         consumer_group = state.consumer_groups.get(g.group_id)
         error = None
-        if consumer_group is not None and not state.loading:
+        if not ctx.authorize(acl.DESCRIBE, acl.GROUP, g.group_id):
+            error = ErrorCode.group_authorization_failed
+        elif consumer_group is not None and not state.loading:
             error = consumer_group.fetch_error(getattr(g, "member_id", None), int(getattr(g, "member_epoch", -1)))
         offsets: dict = {}
         if error is None:

@@ -15,6 +15,7 @@ import logging
 from kio.schema.errors import ErrorCode
 
 from ..errors import KafkaError
+from ..security import authorizer as acl
 from . import RequestContext, handler, make, nested, once_each
 
 log = logging.getLogger("ringlog.create_partitions")
@@ -31,6 +32,7 @@ async def create_partitions(ctx: RequestContext, request) -> object:
         try:
             if repeated:
                 raise KafkaError(ErrorCode.invalid_request, f"Duplicate topic in request: {name}")
+            ctx.require(acl.ALTER, acl.TOPIC, name)
             info = broker.metadata.get(name)
             if info is None:
                 raise KafkaError(ErrorCode.unknown_topic_or_partition, f"The topic '{name}' does not exist.")

@@ -102,6 +102,8 @@ async def create_topics(ctx: RequestContext, request) -> object:
             problem = topic_name_error(name)
             if problem:
                 raise KafkaError(ErrorCode.invalid_topic_exception, problem)
+            if not ctx.may_create_topic(name):
+                raise KafkaError(ErrorCode.topic_authorization_failed, "Authorization failed.")
             if broker.metadata.get(name) is not None:
                 raise KafkaError(ErrorCode.topic_already_exists, f"Topic '{name}' already exists.")
             key = _collision_key(name)

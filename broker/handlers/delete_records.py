@@ -13,6 +13,7 @@ import logging
 from kio.schema.errors import ErrorCode
 
 from ..errors import KafkaError, error_code_for
+from ..security import authorizer as acl
 from . import RequestContext, handler, make, nested
 
 log = logging.getLogger("ringlog.delete_records")
@@ -32,6 +33,7 @@ async def delete_records(ctx: RequestContext, request) -> object:
             index = int(p.partition_index)
             low = -1
             try:
+                ctx.require(acl.DELETE, acl.TOPIC, t.name)
                 if info is None or not 0 <= index < info.partitions:
                     raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{t.name}-{index} does not exist")
                 low = await broker.delete_records(t.name, index, int(p.offset))

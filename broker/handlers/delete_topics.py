@@ -15,6 +15,7 @@ import uuid
 from kio.schema.errors import ErrorCode
 
 from ..errors import KafkaError
+from ..security import authorizer as acl
 from . import RequestContext, handler, make, nested
 
 log = logging.getLogger("ringlog.delete_topics")
@@ -22,6 +23,11 @@ log = logging.getLogger("ringlog.delete_topics")
 ZERO_UUID = uuid.UUID(int=0)
 # Kafka's internal topics: the group coordinator owns the first, transactions the second.
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+
+
+def _name_of(broker, topic_id) -> str:
+    info = broker.metadata.by_id(topic_id) if topic_id is not None else None
+    return info.name if info is not None else ""
 
 
 async def delete_one(broker, name: str | None, topic_id: uuid.UUID | None) -> tuple[str | None, uuid.UUID | None]:
@@ -58,6 +64,7 @@ async def delete_topics(ctx: RequestContext, request) -> object:
     for name, topic_id in wanted:
         out_name, out_id = name, topic_id
         try:
+            ctx.require(acl.DELETE, acl.TOPIC, name if name is not None else _name_of(broker, topic_id))
             out_name, out_id = await delete_one(broker, name, topic_id)
             code, message = ErrorCode.none, None
             log.info("client %s deleted topic %s", ctx.peer, out_name)

@@ -10,6 +10,7 @@ import datetime
 
 from kio.schema.errors import ErrorCode
 
+from ..security import authorizer as acl
 from . import RequestContext, _authorized, handler, make, nested
 
 ENDPOINT_BROKERS = 1
@@ -18,6 +19,8 @@ ENDPOINT_BROKERS = 1
 @handler(api_key=60, min_version=0, max_version=2)
 async def describe_cluster(ctx: RequestContext, request) -> object:
     broker = ctx.broker
+    if not ctx.authorize(acl.DESCRIBE, acl.CLUSTER, acl.CLUSTER_NAME):
+        return ctx.refused(acl.CLUSTER)
     Response = ctx.response_class()
     BrokerCls = nested(Response, "DescribeClusterBroker")
     endpoint_type = int(getattr(request, "endpoint_type", ENDPOINT_BROKERS))
@@ -25,7 +28,7 @@ async def describe_cluster(ctx: RequestContext, request) -> object:
         return make(Response, throttle_time=datetime.timedelta(0), error_code=ErrorCode.unsupported_endpoint_type,
                     error_message="only the brokers endpoint type is supported", endpoint_type=endpoint_type,
                     cluster_id=broker.cluster_id, controller_id=-1, brokers=())
-    node = make(BrokerCls, broker_id=broker.node_id, host=broker.host, port=broker.port, rack=None, is_fenced=False)
+    node = make(BrokerCls, broker_id=broker.node_id, host=ctx.advertised[0], port=ctx.advertised[1], rack=None, is_fenced=False)
     return make(
         Response,
         throttle_time=datetime.timedelta(0),

@@ -15,6 +15,7 @@ import os
 import trio
 from kio.schema.errors import ErrorCode
 
+from ..security import authorizer as acl
 from . import RequestContext, handler, make, nested
 
 
@@ -26,6 +27,8 @@ def _volume(path: str) -> tuple[int, int]:
 @handler(api_key=35, min_version=1, max_version=4)
 async def describe_log_dirs(ctx: RequestContext, request) -> object:
     broker = ctx.broker
+    if not ctx.authorize(acl.DESCRIBE, acl.CLUSTER, acl.CLUSTER_NAME):
+        return ctx.refused(acl.CLUSTER)
     Response = ctx.response_class()
     Result = nested(Response, "DescribeLogDirsResult")
     Topic = nested(Response, "DescribeLogDirsTopic")

@@ -14,6 +14,7 @@ import datetime
 
 from kio.schema.errors import ErrorCode
 
+from ..security import authorizer as acl
 from . import RequestContext, handler, make, nested
 
 
@@ -25,13 +26,18 @@ async def describe_producers(ctx: RequestContext, request) -> object:
     Partition = nested(Response, "PartitionResponse")
     State = nested(Response, "ProducerState")
     topics = []
+    denied = ctx.denied(acl.READ, acl.TOPIC, (t.name for t in request.topics))
     for t in request.topics:
         info = broker.metadata.get(t.name)
         parts = []
         for index in t.partition_indexes:
             index = int(index)
             part = broker.partition(t.name, index) if info is not None and 0 <= index < info.partitions else None
-            state = part.producers.state if part is not None else None
+            state = part.producers.state if part is not None and t.name not in denied else None
+            if t.name in denied:
+                parts.append(make(Partition, partition_index=index, error_code=ErrorCode.topic_authorization_failed,
+                                  error_message="Topic authorization failed.", active_producers=()))
+                continue
             if state is None:
                 parts.append(make(Partition, partition_index=index, error_code=ErrorCode.unknown_topic_or_partition,
                                   error_message=f"{t.name}-{index} does not exist", active_producers=()))

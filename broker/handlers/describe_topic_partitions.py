@@ -19,6 +19,7 @@ import uuid
 
 from kio.schema.errors import ErrorCode
 
+from ..security import authorizer as acl
 from . import RequestContext, _authorized, handler, make, nested
 
 LEADER_EPOCH = 0
@@ -35,7 +36,8 @@ async def describe_topic_partitions(ctx: RequestContext, request) -> object:
     Cursor = nested(Response, "Cursor")
     node = broker.node_id
     cursor = request.cursor
-    names = sorted({t.name for t in request.topics}) if request.topics else sorted(i.name for i in broker.metadata)
+    names = sorted({t.name for t in request.topics}) if request.topics else sorted(
+        ctx.authorized(acl.DESCRIBE, acl.TOPIC, (i.name for i in broker.metadata), audit=False))
     if cursor is not None:
         if request.topics and cursor.topic_name not in names:
             # Kafka's error answer for the request: every requested topic with the error
@@ -49,8 +51,9 @@ async def describe_topic_partitions(ctx: RequestContext, request) -> object:
     left = limit
     for name in names:
         info = broker.metadata.get(name)
-        if info is None:
-            topics.append(make(Topic, error_code=ErrorCode.unknown_topic_or_partition, name=name, topic_id=ZERO_UUID,
+        if info is None or not ctx.authorize(acl.DESCRIBE, acl.TOPIC, name):
+            code = ErrorCode.unknown_topic_or_partition if info is None else ErrorCode.topic_authorization_failed
+            topics.append(make(Topic, error_code=code, name=name, topic_id=ZERO_UUID,
                                is_internal=False, partitions=(), topic_authorized_operations=_authorized.OMITTED))
             continue
         if left == 0:

@@ -44,6 +44,7 @@ from ringlog.storage.errors import OffsetOutOfRangeError, StorageError
 
 from .. import fetch_sessions
 from ..errors import error_code_for
+from ..security import authorizer as acl
 from . import RawResponse, RequestContext, handler
 
 _I16 = struct.Struct(">h")
@@ -63,8 +64,10 @@ class PartitionSlice:
     size: int = 0
 
 
-def plan_fetch(broker: Any, request: Any) -> tuple[list[tuple[str, list[PartitionSlice]]], int, bool]:
-    """Read every requested partition's slice; (topics, total bytes, any error)."""
+def plan_fetch(broker: Any, request: Any, denied: frozenset[str] = frozenset()
+               ) -> tuple[list[tuple[str, list[PartitionSlice]]], int, bool]:
+    """Read every requested partition's slice; (topics, total bytes, any error). Topics in
+    `denied` (no READ) get TOPIC_AUTHORIZATION_FAILED."""
     remaining = int(request.max_bytes) if request.max_bytes is not None else 0x7FFFFFFF
     if remaining <= 0:
         remaining = 0x7FFFFFFF
@@ -79,6 +82,10 @@ def plan_fetch(broker: Any, request: Any) -> tuple[list[tuple[str, list[Partitio
             s = PartitionSlice(int(p.partition))
             parts.append(s)
             part = broker.partition(name, s.index) if info is not None and s.index < info.partitions else None
+            if name in denied:
+                s.error = ErrorCode.topic_authorization_failed
+                any_error = True
+                continue
             if part is None:
                 s.error = ErrorCode.unknown_topic_or_partition
                 any_error = True
@@ -165,8 +172,9 @@ async def fetch(ctx: RequestContext, request) -> RawResponse:
     max_wait_s = max(0.0, request.max_wait.total_seconds())
     min_bytes = max(1, int(request.min_bytes))
     deadline = trio.current_time() + max_wait_s
+    denied = ctx.denied(acl.READ, acl.TOPIC, (t.topic for t in request.topics))
     while True:
-        topics, total, any_error = plan_fetch(broker, request)
+        topics, total, any_error = plan_fetch(broker, request, denied)
         if total >= min_bytes or any_error or trio.current_time() >= deadline:
             break
         # Long-poll: one event registered with every requested partition; the writer sets it on

@@ -22,6 +22,7 @@ from ..coordinator import (
     LeaveMember,
     SyncRequest,
 )
+from ..security import authorizer as acl
 from . import RequestContext, _authorized, handler, has_field, make, nested
 
 ZERO = datetime.timedelta(0)
@@ -48,6 +49,8 @@ async def find_coordinator(ctx: RequestContext, request) -> object:
     broker = ctx.broker
     Response = ctx.response_class()
     key_type = getattr(request, "key_type", KEY_TYPE_GROUP)
+    if key_type == KEY_TYPE_GROUP and not ctx.authorize(acl.DESCRIBE, acl.GROUP, request.key):
+        return ctx.refused(acl.GROUP)
     if key_type != KEY_TYPE_GROUP:
         # transactions are not supported: there is no transaction coordinator
         return make(Response, throttle_time=ZERO, error_code=ErrorCode.coordinator_not_available,
@@ -56,7 +59,7 @@ async def find_coordinator(ctx: RequestContext, request) -> object:
         return make(Response, throttle_time=ZERO, error_code=ErrorCode.coordinator_not_available,
                     error_message="group coordinator failed to load", node_id=-1, host="", port=-1)
     return make(Response, throttle_time=ZERO, error_code=ErrorCode.none, error_message=None,
-                node_id=broker.node_id, host=broker.host, port=broker.port)
+                node_id=broker.node_id, host=ctx.advertised[0], port=ctx.advertised[1])
 
 
 # --- JoinGroup / SyncGroup / Heartbeat / LeaveGroup ----------------------------------------------
@@ -64,6 +67,8 @@ async def find_coordinator(ctx: RequestContext, request) -> object:
 
 @handler(api_key=11, min_version=0, max_version=5)
 async def join_group(ctx: RequestContext, request) -> object:
+    if not ctx.authorize(acl.READ, acl.GROUP, request.group_id):
+        return ctx.refused(acl.GROUP)
     Response = ctx.response_class()
     Member = nested(Response, "JoinGroupResponseMember")
     req = JoinRequest(
@@ -98,6 +103,8 @@ async def join_group(ctx: RequestContext, request) -> object:
 
 @handler(api_key=14, min_version=0, max_version=3)
 async def sync_group(ctx: RequestContext, request) -> object:
+    if not ctx.authorize(acl.READ, acl.GROUP, request.group_id):
+        return ctx.refused(acl.GROUP)
     Response = ctx.response_class()
     req = SyncRequest(
         group_id=request.group_id,
@@ -115,6 +122,8 @@ async def sync_group(ctx: RequestContext, request) -> object:
 
 @handler(api_key=12, min_version=0, max_version=3)
 async def heartbeat(ctx: RequestContext, request) -> object:
+    if not ctx.authorize(acl.READ, acl.GROUP, request.group_id):
+        return ctx.refused(acl.GROUP)
     Response = ctx.response_class()
     req = HeartbeatRequest(
         group_id=request.group_id,
@@ -129,6 +138,8 @@ async def heartbeat(ctx: RequestContext, request) -> object:
 
 @handler(api_key=13, min_version=0, max_version=3)
 async def leave_group(ctx: RequestContext, request) -> object:
+    if not ctx.authorize(acl.READ, acl.GROUP, request.group_id):
+        return ctx.refused(acl.GROUP)
     Response = ctx.response_class()
     if ctx.api_version >= 3:
         members = [LeaveMember(m.member_id or "", m.group_instance_id) for m in request.members]
@@ -167,6 +178,8 @@ def _partition_exists(ctx: RequestContext):
 
 @handler(api_key=8, min_version=2, max_version=9)
 async def offset_commit(ctx: RequestContext, request) -> object:
+    if not ctx.authorize(acl.READ, acl.GROUP, request.group_id):
+        return ctx.refused(acl.GROUP)
     Response = ctx.response_class()
     Topic = nested(Response, "OffsetCommitResponseTopic")
     Partition = nested(Response, "OffsetCommitResponsePartition")
@@ -207,6 +220,8 @@ async def offset_fetch(ctx: RequestContext, request) -> object:
         from .consumer_groups import offset_fetch_groups
 
         return offset_fetch_groups(ctx, request)
+    if not ctx.authorize(acl.DESCRIBE, acl.GROUP, request.group_id):
+        return ctx.refused(acl.GROUP)
     Response = ctx.response_class()
     Topic = nested(Response, "OffsetFetchResponseTopic")
     Partition = nested(Response, "OffsetFetchResponsePartition")
@@ -259,11 +274,13 @@ async def list_groups(ctx: RequestContext, request) -> object:
         groups = tuple(
             make(Listed, group_id=gid, protocol_type=ptype, group_state=state, group_type="classic")
             for gid, ptype, state in coordinator.state.list_groups(states)
+            if ctx.authorize(acl.DESCRIBE, acl.GROUP, gid, audit=False)
         )
     if not types or "consumer" in types:  # KIP-848 groups
         groups += tuple(
             make(Listed, group_id=gid, protocol_type="consumer", group_state=state, group_type="consumer")
             for gid, state in coordinator.consumer.list_groups(states)
+            if ctx.authorize(acl.DESCRIBE, acl.GROUP, gid, audit=False)
         )
     return make(Response, throttle_time=ZERO, error_code=ErrorCode.none, groups=groups)
 
@@ -280,6 +297,8 @@ async def describe_groups(ctx: RequestContext, request) -> object:
     for gid in request.groups:
         s = state.describe(gid)
         error, message = s.error, None
+        if not ctx.authorize(acl.DESCRIBE, acl.GROUP, gid):  # nothing of the group is shown
+            s, error, message = state.describe(""), ErrorCode.group_authorization_failed, f"Not authorized to access group: {gid}"
         if error == ErrorCode.none and s.state == "Dead" and ctx.api_version >= 6:
             error, message = ErrorCode.group_id_not_found, f"group {gid} not found"
             if gid in state.consumer_groups:  # ConsumerGroupDescribe describes those
@@ -316,11 +335,13 @@ async def delete_groups(ctx: RequestContext, request) -> object:
     Response = ctx.response_class()
     Result = nested(Response, "DeletableGroupResult")
     coordinator = ctx.broker.coordinator
+    denied = ctx.denied(acl.DELETE, acl.GROUP, request.groups_names)
     # a consumer-protocol group exists only while it has members (emptied, it becomes a plain group)
-    active = [gid for gid in request.groups_names if gid in coordinator.state.consumer_groups]
+    active = [gid for gid in request.groups_names if gid in coordinator.state.consumer_groups and gid not in denied]
     results = await coordinator.execute(
-        coordinator.state.delete_groups, [gid for gid in request.groups_names if gid not in active])
-    results = list(results) + [(gid, ErrorCode.non_empty_group) for gid in active]
+        coordinator.state.delete_groups, [gid for gid in request.groups_names if gid not in active and gid not in denied])
+    results = [*results, *((gid, ErrorCode.non_empty_group) for gid in active),
+               *((g, ErrorCode.group_authorization_failed) for g in request.groups_names if g in denied)]
     return make(
         Response,
         throttle_time=ZERO,
@@ -330,6 +351,8 @@ async def delete_groups(ctx: RequestContext, request) -> object:
 
 @handler(api_key=47, min_version=0, max_version=0)
 async def offset_delete(ctx: RequestContext, request) -> object:
+    if not ctx.authorize(acl.DELETE, acl.GROUP, request.group_id):
+        return ctx.refused(acl.GROUP)
     Response = ctx.response_class()
     Topic = nested(Response, "OffsetDeleteResponseTopic")
     Partition = nested(Response, "OffsetDeleteResponsePartition")

@@ -35,6 +35,8 @@ async def init_producer_id(ctx: RequestContext, request) -> object:
         log.info("InitProducerId from %s with transactional id %r refused: transactions are not supported",
                  ctx.peer, request.transactional_id)
         return answer(ErrorCode.transactional_id_authorization_failed)
+    if not ctx.may_write_idempotently():
+        return answer(ErrorCode.cluster_authorization_failed)
     state = ctx.broker.producer_state
     pid = int(getattr(request, "producer_id", -1))
     epoch = int(getattr(request, "producer_epoch", -1))

@@ -16,6 +16,7 @@ from kio.schema.errors import ErrorCode
 from ringlog.storage.errors import StorageError
 
 from ..errors import error_code_for
+from ..security import authorizer as acl
 from . import RequestContext, handler, make, nested
 
 LATEST, EARLIEST, MAX_TIMESTAMP = -1, -2, -3
@@ -30,6 +31,7 @@ async def list_offsets(ctx: RequestContext, request) -> object:
     PartResp = nested(Response, "ListOffsetsPartitionResponse")
     topics = []
     duplicates = _duplicates(request)
+    denied = ctx.denied(acl.DESCRIBE, acl.TOPIC, (t.name for t in request.topics))
     for topic in request.topics:
         parts = []
         answered: set[int] = set()
@@ -44,7 +46,9 @@ async def list_offsets(ctx: RequestContext, request) -> object:
             error, offset, timestamp = ErrorCode.none, -1, -1
             plog = broker.partition_log(topic.name, index)
             info = broker.metadata.get(topic.name)
-            if plog is None or info is None or index >= info.partitions:
+            if topic.name in denied:
+                error = ErrorCode.topic_authorization_failed
+            elif plog is None or info is None or index >= info.partitions:
                 error = ErrorCode.unknown_topic_or_partition
             else:
                 hwm = broker.high_watermark(topic.name, index)

@@ -16,6 +16,7 @@ from kio.schema.errors import ErrorCode
 from ..connection_limits import RateLimitedLog
 from ..errors import KafkaError
 from ..metadata import topic_name_error
+from ..security import authorizer as acl
 from . import RequestContext, _authorized, handler, make, nested
 
 LEADER_EPOCH = 0
@@ -67,8 +68,10 @@ async def metadata(ctx: RequestContext, request) -> object:
 
     topics = []
     if request.topics is None:
+        visible = ctx.authorized(acl.DESCRIBE, acl.TOPIC, broker.metadata.names(), audit=False)
         for info in broker.metadata:
-            topics.append(topic_entry(info.name, info))
+            if info.name in visible:
+                topics.append(topic_entry(info.name, info))
     else:
         for wanted in request.topics:
             name = getattr(wanted, "name", None)
@@ -81,6 +84,8 @@ async def metadata(ctx: RequestContext, request) -> object:
                 continue
             if name is None and topic_id not in (None, ZERO_UUID):
                 info = broker.metadata.by_id(topic_id)
+                if info is not None and not ctx.authorize(acl.DESCRIBE, acl.TOPIC, info.name):
+                    info = None  # Kafka: an id the principal may not describe is unknown
                 if info is None:
                     topics.append(make(Topic, error_code=ErrorCode.unknown_topic_id, name=None,
                                        topic_id=topic_id, partitions=()))
@@ -91,6 +96,10 @@ async def metadata(ctx: RequestContext, request) -> object:
                 topics.append(topic_entry(name or "", None, ErrorCode.invalid_topic_exception))
                 continue
             info = broker.metadata.get(name)
+            if not ctx.authorize(acl.DESCRIBE, acl.TOPIC, name) or (
+                    info is None and allow_auto and not ctx.may_create_topic(name)):
+                topics.append(topic_entry(name, None, ErrorCode.topic_authorization_failed))
+                continue
             if info is None and allow_auto:
                 try:
                     info = await broker.ensure_topic(name)
@@ -109,7 +118,7 @@ async def metadata(ctx: RequestContext, request) -> object:
     return make(
         Response,
         throttle_time=datetime.timedelta(0),
-        brokers=(make(Broker_, node_id=node, host=broker.host, port=broker.port, rack=None),),
+        brokers=(make(Broker_, node_id=node, host=ctx.advertised[0], port=ctx.advertised[1], rack=None),),
         cluster_id=broker.cluster_id,
         controller_id=node,
         topics=tuple(topics),

@@ -10,6 +10,7 @@ import datetime
 
 from kio.schema.errors import ErrorCode
 
+from ..security import authorizer as acl
 from . import RequestContext, handler, make, nested
 
 LEADER_EPOCH = 0
@@ -22,13 +23,15 @@ async def offset_for_leader_epoch(ctx: RequestContext, request) -> object:
     TopicResp = nested(Response, "OffsetForLeaderTopicResult")
     PartResp = nested(Response, "EpochEndOffset")
     topics = []
+    denied = ctx.denied(acl.DESCRIBE, acl.TOPIC, (t.topic for t in request.topics))
     for topic in request.topics:
         parts = []
         for p in topic.partitions:
             index = int(p.partition)
             plog = broker.partition_log(topic.topic, index)
-            if plog is None:
-                parts.append(make(PartResp, error_code=ErrorCode.unknown_topic_or_partition, partition=index,
+            if plog is None or topic.topic in denied:
+                code = ErrorCode.topic_authorization_failed if topic.topic in denied else ErrorCode.unknown_topic_or_partition
+                parts.append(make(PartResp, error_code=code, partition=index,
                                   leader_epoch=-1, end_offset=-1))
                 continue
             current = int(getattr(p, "current_leader_epoch", -1))

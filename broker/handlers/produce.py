@@ -34,6 +34,7 @@ from ringlog.storage.errors import DecompressedTooLargeError, StorageError
 from ..errors import CloseConnection, KafkaError, error_code_for
 from ..ingest import PendingAppend, RingFull
 from ..logging_setup import event
+from ..security import authorizer as acl
 from . import RequestContext, handler, make, nested
 
 log = logging.getLogger("ringlog.produce")
@@ -64,6 +65,7 @@ async def produce(ctx: RequestContext, request) -> object:
             name = topic_data.name
             info = broker.metadata.get(name)
             config = broker.log_config_for(name) if info is not None else None
+            allowed = ctx.authorize(acl.WRITE, acl.TOPIC, name)
             per_topic: list[_Result] = []
             results.append((name, per_topic))
             for pdata in topic_data.partition_data:
@@ -71,6 +73,9 @@ async def produce(ctx: RequestContext, request) -> object:
                 per_topic.append(res)
                 if acks not in (0, 1, -1):
                     res.error = ErrorCode.invalid_required_acks
+                    continue
+                if not allowed:
+                    res.error = ErrorCode.topic_authorization_failed
                     continue
                 if request.transactional_id is not None:
                     res.error = ErrorCode.transactional_id_authorization_failed
