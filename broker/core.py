@@ -50,7 +50,7 @@ from .idempotence import PartitionProducerState, ProducerStateManager, load_part
 from .ingest import PartitionRing, Writer, run_deferred
 from .limits import check_partition_count
 from .logging_setup import event
-from .metadata import TopicInfo, TopicStore, topic_name_error
+from .metadata import TopicInfo, TopicStore, is_internal, topic_name_error
 from .metrics import BrokerMetrics
 from .partition import Partition
 
@@ -133,6 +133,8 @@ class Broker:
         self.listen_address = None
         self.metrics_address = None
         self.connection_notices = None
+        # broker.cluster.node.ClusterNode in cluster mode (etcd.endpoints set), else None
+        self.cluster: Any = None
         self.default_log_config = config.log_config()
         self.log_lock = trio.Lock()
         self.partitions = {}
@@ -215,7 +217,12 @@ class Broker:
         configs: Mapping[str, str] | None = None,
         *,
         validate_only: bool = False,
+        replication_factor: int | None = None,
+        topic_id: uuid.UUID | None = None,
+        local: bool = False,
     ) -> TopicInfo:
+        """`local`: create it on this broker only (cluster mode applies etcd's topics so, with
+        etcd's `topic_id`); otherwise, in cluster mode, the topic is created in etcd."""
         error = topic_name_error(name)
         if error:
             raise KafkaError(ErrorCode.invalid_topic_exception, error)
@@ -228,6 +235,9 @@ class Broker:
         config = self.validate_topic_configs(configs)
         if name in self.metadata:
             raise KafkaError(ErrorCode.topic_already_exists, f"topic {name!r} already exists")
+        if self.cluster is not None and not local and not is_internal(name):
+            return await self.cluster.create_topic(name, num_partitions, configs, replication_factor,
+                                                   validate_only=validate_only)
         if validate_only:
             return TopicInfo(name=name, partitions=num_partitions, topic_id=uuid.uuid4(), configs=configs or {})
         async with self.log_lock:
@@ -245,7 +255,7 @@ class Broker:
                 failure = None
                 try:
                     await self._create_partitions(name, range(num_partitions), config, created)
-                    info = self.metadata.add(name, num_partitions, configs or {}, save=False)
+                    info = self.metadata.add(name, num_partitions, configs or {}, save=False, topic_id=topic_id)
                     await self._save_topics(lambda: self.metadata.remove(name, save=False))
                 except (OSError, StorageError) as exc:
                     failure = self._creation_failed(f"creating topic {name}", exc)

@@ -677,6 +677,11 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
                 broker.port = bound[1]
             if config.advertised_host is None:
                 broker.host = config.listen_host if config.listen_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+            if config.etcd_endpoints:  # cluster mode: join (membership, controller, metadata in etcd)
+                from .cluster.node import ClusterNode
+
+                broker.cluster = ClusterNode(broker)
+                await root.start(broker.cluster.run)
             _log_open_files(broker)
             root.start_soon(_maintenance, broker)
             from .cleaner import serve_cleaner  # log compaction of cleanup.policy=compact topics

@@ -81,6 +81,10 @@ def plan_fetch(broker: Any, request: Any) -> tuple[list[tuple[str, list[Partitio
                 s.error = ErrorCode.unknown_topic_or_partition
                 any_error = True
                 continue
+            if broker.cluster is not None and (code := broker.cluster.leader_error(part)) is not None:
+                s.error = code  # cluster mode: consumers read from the leader
+                any_error = True
+                continue
             plog = part.log
             hwm = part.high_watermark
             s.high_watermark = s.last_stable_offset = hwm
@@ -153,6 +157,10 @@ def _array_len(n: int, flex: bool) -> bytes:
 @handler(api_key=1, min_version=4, max_version=12)
 async def fetch(ctx: RequestContext, request) -> RawResponse:
     broker = ctx.broker
+    if broker.cluster is not None and int(request.replica_id) >= 0:
+        from ..cluster.replica_fetch import replica_fetch  # a follower's fetch (cluster mode)
+
+        return await replica_fetch(ctx, request)
     max_wait_s = max(0.0, request.max_wait.total_seconds())
     min_bytes = max(1, int(request.min_bytes))
     deadline = trio.current_time() + max_wait_s
