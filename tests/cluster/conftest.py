@@ -111,3 +111,29 @@ def cluster(etcd, tmp_path):
         yield c
     finally:
         c.stop()
+
+
+def describe(bootstrap: str, topic: str) -> dict[int, tuple[int, list[int], list[int]]]:
+    """partition -> (leader, replicas, isr), from Metadata (confluent-kafka's admin client)."""
+    from confluent_kafka.admin import AdminClient
+
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    return {p.id: (p.leader, list(p.replicas), list(p.isrs)) for p in md.topics[topic].partitions.values()}
+
+
+def controller(bootstrap: str) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).controller_id
+
+
+def create_replicated(bootstrap: str, topic: str, partitions: int, rf: int = 3, min_isr: int = 2) -> dict:
+    """CreateTopics with RF and min.insync.replicas; returns describe() once every ISR is whole."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # referenced until the result is in
+    futures = admin.create_topics([NewTopic(topic, partitions, rf, config={"min.insync.replicas": str(min_isr)})])
+    futures[topic].result(30)
+    return wait_until(lambda: (s := describe(bootstrap, topic)) and len(s) == partitions
+                      and all(len(v[2]) == rf and v[0] >= 0 for v in s.values()) and s,
+                      what=f"all replicas of {topic} in sync")

@@ -15,25 +15,11 @@ import pytest
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from .conftest import digest, segment_bytes, wait_until  # noqa: E402
+from .conftest import create_replicated, describe, digest, segment_bytes, wait_until  # noqa: E402
 
 TOPIC = "orders"
 PARTITIONS = 2
-
-
-def describe(bootstrap: str, topic: str) -> dict[int, tuple[int, list[int], list[int]]]:
-    """partition -> (leader, replicas, isr), from Metadata."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    md = admin.list_topics(topic, timeout=10)
-    return {p.id: (p.leader, list(p.replicas), list(p.isrs)) for p in md.topics[topic].partitions.values()}
-
-
-def create_topic(bootstrap: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(TOPIC, PARTITIONS, 3, config={"min.insync.replicas": "2"})])
-    futures[TOPIC].result(30)
 
 
 class Load:
@@ -104,9 +90,7 @@ class Load:
 
 
 def test_kill_the_leader_loses_nothing_acknowledged(cluster, tmp_path):
-    create_topic(cluster.bootstrap)
-    state = wait_until(lambda: (s := describe(cluster.bootstrap, TOPIC)) and all(len(v[2]) == 3 for v in s.values()) and s,
-                       what="all replicas in sync")
+    state = create_replicated(cluster.bootstrap, TOPIC, PARTITIONS)
     load = Load(cluster.bootstrap).start()
     try:
         wait_until(lambda: load.acked_count() >= 1500, timeout=60, what="acks before the kill")

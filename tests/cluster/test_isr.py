@@ -1,0 +1,122 @@
+"""ISR shrink and expand, NOT_ENOUGH_REPLICAS and NOT_LEADER_OR_FOLLOWER, the controller's death and
+third-party clients following a leader change; three broker processes on a real etcd."""
+from __future__ import annotations
+
+import datetime
+import signal
+import socket
+import struct
+import time
+
+import pytest
+from kio.schema.errors import ErrorCode
+from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
+
+from ringlog.client.wire import decode_response, encode_request
+from ringlog.storage.records import build_batch
+
+from .conftest import controller, create_replicated, describe, digest, segment_bytes, wait_until
+
+
+def produce(bootstrap: str, topic: str, value: bytes, acks: int = -1) -> tuple[int, int]:
+    """One Produce over a raw socket: (error code, base offset)."""
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        batch = build_batch([(None, value, (), int(time.time() * 1000))])
+        request = ProduceRequest(transactional_id=None, acks=acks, timeout=datetime.timedelta(seconds=10),
+                                 topic_data=(TopicProduceData(name=topic, partition_data=(
+                                     PartitionProduceData(index=0, records=batch),)),))
+        sock.sendall(encode_request(request, 1, "cluster-test"))
+        data = b""
+        while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            data += chunk
+        _, response = decode_response(data[4:], 0, 9)
+    p = response.responses[0].partition_responses[0]
+    return int(p.error_code), int(p.base_offset)
+
+
+def address(cluster, node: int) -> str:
+    return cluster.brokers[node].bootstrap
+
+
+def test_paused_followers_leave_the_isr_and_come_back(cluster):
+    state = create_replicated(cluster.bootstrap, "isr", 1)
+    leader, replicas, _ = state[0]
+    f1, f2 = [r for r in replicas if r != leader]
+    # only the leader takes writes
+    assert produce(address(cluster, f1), "isr", b"to-a-follower")[0] == ErrorCode.not_leader_or_follower
+    assert produce(address(cluster, leader), "isr", b"first") == (0, 0)
+
+    cluster.brokers[f1].proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: f1 not in describe(address(cluster, leader), "isr")[0][2], timeout=30,
+                   what="the paused follower to leave the ISR")
+        # two in sync: acks=all still works
+        assert produce(address(cluster, leader), "isr", b"second")[0] == 0
+        cluster.brokers[f2].proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: describe(address(cluster, leader), "isr")[0][2] == [leader], timeout=30,
+                       what="the ISR down to the leader")
+            assert produce(address(cluster, leader), "isr", b"refused")[0] == ErrorCode.not_enough_replicas
+            assert produce(address(cluster, leader), "isr", b"acks=1", acks=1)[0] == 0
+        finally:
+            cluster.brokers[f2].proc.send_signal(signal.SIGCONT)
+    finally:
+        cluster.brokers[f1].proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: sorted(describe(cluster.bootstrap, "isr")[0][2]) == sorted(replicas), timeout=60,
+               what="both followers back in the ISR")
+    assert describe(cluster.bootstrap, "isr")[0][0] == leader  # a pause changed no leader
+    assert produce(address(cluster, leader), "isr", b"after")[0] == 0
+    wait_until(lambda: len({digest(segment_bytes(cluster.partition_dir(n, "isr", 0))) for n in replicas}) == 1,
+               timeout=30, what="byte-identical replicas")
+
+
+def test_controller_death_and_kafka_python_follows_the_leader(cluster):
+    kafka = pytest.importorskip("kafka")
+    state = create_replicated(cluster.bootstrap, "moves", 1)
+    old_controller = controller(cluster.bootstrap)
+    assert old_controller in (1, 2, 3)
+    producer = kafka.KafkaProducer(bootstrap_servers=cluster.bootstrap.split(","), acks="all", retries=20,
+                                   retry_backoff_ms=200, metadata_max_age_ms=1000, request_timeout_ms=10000)
+    for i in range(100):
+        producer.send("moves", value=b"%d" % i, partition=0)
+    producer.flush(30)
+    # kill the controller, and the partition's leader if that is another broker
+    victims = {old_controller, state[0][0]}
+    for node in victims:
+        cluster.brokers[node].kill()
+    survivors = [n for n in (1, 2, 3) if n not in victims]
+    live = ",".join(address(cluster, n) for n in survivors)
+    new_controller = wait_until(lambda: (c := controller(live)) in survivors and c, timeout=30,
+                                what="a new controller")
+    if len(victims) == 1:
+        wait_until(lambda: describe(live, "moves")[0][0] in survivors, timeout=30, what="a new leader")
+        # the same producer object follows the leader change
+        futures = [producer.send("moves", value=b"%d" % i, partition=0) for i in range(100, 200)]
+        offsets = [f.get(timeout=60).offset for f in futures]
+        assert offsets == list(range(100, 200))
+        expected = 200
+    else:
+        # two of three dead: min.insync.replicas 2 cannot be met; the partition waits for one back
+        cluster.restart(state[0][0])
+        live = cluster.bootstrap
+        wait_until(lambda: len(describe(live, "moves")[0][2]) >= 2, timeout=60, what="two in-sync replicas")
+        futures = [producer.send("moves", value=b"%d" % i, partition=0) for i in range(100, 200)]
+        assert [f.get(timeout=60).offset for f in futures] == list(range(100, 200))
+        expected = 200
+    producer.close(10)
+    # the new controller creates topics (and their partitions' leaders)
+    create_replicated(live, "after-controller", 1, rf=len(describe(live, "moves")[0][2]), min_isr=1)
+    assert controller(live) == new_controller
+    consumer = kafka.KafkaConsumer(bootstrap_servers=live.split(","), auto_offset_reset="earliest",
+                                   enable_auto_commit=False, consumer_timeout_ms=20000)
+    consumer.assign([kafka.TopicPartition("moves", 0)])
+    values = []
+    for msg in consumer:
+        values.append(int(msg.value))
+        if len(values) == expected:
+            break
+    consumer.close()
+    assert values == list(range(expected))
