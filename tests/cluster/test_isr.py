@@ -3,9 +3,12 @@ third-party clients following a leader change; three broker processes on a real 
 from __future__ import annotations
 
 import datetime
+import json
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -60,6 +63,12 @@ def test_paused_followers_leave_the_isr_and_come_back(cluster):
             wait_until(lambda: describe(address(cluster, leader), "isr")[0][2] == [leader], timeout=30,
                        what="the ISR down to the leader")
             assert produce(address(cluster, leader), "isr", b"refused")[0] == ErrorCode.not_enough_replicas
+            status = subprocess.run([sys.executable, "-m", "ringlog.client.cli", "cluster", "status", "--json",
+                                     "--bootstrap", address(cluster, leader)], capture_output=True, text=True,
+                                    timeout=60)
+            assert status.returncode == 1, status.stderr  # under-replicated partitions
+            doc = json.loads(status.stdout)
+            assert [(r["topic"], r["isr"]) for r in doc["under_replicated"]] == [("isr", [leader])]
             assert produce(address(cluster, leader), "isr", b"acks=1", acks=1)[0] == 0
         finally:
             cluster.brokers[f2].proc.send_signal(signal.SIGCONT)
