@@ -66,13 +66,13 @@ class FollowerProgress:
 
 class LeaderReplication:
     def __init__(self, node_id: int, epoch: int, isr: tuple[int, ...], replicas: tuple[int, ...],
-                 epoch_start: int) -> None:
+                 epoch_start: int, now: int | None = None) -> None:
         self.node_id = node_id
         self.epoch = epoch
         self.isr = set(isr)
         self.replicas = tuple(replicas)
         self.epoch_start = epoch_start  # the log end when this leader took over
-        now = now_ms()
+        now = now_ms() if now is None else now
         self.followers = {r: FollowerProgress(now) for r in replicas if r != node_id}
         self.isr_change_pending = False
 
