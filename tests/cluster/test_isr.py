@@ -13,31 +13,50 @@ import time
 
 import pytest
 from kio.schema.errors import ErrorCode
+from kio.schema.init_producer_id.v4.request import InitProducerIdRequest
 from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
 
+from ringlog.broker.snowflake import decompose
 from ringlog.client.wire import decode_response, encode_request
 from ringlog.storage.records import build_batch
 
 from .conftest import controller, create_replicated, describe, digest, segment_bytes, wait_until
 
 
-def produce(bootstrap: str, topic: str, value: bytes, acks: int = -1) -> tuple[int, int]:
-    """One Produce over a raw socket: (error code, base offset)."""
+def call(bootstrap: str, request):
+    """One request over a raw socket; the decoded response."""
     host, port = bootstrap.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=15) as sock:
-        batch = build_batch([(None, value, (), int(time.time() * 1000))])
-        request = ProduceRequest(transactional_id=None, acks=acks, timeout=datetime.timedelta(seconds=10),
-                                 topic_data=(TopicProduceData(name=topic, partition_data=(
-                                     PartitionProduceData(index=0, records=batch),)),))
         sock.sendall(encode_request(request, 1, "cluster-test"))
         data = b""
         while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
             chunk = sock.recv(65536)
             assert chunk, "connection closed"
             data += chunk
-        _, response = decode_response(data[4:], 0, 9)
+    return decode_response(data[4:], int(request.__api_key__), int(request.__version__))[1]
+
+
+def produce(bootstrap: str, topic: str, value: bytes, acks: int = -1) -> tuple[int, int]:
+    """One Produce: (error code, base offset)."""
+    batch = build_batch([(None, value, (), int(time.time() * 1000))])
+    response = call(bootstrap, ProduceRequest(
+        transactional_id=None, acks=acks, timeout=datetime.timedelta(seconds=10),
+        topic_data=(TopicProduceData(name=topic, partition_data=(PartitionProduceData(index=0, records=batch),)),)))
     p = response.responses[0].partition_responses[0]
     return int(p.error_code), int(p.base_offset)
+
+
+def assert_producer_ids_unique(cluster) -> None:
+    """The Snowflake worker id of every producer id is the node id of the broker that issued it."""
+    ids = {}
+    for node in (1, 2, 3):
+        r = call(address(cluster, node), InitProducerIdRequest(
+            transactional_id=None, transaction_timeout=datetime.timedelta(seconds=60), producer_id=-1,
+            producer_epoch=-1))
+        assert r.error_code == ErrorCode.none
+        ids[node] = int(r.producer_id)
+        assert decompose(ids[node]).worker_id == node
+    assert len(set(ids.values())) == 3
 
 
 def address(cluster, node: int) -> str:
@@ -45,6 +64,7 @@ def address(cluster, node: int) -> str:
 
 
 def test_paused_followers_leave_the_isr_and_come_back(cluster):
+    assert_producer_ids_unique(cluster)
     state = create_replicated(cluster.bootstrap, "isr", 1)
     leader, replicas, _ = state[0]
     f1, f2 = [r for r in replicas if r != leader]
