@@ -14,10 +14,11 @@ A `broker.partition.Partition` in cluster mode carries one of two roles in `.rep
                        end the leader has for it, so a replica never keeps records the new leader
                        does not have (KIP-101).
 
-The leader-epoch cache (epoch -> first offset) of each partition is rebuilt from the batch
-headers (every batch carries the epoch of the leader that wrote it) in a worker thread when the
-partition first gets a role, then kept up to date in memory. There is no checkpoint file yet: a
-restart scans the batch headers once more.
+The leader-epoch cache (epoch -> first offset) of each partition is loaded when the partition
+first gets a role (storage.epochs: the leader-epoch-checkpoint file, completed from the batch
+headers after its last entry, in a worker thread), kept in memory, and written back (atomically,
+in a worker thread) whenever it changes: a new leader epoch, a follower appending the first
+batch of an epoch, a truncation.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ from kio.schema.errors import ErrorCode
 
 from ringlog.client.connection import ApiKey, open_connection
 from ringlog.client.errors import ClientError
-from ringlog.storage.batch import set_partition_leader_epoch
+from ringlog.storage import epochs as epoch_file
+from ringlog.storage.batch import parse_header, set_partition_leader_epoch
 from ringlog.storage.errors import StorageError
 
 from ..idempotence import PartitionProducers
@@ -130,16 +132,6 @@ class FollowerReplication:
 
     def high_watermark(self, part: Partition, end: int) -> int:
         return part.high_watermark
-
-
-def scan_epochs(plog: Any) -> list[tuple[int, int]]:
-    """The leader-epoch cache from the batch headers (worker thread): [(epoch, first offset)]."""
-    out: list[tuple[int, int]] = []
-    for header in plog.iter_batch_headers(plog.log_start_offset):
-        epoch = header.partition_leader_epoch
-        if epoch >= 0 and (not out or epoch > out[-1][0]):
-            out.append((epoch, header.base_offset))
-    return out
 
 
 def whole_batches(records: bytes) -> list[bytes]:
@@ -287,9 +279,15 @@ class ReplicaManager:
         cache = self.epochs.get(part.tp)
         if cache is None:
             async with self.broker.log_lock:
-                cache = await trio.to_thread.run_sync(scan_epochs, part.log)
+                cache = await trio.to_thread.run_sync(epoch_file.load, part.log)
             self.epochs[part.tp] = cache
         return cache
+
+    async def _save_epochs(self, part: Partition) -> None:
+        try:
+            await trio.to_thread.run_sync(epoch_file.write, part.log.directory, list(self.epochs.get(part.tp, [])))
+        except OSError as exc:  # the batch headers still hold the epochs: the next load rescans
+            log.warning("%s-%d: writing the leader-epoch checkpoint failed: %s", *part.tp, exc)
 
     # --- roles -------------------------------------------------------------------------------
 
@@ -310,6 +308,7 @@ class ReplicaManager:
         end = part.log.log_end_offset
         if not cache or cache[-1][0] < state.leader_epoch:
             cache.append((state.leader_epoch, end))
+            await self._save_epochs(part)
         part.replication = LeaderReplication(self.node.node_id, state.leader_epoch, state.isr, state.replicas, end)
         part.leader_epoch = state.leader_epoch
         log.info("%s-%d: leader with epoch %d, ISR %s, log end %d", *part.tp, state.leader_epoch,
@@ -346,14 +345,16 @@ class ReplicaManager:
             if plog.roll_due(size, size, now):
                 plog.offer_segment(await trio.to_thread.run_sync(plog.create_next_segment))
             plog.append_replicated(batches, now_ms=now)
-            from ringlog.storage.batch import parse_header
-
             cache = self.epochs.setdefault(part.tp, [])
+            new_epoch = False
             for raw in batches:
                 header = parse_header(raw)
                 part.producers.state.replay(header)  # so that a new leader de-duplicates retries
                 if header.partition_leader_epoch >= 0 and (not cache or header.partition_leader_epoch > cache[-1][0]):
                     cache.append((header.partition_leader_epoch, header.base_offset))
+                    new_epoch = True
+            if new_epoch:
+                await self._save_epochs(part)
             if part.config.flush_policy == "always":
                 error = await self.broker.writer._fsync([plog])
                 if error is not None:
@@ -368,13 +369,18 @@ class ReplicaManager:
             part.log.truncate_to(offset)
             await run_deferred(part.log)
 
-            def rebuild() -> tuple[PartitionProducers, list[tuple[int, int]]]:
+            end = part.log.log_end_offset
+            cache = epoch_file.clip(self.epochs.get(part.tp, []), end)
+
+            def rebuild() -> PartitionProducers:
+                epoch_file.write(part.log.directory, cache)
                 state = PartitionProducers()
                 for header in part.log.iter_batch_headers(part.log.log_start_offset):
                     state.replay(header)
-                return state, scan_epochs(part.log)
+                return state
 
-            part.producers.state, self.epochs[part.tp] = await trio.to_thread.run_sync(rebuild)
+            part.producers.state = await trio.to_thread.run_sync(rebuild)
+            self.epochs[part.tp] = cache
             part.high_watermark = min(part.high_watermark, part.log.log_end_offset)
 
     # --- the leader's side ---------------------------------------------------------------------
