@@ -196,6 +196,12 @@ class Broker:
 
     # --- topic operations ----------------------------------------------------------------------
 
+    def _refuse_in_cluster(self, topic: str, what: str) -> None:
+        """Cluster mode does not change a replicated topic after its creation yet: a change made
+        on one broker alone would make the replicas disagree."""
+        if self.cluster is not None and self.cluster.manages(topic):
+            raise KafkaError(ErrorCode.policy_violation, f"{what} is not supported in cluster mode yet ({topic!r})")
+
     async def ensure_topic(self, name: str) -> TopicInfo | None:
         """The topic, auto-created with num.partitions when enabled and the name is legal."""
         info = self.metadata.get(name)
@@ -343,6 +349,7 @@ class Broker:
         removed. The file work runs in worker threads; the log lock keeps the writer, the
         cleaner's commits and other topic changes out until topics.json is written.
         """
+        self._refuse_in_cluster(name, "deleting a topic")
         info = self.metadata.get(name)
         if info is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {name!r} does not exist")
@@ -393,6 +400,7 @@ class Broker:
         return info
 
     async def create_partitions(self, name: str, total: int, *, validate_only: bool = False) -> TopicInfo:
+        self._refuse_in_cluster(name, "adding partitions")
         info = self.metadata.get(name)
         if info is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {name!r} does not exist")
@@ -435,6 +443,7 @@ class Broker:
         self, name: str, configs: Mapping[str, str], *, validate_only: bool = False
     ) -> TopicInfo:
         """Replace the topic's config overrides with `configs` and apply them to its logs."""
+        self._refuse_in_cluster(name, "changing topic configs")
         info = self.metadata.get(name)
         if info is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {name!r} does not exist")
@@ -455,6 +464,7 @@ class Broker:
 
     async def delete_records(self, topic: str, partition: int, before_offset: int) -> int:
         """Advance the log start offset to `before_offset` (-1: the high watermark)."""
+        self._refuse_in_cluster(topic, "deleting records")
         part = self.partition(topic, partition)
         if part is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{topic}-{partition} does not exist")

@@ -44,6 +44,9 @@ def test_dev_cluster_status_and_replicated_topic(tmp_path):
         assert all(sorted(r) == [1, 2] for _, r, _ in describe(bootstrap, "dev").values())
         too_many = run("topics", "create", "three", "-r", "3", "--bootstrap", bootstrap)
         assert too_many.returncode == 1 and "only 2 broker(s)" in too_many.stderr
+        # changes after creation are refused, not made on one broker alone
+        deleted = run("topics", "delete", "dev", "--bootstrap", bootstrap)
+        assert deleted.returncode == 1 and "POLICY_VIOLATION" in deleted.stderr, deleted.stderr
         status = wait_until(lambda: (r := run("cluster", "status", "--json", "--bootstrap", bootstrap))
                             .returncode == 0 and r, timeout=30, what="a fully replicated cluster")
         doc = json.loads(status.stdout)
