@@ -22,6 +22,17 @@ from ..handlers.fetch import PartitionSlice, encode_fetch
 from .replica import LeaderReplication
 
 
+def _read_to_log_end(s: PartitionSlice, plog: Any, offset: int, budget: int, *, first: bool) -> bool:
+    """The slice's file regions from `offset`, past the high watermark up to the log end."""
+    try:
+        result = plog.read(offset, max(budget, 0), upper_bound=plog.log_end_offset, min_one_batch=first)
+    except StorageError as exc:
+        s.error = error_code_for(exc)
+        return False
+    s.regions, s.size = tuple(result.regions), int(result.size)
+    return True
+
+
 def _plan(broker: Any, request: Any, replica: int) -> tuple[list, int, bool, list]:
     manager = broker.cluster.replicas
     remaining = int(request.max_bytes) if int(request.max_bytes) > 0 else 0x7FFFFFFF
@@ -59,14 +70,9 @@ def _plan(broker: Any, request: Any, replica: int) -> tuple[list, int, bool, lis
             budget = min(int(p.partition_max_bytes), remaining)
             if offset >= plog.log_end_offset or (budget <= 0 and total > 0):
                 continue
-            try:
-                result = plog.read(offset, max(budget, 0), upper_bound=plog.log_end_offset, min_one_batch=(total == 0))
-            except StorageError as exc:
-                s.error = error_code_for(exc)
+            if not _read_to_log_end(s, plog, offset, budget, first=(total == 0)):
                 any_error = True
                 continue
-            s.regions = tuple(result.regions)
-            s.size = int(result.size)
             total += s.size
             remaining -= s.size
         topics.append((topic.topic, slices))
