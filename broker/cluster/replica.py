@@ -304,6 +304,7 @@ class ReplicaManager:
             part.advance(part.log.log_end_offset)
             return
         self._stop(part)
+        self._forget_local_high_watermark(part)
         cache = await self.epochs_of(part)
         end = part.log.log_end_offset
         if not cache or cache[-1][0] < state.leader_epoch:
@@ -320,6 +321,7 @@ class ReplicaManager:
         if isinstance(old, FollowerReplication) and old.leader == state.leader and old.epoch == state.leader_epoch:
             return
         self._stop(part)
+        self._forget_local_high_watermark(part)
         role = FollowerReplication(state.leader, state.leader_epoch)
         part.replication = role
         part.leader_epoch = state.leader_epoch
@@ -327,6 +329,14 @@ class ReplicaManager:
         if state.leader >= 0 and self._nursery is not None:
             log.info("%s-%d: follower of %d with epoch %d", *part.tp, state.leader, state.leader_epoch)
             self._nursery.start_soon(Follower(self.node, part, role).run)
+
+    @staticmethod
+    def _forget_local_high_watermark(part: Partition) -> None:
+        """At a partition's first role: a single node starts with the high watermark at its log
+        end, but a replica's tail may be on no other replica. Start from the log start; the ISR's
+        log ends (leader) or the leader's answers (follower) move it up within a fetch."""
+        if part.replication is None:
+            part.high_watermark = min(part.high_watermark, part.log.log_start_offset)
 
     def _stop(self, part: Partition) -> None:
         old = part.replication

@@ -6,6 +6,9 @@ and in order per partition, the old leader rejoins as a follower after restartin
 replicas are byte-identical (and pass `ringlog log verify`)."""
 from __future__ import annotations
 
+import os
+import random
+import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +19,9 @@ import pytest
 confluent_kafka = pytest.importorskip("confluent_kafka")
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
-from .conftest import create_replicated, describe, digest, segment_bytes, wait_until  # noqa: E402
+from tests.conftest import SLOW  # noqa: E402
+
+from .conftest import controller, create_replicated, describe, digest, segment_bytes, wait_until  # noqa: E402
 
 TOPIC = "orders"
 PARTITIONS = 2
@@ -110,10 +115,16 @@ def test_kill_the_leader_loses_nothing_acknowledged(cluster, tmp_path):
     finally:
         load.stop_producing.set()
         load.threads[0].join(90)
+    check_outcome(cluster, load)
+    print(f"fail-over: {failover_s:.1f} s to 500 more acks; {load.acked_count()} acked")
+
+
+def check_outcome(cluster, load: Load) -> None:
+    """Every acknowledged record consumed once and in order; the replicas byte-identical and
+    intact (call with the producer stopped and every ISR whole)."""
     wait_until(load.caught_up, timeout=60, what="the consumer to read every acknowledged record")
     load.stop_consuming.set()
     load.threads[1].join(30)
-
     assert not load.errors, load.errors[:5]
     for p in range(PARTITIONS):
         acked, consumed = load.acked[p], load.consumed[p]
@@ -121,7 +132,6 @@ def test_kill_the_leader_loses_nothing_acknowledged(cluster, tmp_path):
         assert set(acked) <= set(consumed), f"partition {p}: acknowledged records are missing"
         # in order: the producer's order of the partition's records (idempotence keeps it)
         assert consumed == sorted(consumed), f"partition {p}: records out of order"
-    print(f"fail-over: {failover_s:.1f} s to 500 more acks; {load.acked_count()} acked")
 
     # every replica holds the same bytes (nothing is being written: the ISRs are whole and the
     # producer is done, so each log end is the high watermark)
@@ -135,3 +145,50 @@ def test_kill_the_leader_loses_nothing_acknowledged(cluster, tmp_path):
         result = subprocess.run([sys.executable, "-m", "ringlog.client.cli", "log", "verify",
                                  cluster.brokers[node].data_dir], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def isr_whole(cluster) -> bool:
+    return all(len(v[2]) == 3 and v[0] >= 0 for v in describe(cluster.bootstrap, TOPIC).values())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SLOW, reason="RINGLOG_SLOW=1 runs it; test_kill_the_leader_loses_nothing_acknowledged "
+                                     "is its bounded version")
+def test_random_fault_schedule(cluster):
+    """Jepsen-style: under the same load, a seeded random schedule of kill -9 (leader, controller
+    or any broker) + restart, and SIGSTOP past the lag time + SIGCONT; then the same checks."""
+    seed = int(os.environ.get("RINGLOG_FAULT_SEED", random.randrange(1 << 30)))
+    rounds = int(os.environ.get("RINGLOG_FAULT_ROUNDS", "12"))
+    rng = random.Random(seed)
+    print(f"fault schedule seed {seed}, {rounds} rounds")
+    create_replicated(cluster.bootstrap, TOPIC, PARTITIONS)
+    load = Load(cluster.bootstrap).start()
+    counts: dict[str, int] = {}
+    try:
+        for _ in range(rounds):
+            wait_until(lambda: isr_whole(cluster), timeout=90, what="every ISR whole before the next fault")
+            before = load.acked_count()
+            kind = rng.choice(["kill-leader", "kill-controller", "kill-any", "pause-any"])
+            counts[kind] = counts.get(kind, 0) + 1
+            if kind == "kill-leader":
+                victim = describe(cluster.bootstrap, TOPIC)[rng.randrange(PARTITIONS)][0]
+            elif kind == "kill-controller":
+                victim = wait_until(lambda: (c := controller(cluster.bootstrap)) in (1, 2, 3) and c, what="a controller")
+            else:
+                victim = rng.choice([1, 2, 3])
+            if kind == "pause-any":
+                cluster.brokers[victim].proc.send_signal(signal.SIGSTOP)
+                time.sleep(rng.uniform(2.5, 4.0))  # the fault's length is the point here, not a wait
+                cluster.brokers[victim].proc.send_signal(signal.SIGCONT)
+            else:
+                cluster.brokers[victim].kill()
+                wait_until(lambda: all(v[0] not in (victim, -1) for v in describe(cluster.bootstrap, TOPIC).values()),
+                           timeout=60, what="leaders away from the killed broker")
+                cluster.restart(victim)
+            wait_until(lambda: load.acked_count() > before + 100, timeout=90, what="the producer going on")
+        wait_until(lambda: isr_whole(cluster), timeout=90, what="every ISR whole at the end")
+    finally:
+        load.stop_producing.set()
+        load.threads[0].join(90)
+    print(f"faults: {counts}; {load.acked_count()} records acknowledged")
+    check_outcome(cluster, load)
