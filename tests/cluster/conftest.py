@@ -113,6 +113,21 @@ def cluster(etcd, tmp_path):
         c.stop()
 
 
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory):
+    """One etcd and three brokers for a module's tests, which run in file order and each leave
+    every broker running (starting processes is most of these tests' time)."""
+    require_tool("etcd")
+    root = tmp_path_factory.mktemp("cluster")
+    with EtcdProcess(str(root / "etcd")) as server:
+        c = Cluster(server, root)
+        try:
+            c.start()
+            yield c
+        finally:
+            c.stop()
+
+
 def describe(bootstrap: str, topic: str) -> dict[int, tuple[int, list[int], list[int]]]:
     """partition -> (leader, replicas, isr), from Metadata (confluent-kafka's admin client)."""
     from confluent_kafka.admin import AdminClient

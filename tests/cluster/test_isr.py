@@ -63,7 +63,8 @@ def address(cluster, node: int) -> str:
     return cluster.brokers[node].bootstrap
 
 
-def test_paused_followers_leave_the_isr_and_come_back(cluster):
+def test_paused_followers_leave_the_isr_and_come_back(shared_cluster):
+    cluster = shared_cluster
     assert_producer_ids_unique(cluster)
     state = create_replicated(cluster.bootstrap, "isr", 1)
     leader, replicas, _ = state[0]
@@ -102,7 +103,8 @@ def test_paused_followers_leave_the_isr_and_come_back(cluster):
                timeout=30, what="byte-identical replicas")
 
 
-def test_controller_death_and_kafka_python_follows_the_leader(cluster):
+def test_controller_death_and_kafka_python_follows_the_leader(shared_cluster):
+    cluster = shared_cluster
     kafka = pytest.importorskip("kafka")
     state = create_replicated(cluster.bootstrap, "moves", 1)
     old_controller = controller(cluster.bootstrap)
