@@ -103,6 +103,39 @@ def test_paused_followers_leave_the_isr_and_come_back(shared_cluster):
                timeout=30, what="byte-identical replicas")
 
 
+def test_aiokafka_producer_follows_a_leader_change(shared_cluster):
+    """An aiokafka producer started before the leader's death goes on without a restart."""
+    aiokafka = pytest.importorskip("aiokafka")
+    import asyncio
+
+    cluster = shared_cluster
+    state = create_replicated(cluster.bootstrap, "aio", 1)
+    victim = state[0][0]
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        producer = aiokafka.AIOKafkaProducer(bootstrap_servers=cluster.bootstrap, acks="all",
+                                             enable_idempotence=True, metadata_max_age_ms=1000,
+                                             request_timeout_ms=15000, retry_backoff_ms=100)
+        await producer.start()
+        try:
+            offsets = [(await producer.send_and_wait("aio", b"%d" % i, partition=0)).offset for i in range(20)]
+            await loop.run_in_executor(None, cluster.brokers[victim].kill)
+            live = ",".join(address(cluster, n) for n in (1, 2, 3) if n != victim)
+            await loop.run_in_executor(None, lambda: wait_until(
+                lambda: describe(live, "aio")[0][0] not in (victim, -1), timeout=30, what="a new leader"))
+            for i in range(20, 40):
+                offsets.append((await producer.send_and_wait("aio", b"%d" % i, partition=0)).offset)
+            return offsets
+        finally:
+            await producer.stop()
+
+    assert asyncio.run(main()) == list(range(40))
+    cluster.restart(victim)
+    wait_until(lambda: all(len(v[2]) == 3 for v in describe(cluster.bootstrap, "aio").values()), timeout=60,
+               what="the restarted broker back in the ISR")
+
+
 def test_controller_death_and_kafka_python_follows_the_leader(shared_cluster):
     cluster = shared_cluster
     kafka = pytest.importorskip("kafka")
