@@ -149,6 +149,11 @@ def create_replicated(bootstrap: str, topic: str, partitions: int, rf: int = 3, 
     admin = AdminClient({"bootstrap.servers": bootstrap})  # referenced until the result is in
     futures = admin.create_topics([NewTopic(topic, partitions, rf, config={"min.insync.replicas": str(min_isr)})])
     futures[topic].result(30)
-    return wait_until(lambda: (s := describe(bootstrap, topic)) and len(s) == partitions
-                      and all(len(v[2]) == rf and v[0] >= 0 for v in s.values()) and s,
-                      what=f"all replicas of {topic} in sync")
+
+    def everywhere():
+        # every broker has applied it (each learns it from its own etcd watch)
+        views = [describe(b, topic) for b in bootstrap.split(",")]
+        ok = all(len(s) == partitions and all(len(v[2]) == rf and v[0] >= 0 for v in s.values()) for s in views)
+        return ok and views[0]
+
+    return wait_until(everywhere, what=f"all replicas of {topic} in sync on every broker")

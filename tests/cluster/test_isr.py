@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import signal
 import socket
 import struct
@@ -100,6 +101,49 @@ def test_paused_followers_leave_the_isr_and_come_back(shared_cluster):
     assert describe(cluster.bootstrap, "isr")[0][0] == leader  # a pause changed no leader
     assert produce(address(cluster, leader), "isr", b"after")[0] == 0
     wait_until(lambda: len({digest(segment_bytes(cluster.partition_dir(n, "isr", 0))) for n in replicas}) == 1,
+               timeout=30, what="byte-identical replicas")
+
+
+def test_returning_old_leader_truncates_what_the_new_leader_lacks(shared_cluster):
+    """With unclean election on, a replica that missed the old leader's last (acks=1) writes
+    takes over; the old leader comes back, cuts its log at the new leader's end of its epoch
+    (OffsetForLeaderEpoch) and ends up byte-identical instead of keeping divergent records."""
+    cluster = shared_cluster
+    admin_topic = "diverge"
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    admin.create_topics([NewTopic(admin_topic, 1, 3, config={
+        "min.insync.replicas": "1", "unclean.leader.election.enable": "true"})])[admin_topic].result(30)
+    wait_until(lambda: len(describe(cluster.bootstrap, admin_topic)[0][2]) == 3, what="a whole ISR")
+    old, replicas, _ = describe(cluster.bootstrap, admin_topic)[0]
+    followers = [r for r in replicas if r != old]
+    for i in range(3):
+        assert produce(address(cluster, old), admin_topic, b"both-%d" % i) == (0, i)
+    wait_until(lambda: all(os.path.getsize(os.path.join(cluster.partition_dir(f, admin_topic, 0),
+                                                        "00000000000000000000.log")) > 0 for f in followers),
+               what="the followers to hold the first records")
+    for f in followers:
+        cluster.brokers[f].proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: describe(address(cluster, old), admin_topic)[0][2] == [old], timeout=30,
+                   what="the ISR down to the old leader")
+        # written only by the old leader: nobody else will ever have these
+        for i in range(3):
+            assert produce(address(cluster, old), admin_topic, b"lost-%d" % i, acks=1) == (0, 3 + i)
+        cluster.brokers[old].kill()
+    finally:
+        for f in followers:
+            cluster.brokers[f].proc.send_signal(signal.SIGCONT)
+    live = ",".join(address(cluster, n) for n in followers)
+    new = wait_until(lambda: (l := describe(live, admin_topic)[0][0]) in followers and l, timeout=60,
+                     what="an unclean leader among the followers")
+    assert produce(address(cluster, new), admin_topic, b"new-leader", acks=1) == (0, 3)
+    cluster.restart(old)
+    cluster.brokers[old].wait_line("truncating from 6 to 3", timeout=60)
+    wait_until(lambda: len(describe(cluster.bootstrap, admin_topic)[0][2]) == 3, timeout=60,
+               what="the old leader back in the ISR")
+    wait_until(lambda: len({digest(segment_bytes(cluster.partition_dir(n, admin_topic, 0))) for n in replicas}) == 1,
                timeout=30, what="byte-identical replicas")
 
 
