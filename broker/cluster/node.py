@@ -47,6 +47,10 @@ log = logging.getLogger("ringlog.cluster")
 CREATE_WAIT_S = 15.0
 
 
+class ClusterJoinError(Exception):
+    """The broker cannot join its cluster (etcd unreachable, its node id taken): a start-up failure."""
+
+
 def _flag(value: Any) -> bool:
     return str(value).strip().lower() == "true"
 
@@ -154,8 +158,11 @@ class ClusterNode:
     # --- lifetime --------------------------------------------------------------------------------
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await self._register()
-        kvs, revision = await self.etcd.get_prefix(self.prefix)
+        try:
+            await self._register()
+            kvs, revision = await self.etcd.get_prefix(self.prefix)
+        except EtcdError as exc:
+            raise ClusterJoinError(f"cannot join cluster {self.broker.config.cluster_name!r}: {exc}") from None
         async with trio.open_nursery() as nursery:
             await nursery.start(self.replicas.run)
             await self._apply([WatchEvent("PUT", kv) for kv in kvs])
@@ -190,8 +197,7 @@ class ClusterNode:
             if result.succeeded:
                 return
             if trio.current_time() > deadline:
-                raise KafkaError(ErrorCode.inconsistent_cluster_id,
-                                 f"node id {self.node_id} is already registered in {self.prefix} by a live broker")
+                raise ClusterJoinError(f"node id {self.node_id} is already registered in {self.prefix} by a live broker")
             await trio.sleep(0.25)
 
     async def _keepalive(self) -> None:
@@ -212,7 +218,7 @@ class ClusterNode:
                     if self.controller_id < 0 or self.is_controller:
                         self.is_controller = False
                         await self._campaign()
-                except (EtcdError, KafkaError) as exc:
+                except (EtcdError, ClusterJoinError) as exc:
                     log.warning("registering again failed: %s", exc)
 
     async def _campaign(self) -> None:

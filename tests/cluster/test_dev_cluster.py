@@ -62,3 +62,14 @@ def test_dev_cluster_status_and_replicated_topic(tmp_path):
         host, port = hostport.rsplit(":", 1)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((host, int(port)), timeout=5).close()
+
+
+def test_broker_without_etcd_fails_with_one_line(tmp_path):
+    from ringlog.client.cli.etcd_process import free_port
+
+    result = run("broker", "--node-id", "1", "--etcd", f"http://127.0.0.1:{free_port()}", "--data-dir",
+                 str(tmp_path / "d"), "--listen", "127.0.0.1:0")
+    assert result.returncode == 1
+    assert "cannot start: cannot join cluster 'ringlog'" in result.stderr and "Traceback" not in result.stderr
+    bad = run("broker", "--etcd", "https://h:1", "--data-dir", str(tmp_path / "d"))
+    assert bad.returncode == 2 and "only http:// is supported" in bad.stderr

@@ -147,6 +147,18 @@ def test_returning_old_leader_truncates_what_the_new_leader_lacks(shared_cluster
                timeout=30, what="byte-identical replicas")
 
 
+def test_a_second_broker_with_a_taken_node_id_is_refused(shared_cluster, tmp_path):
+    from ringlog.broker.testing import BrokerProcess
+
+    twin = BrokerProcess(str(tmp_path / "twin"), "--node-id", "1", "--etcd", shared_cluster.etcd.url,
+                         "--cluster-name", shared_cluster.name, "--set", "broker.session.timeout.ms=2000")
+    with pytest.raises(RuntimeError, match="did not become ready"):
+        twin.start(timeout=90)
+    assert twin.proc.wait(30) == 1
+    assert any("node id 1 is already registered" in line for line in twin.lines)
+    assert not any("Traceback" in line for line in twin.lines)
+
+
 def test_aiokafka_producer_follows_a_leader_change(shared_cluster):
     """An aiokafka producer started before the leader's death goes on without a restart."""
     aiokafka = pytest.importorskip("aiokafka")
