@@ -15,6 +15,7 @@ import time
 import pytest
 from kio.schema.errors import ErrorCode
 from kio.schema.init_producer_id.v4.request import InitProducerIdRequest
+from kio.schema.list_offsets.v7.request import ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic
 from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
 
 from ringlog.broker.snowflake import decompose
@@ -73,6 +74,16 @@ def test_paused_followers_leave_the_isr_and_come_back(shared_cluster):
     # only the leader takes writes
     assert produce(address(cluster, f1), "isr", b"to-a-follower")[0] == ErrorCode.not_leader_or_follower
     assert produce(address(cluster, leader), "isr", b"first") == (0, 0)
+
+    def latest(node: int):
+        r = call(address(cluster, node), ListOffsetsRequest(replica_id=-1, isolation_level=0, topics=(
+            ListOffsetsTopic(name="isr", partitions=(ListOffsetsPartition(
+                partition_index=0, current_leader_epoch=-1, timestamp=-1),)),)))
+        p = r.topics[0].partitions[0]
+        return int(p.error_code), int(p.offset), int(p.leader_epoch)
+
+    assert latest(leader) == (0, 1, 0)  # a new partition's first leader has epoch 0
+    assert latest(f1)[0] == ErrorCode.not_leader_or_follower
 
     cluster.brokers[f1].proc.send_signal(signal.SIGSTOP)
     try:
