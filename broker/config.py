@@ -259,6 +259,32 @@ class BrokerConfig:
         doc="This broker's id: the leader and controller in Metadata, and the worker id of producer ids.")
     cluster_id: str = setting("cluster.id", Text(nonempty=True), "ringlog-cluster",
                               doc="Cluster id reported in Metadata.")
+    # Cluster mode (broker.cluster): off unless etcd endpoints are given.
+    etcd_endpoints: str = setting(
+        "etcd.endpoints", Text(), "", flag="--etcd", kafka=False, default_doc="off (single node)",
+        doc="Comma-separated etcd client URLs (http://HOST:PORT,...): the broker joins the cluster named by "
+            "cluster.name, with membership, controller election and partition state in etcd. Empty: a "
+            "single node, as before. See operations.md, Running a cluster.")
+    cluster_name: str = setting(
+        "cluster.name", Text(nonempty=True), "ringlog", flag="--cluster-name", kafka=False,
+        doc="Cluster mode: the cluster's name, the etcd key prefix /ringlog/NAME/ (letters, digits, . _ -).")
+    broker_session_timeout_ms: int = setting(
+        "broker.session.timeout.ms", Integer(2000, bits=32), 4000,
+        doc="Cluster mode: a broker that has not renewed its etcd lease for this long is taken as dead (its "
+            "partitions get new leaders). Rounded up to whole seconds, etcd's lease unit; renewed every third.")
+    default_replication_factor: int = setting(
+        "default.replication.factor", Integer(1, 1000), 1,
+        doc="Cluster mode: replicas of auto-created topics and of CreateTopics asking for the default (-1).")
+    replica_lag_time_max_ms: int = setting(
+        "replica.lag.time.max.ms", Integer(1, bits=32), 30000,
+        doc="Cluster mode: a follower that has not caught up with the leader's log end for this long leaves "
+            "the ISR.")
+    replica_fetch_wait_max_ms: int = setting(
+        "replica.fetch.wait.max.ms", Integer(0, bits=32), 500,
+        doc="Cluster mode: how long a follower's fetch waits at the leader for new data.")
+    replica_fetch_max_bytes: int = setting(
+        "replica.fetch.max.bytes", Integer(1024, bits=32, cap=MEMORY), 1048576,
+        doc="Cluster mode: bytes a follower asks for per partition and fetch (at least one batch is sent).")
     fsync: str = setting(
         "fsync", Choice(FSYNC_POLICIES), "interval", flag="--fsync", kafka=False,
         doc="Flush policy: always, interval or never; see [fsync](#fsync-what-a-crash-can-lose). "
@@ -683,6 +709,15 @@ def validate(config: BrokerConfig) -> BrokerConfig:
     problem = _security_problem(config)
     if problem:
         refuse(problem)
+    if config.etcd_endpoints:
+        from .cluster.etcd import parse_endpoints
+
+        try:
+            parse_endpoints(config.etcd_endpoints)
+        except ValueError as exc:
+            refuse(f"etcd.endpoints {config.etcd_endpoints!r}: {exc}")
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", config.cluster_name):
+            refuse(f"cluster.name {config.cluster_name!r}: only letters, digits, '.', '_' and '-' are allowed")
     from .limits import startup_problem
 
     problem = startup_problem(config)

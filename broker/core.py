@@ -50,7 +50,7 @@ from .idempotence import PartitionProducerState, ProducerStateManager, load_part
 from .ingest import PartitionRing, Writer, run_deferred
 from .limits import check_partition_count
 from .logging_setup import event
-from .metadata import TopicInfo, TopicStore, topic_name_error
+from .metadata import TopicInfo, TopicStore, is_internal, topic_name_error
 from .metrics import BrokerMetrics
 from .partition import Partition
 
@@ -140,6 +140,8 @@ class Broker:
         self.metrics_address = None
         self.http_address = None  # the HTTP gateway's (http.listen), set by broker.server
         self.connection_notices = None
+        # broker.cluster.node.ClusterNode in cluster mode (etcd.endpoints set), else None
+        self.cluster: Any = None
         self.default_log_config = config.log_config()
         self.log_lock = trio.Lock()
         self.partitions = {}
@@ -205,6 +207,12 @@ class Broker:
 
     # --- topic operations ----------------------------------------------------------------------
 
+    def _refuse_in_cluster(self, topic: str, what: str) -> None:
+        """Cluster mode does not change a replicated topic after its creation yet: a change made
+        on one broker alone would make the replicas disagree."""
+        if self.cluster is not None and self.cluster.manages(topic):
+            raise KafkaError(ErrorCode.policy_violation, f"{what} is not supported in cluster mode yet ({topic!r})")
+
     async def ensure_topic(self, name: str) -> TopicInfo | None:
         """The topic, auto-created with num.partitions when enabled and the name is legal."""
         info = self.metadata.get(name)
@@ -226,7 +234,12 @@ class Broker:
         configs: Mapping[str, str] | None = None,
         *,
         validate_only: bool = False,
+        replication_factor: int | None = None,
+        topic_id: uuid.UUID | None = None,
+        local: bool = False,
     ) -> TopicInfo:
+        """`local`: create it on this broker only (cluster mode applies etcd's topics so, with
+        etcd's `topic_id`); otherwise, in cluster mode, the topic is created in etcd."""
         error = topic_name_error(name)
         if error:
             raise KafkaError(ErrorCode.invalid_topic_exception, error)
@@ -239,6 +252,9 @@ class Broker:
         config = self.validate_topic_configs(configs)
         if name in self.metadata:
             raise KafkaError(ErrorCode.topic_already_exists, f"topic {name!r} already exists")
+        if self.cluster is not None and not local and not is_internal(name):
+            return await self.cluster.create_topic(name, num_partitions, configs, replication_factor,
+                                                   validate_only=validate_only)
         if validate_only:
             return TopicInfo(name=name, partitions=num_partitions, topic_id=uuid.uuid4(), configs=configs or {})
         async with self.log_lock:
@@ -256,7 +272,7 @@ class Broker:
                 failure = None
                 try:
                     await self._create_partitions(name, range(num_partitions), config, created)
-                    info = self.metadata.add(name, num_partitions, configs or {}, save=False)
+                    info = self.metadata.add(name, num_partitions, configs or {}, save=False, topic_id=topic_id)
                     await self._save_topics(lambda: self.metadata.remove(name, save=False))
                 except (OSError, StorageError) as exc:
                     failure = self._creation_failed(f"creating topic {name}", exc)
@@ -344,6 +360,7 @@ class Broker:
         removed. The file work runs in worker threads; the log lock keeps the writer, the
         cleaner's commits and other topic changes out until topics.json is written.
         """
+        self._refuse_in_cluster(name, "deleting a topic")
         info = self.metadata.get(name)
         if info is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {name!r} does not exist")
@@ -394,6 +411,7 @@ class Broker:
         return info
 
     async def create_partitions(self, name: str, total: int, *, validate_only: bool = False) -> TopicInfo:
+        self._refuse_in_cluster(name, "adding partitions")
         info = self.metadata.get(name)
         if info is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {name!r} does not exist")
@@ -436,6 +454,7 @@ class Broker:
         self, name: str, configs: Mapping[str, str], *, validate_only: bool = False
     ) -> TopicInfo:
         """Replace the topic's config overrides with `configs` and apply them to its logs."""
+        self._refuse_in_cluster(name, "changing topic configs")
         info = self.metadata.get(name)
         if info is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {name!r} does not exist")
@@ -456,6 +475,7 @@ class Broker:
 
     async def delete_records(self, topic: str, partition: int, before_offset: int) -> int:
         """Advance the log start offset to `before_offset` (-1: the high watermark)."""
+        self._refuse_in_cluster(topic, "deleting records")
         part = self.partition(topic, partition)
         if part is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{topic}-{partition} does not exist")

@@ -374,6 +374,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class ProducerIdAllocator:
     """InitProducerId: new Snowflake producer ids at epoch 0, or epoch bumps of a known id."""
 
+    accept_foreign_ids = False  # cluster mode sets it (is_ours)
+
     def __init__(self, generator: SnowflakeGenerator) -> None:
         self.generator = generator
         # Epochs handed out by this broker since start (the partition states know the rest).
@@ -393,7 +395,9 @@ class ProducerIdAllocator:
         except ValueError:
             return False
         if parts.worker_id != self.generator.worker_id:
-            return False
+            # cluster mode: ids are unique cluster-wide (worker id = node id), any broker may
+            # re-initialise one after a leader change
+            return self.accept_foreign_ids
         mark = self.generator.high_water_mark
         return producer_id in self.epochs or (mark is not None and parts.timestamp_ms < mark)
 

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 class Partition:
     __slots__ = ("topic", "index", "tp", "log", "ring", "producers", "high_watermark", "leader_epoch",
-                 "waiters", "closed", "_writer")
+                 "waiters", "closed", "_writer", "replication")
 
     def __init__(self, topic: str, index: int, log: PartitionLog, producers: PartitionProducerState,
                  ring: PartitionRing, writer: Writer) -> None:
@@ -61,6 +61,8 @@ class Partition:
         self.waiters: set[trio.Event] = set()
         self.closed = False
         self._writer = writer
+        # Cluster mode (broker.cluster.replica): this replica's role, None on a single node.
+        self.replication: Any = None
 
     def __repr__(self) -> str:
         return f"<Partition {self.topic}-{self.index} hwm={self.high_watermark}>"
@@ -106,6 +108,8 @@ class Partition:
         Raises what storage raises; storage has then rolled back, nothing is visible."""
         start = self.log.log_end_offset
         batches = [b for entry in entries for b in entry.batches]
+        if self.replication is not None:
+            self.replication.stamp(batches)  # the leader epoch, for the followers' truncation
         return start, list(self.log.append_batches(batches, now_ms=now_ms))
 
     def acknowledge(self, entries: Sequence[PendingAppend], infos: Sequence[AppendInfo]) -> None:
@@ -138,6 +142,9 @@ class Partition:
 
     def advance(self, end: int) -> None:
         """Move the high watermark to `end` and wake the fetches waiting here."""
+        if self.replication is not None:
+            # a replicated partition commits what its in-sync replicas hold, not what it wrote
+            end = self.replication.high_watermark(self, end)
         self.high_watermark = end
         self.notify()
 

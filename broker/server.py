@@ -721,6 +721,11 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
             # the first listener's advertised address is the broker's (each connection answers
             # Metadata with its own listener's, RequestContext.advertised)
             broker.host, broker.port = broker.listeners[0].advertised_host, broker.listeners[0].advertised_port
+            if config.etcd_endpoints:  # cluster mode: join (membership, controller, metadata in etcd)
+                from .cluster.node import ClusterNode
+
+                broker.cluster = ClusterNode(broker)
+                await root.start(broker.cluster.run)
             _log_open_files(broker)
             root.start_soon(_maintenance, broker)
             from .cleaner import serve_cleaner  # log compaction of cleanup.policy=compact topics

@@ -30,10 +30,12 @@ class InertTopicConfigs:
         doc="Batches are stored as the producer compressed them; only producer is supported.")
     min_insync_replicas: int = setting(
         "min.insync.replicas", Integer(1, bits=32), 1, synonym="min.insync.replicas",
-        doc="Replicas that must acknowledge an acks=all write; a single node always has one.")
+        doc="Cluster mode: in-sync replicas an acks=all write needs (fewer: NOT_ENOUGH_REPLICAS); a single "
+            "node always has one.")
     unclean_leader_election_enable: bool = setting(
         "unclean.leader.election.enable", Boolean(), False, synonym="unclean.leader.election.enable",
-        doc="Replication setting; no effect on a single node.")
+        doc="Cluster mode: when no in-sync replica is alive, let an out-of-sync one lead (acknowledged records "
+            "may be lost); false keeps the partition offline. No effect on a single node.")
     max_compaction_lag_ms: int = setting(
         "max.compaction.lag.ms", Integer(1), INT64_MAX, synonym="log.cleaner.max.compaction.lag.ms",
         doc="Longest a record may stay uncompacted; not enforced (compaction runs by min.cleanable.dirty.ratio).")

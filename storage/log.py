@@ -686,6 +686,27 @@ class PartitionLog:
         self._write(data, infos, headers, now_ms)
         return infos
 
+    def append_replicated(self, batches: Sequence[bytes | bytearray], *, now_ms: int) -> list[AppendInfo]:
+        """Append batches copied from a partition's leader exactly as they are (a follower replica):
+        their offsets and leader epochs are kept, so each must start at or after the log end (a
+        leader's compaction may leave gaps). Raises InvalidBatchError for one that goes back."""
+        self._check_open()
+        if not batches:
+            return []
+        headers = [parse_header(b) for b in batches]
+        expected = self.log_end_offset
+        infos = []
+        for h in headers:
+            if h.base_offset < expected:
+                raise InvalidBatchError(f"replicated batch at offset {h.base_offset} is below the log end {expected}")
+            last = h.base_offset + h.last_offset_delta
+            infos.append(AppendInfo(h.base_offset, last, h.max_timestamp, -1, h.size))
+            expected = last + 1
+        self._maybe_roll_for(sum(h.size for h in headers), expected - self.log_end_offset, now_ms)
+        data = batches[0] if len(batches) == 1 else b"".join(batches)
+        self._write(data, infos, headers, now_ms)
+        return infos
+
     def _append(self, buf: bytearray, headers: list[BatchHeader], now_ms: int) -> list[AppendInfo]:
         views = []
         pos = 0

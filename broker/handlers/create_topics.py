@@ -37,7 +37,7 @@ def _collision_key(name: str) -> str:
     return name.replace(".", "_")
 
 
-def check_replication(node_id: int, topic) -> int | None:
+def check_replication(node_id: int, topic, clustered: bool = False) -> int | None:
     """Partition count from the request's assignment/counts; KafkaError when they are unusable."""
     assignments = list(topic.assignments or ())
     if assignments:
@@ -69,7 +69,7 @@ def check_replication(node_id: int, topic) -> int | None:
     if rf == 0 or rf < -1:
         raise KafkaError(ErrorCode.invalid_replication_factor,
                          "Replication factor must be larger than 0, or -1 to use the default value.")
-    if rf > 1:
+    if rf > 1 and not clustered:  # in cluster mode the cluster checks it against its live brokers
         raise KafkaError(ErrorCode.invalid_replication_factor,
                          f"Unable to replicate the partition {rf} time(s): The target replication factor of {rf} "
                          "cannot be reached because only 1 broker(s) are registered.")
@@ -111,14 +111,15 @@ async def create_topics(ctx: RequestContext, request) -> object:
             if clash is not None:
                 raise KafkaError(ErrorCode.invalid_topic_exception,
                                  f"Topic '{name}' collides with existing topic: {clash}")
-            n = check_replication(broker.node_id, topic)
+            n = check_replication(broker.node_id, topic, broker.cluster is not None)
             raw = {}
             for c in topic.configs:
                 if c.name in raw:
                     raise KafkaError(ErrorCode.invalid_config, f"config {c.name} is given twice")
                 raw[c.name] = c.value
             overrides = validate_topic_configs(broker, raw)
-            info = await broker.create_topic(name, n, overrides, validate_only=validate_only)
+            info = await broker.create_topic(name, n, overrides, validate_only=validate_only,
+                                             replication_factor=int(topic.replication_factor))
             partitions = info.partitions
             topic_id = info.topic_id
             if ConfigCls is not None:

@@ -28,7 +28,14 @@ async def describe_cluster(ctx: RequestContext, request) -> object:
         return make(Response, throttle_time=datetime.timedelta(0), error_code=ErrorCode.unsupported_endpoint_type,
                     error_message="only the brokers endpoint type is supported", endpoint_type=endpoint_type,
                     cluster_id=broker.cluster_id, controller_id=-1, brokers=())
-    node = make(BrokerCls, broker_id=broker.node_id, host=ctx.advertised[0], port=ctx.advertised[1], rack=None, is_fenced=False)
+    if broker.cluster is not None:  # cluster mode: the live brokers etcd lists
+        nodes = tuple(make(BrokerCls, broker_id=b, host=h, port=p, rack=None, is_fenced=False)
+                      for b, h, p in broker.cluster.live_brokers())
+        controller = broker.cluster.controller_id
+    else:
+        nodes = (make(BrokerCls, broker_id=broker.node_id, host=ctx.advertised[0], port=ctx.advertised[1], rack=None,
+                      is_fenced=False),)
+        controller = broker.node_id
     return make(
         Response,
         throttle_time=datetime.timedelta(0),
@@ -36,8 +43,8 @@ async def describe_cluster(ctx: RequestContext, request) -> object:
         error_message=None,
         endpoint_type=ENDPOINT_BROKERS,
         cluster_id=broker.cluster_id,
-        controller_id=broker.node_id,
-        brokers=(node,),
+        controller_id=controller,
+        brokers=nodes,
         cluster_authorized_operations=_authorized.authorized(
             request, "include_cluster_authorized_operations", _authorized.CLUSTER),
     )

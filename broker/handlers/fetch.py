@@ -90,6 +90,10 @@ def plan_fetch(broker: Any, request: Any, denied: frozenset[str] = frozenset()
                 s.error = ErrorCode.unknown_topic_or_partition
                 any_error = True
                 continue
+            if broker.cluster is not None and (code := broker.cluster.leader_error(part)) is not None:
+                s.error = code  # cluster mode: consumers read from the leader
+                any_error = True
+                continue
             plog = part.log
             hwm = part.high_watermark
             s.high_watermark = s.last_stable_offset = hwm
@@ -162,6 +166,10 @@ def _array_len(n: int, flex: bool) -> bytes:
 @handler(api_key=1, min_version=4, max_version=12)
 async def fetch(ctx: RequestContext, request) -> RawResponse:
     broker = ctx.broker
+    if broker.cluster is not None and int(request.replica_id) >= 0:
+        from ..cluster.replica_fetch import replica_fetch  # a follower's fetch (cluster mode)
+
+        return await replica_fetch(ctx, request)
     # fetch sessions (KIP-227, broker.fetch_sessions): which partitions this request reads
     sessions = fetch_sessions.cache_for(broker)
     session_plan = sessions.begin(request, ctx.api_version)

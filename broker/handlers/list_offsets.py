@@ -50,6 +50,8 @@ async def list_offsets(ctx: RequestContext, request) -> object:
                 error = ErrorCode.topic_authorization_failed
             elif plog is None or info is None or index >= info.partitions:
                 error = ErrorCode.unknown_topic_or_partition
+            elif broker.cluster is not None and (code := broker.cluster.leader_error(broker.partition(topic.name, index))):
+                error = code  # cluster mode: offsets come from the leader
             else:
                 hwm = broker.high_watermark(topic.name, index)
                 ts = int(p.timestamp)
@@ -74,7 +76,8 @@ async def list_offsets(ctx: RequestContext, request) -> object:
                     error = error_code_for(exc)
             parts.append(
                 make(PartResp, partition_index=index, error_code=error, timestamp=timestamp,
-                     offset=offset, leader_epoch=LEADER_EPOCH if error == ErrorCode.none and offset >= 0 else -1)
+                     offset=offset, leader_epoch=(broker.partition(topic.name, index).leader_epoch
+                                                  if error == ErrorCode.none and offset >= 0 else -1))
             )
         topics.append(make(TopicResp, name=topic.name, partitions=tuple(parts)))
     return make(Response, throttle_time=datetime.timedelta(0), topics=tuple(topics))

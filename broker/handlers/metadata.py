@@ -40,9 +40,13 @@ async def metadata(ctx: RequestContext, request) -> object:
     allow_auto = getattr(request, "allow_auto_topic_creation", True)
     topic_operations = _authorized.authorized(request, "include_topic_authorized_operations", _authorized.TOPIC)
 
+    cluster = broker.cluster
+
     def topic_entry(name, info, error=ErrorCode.none):
         partitions = ()
-        if info is not None:
+        if info is not None and cluster is not None and cluster.manages(name):
+            partitions = tuple(cluster_partition(cluster, Partition, name, p) for p in range(info.partitions))
+        elif info is not None:
             partitions = tuple(
                 make(
                     Partition,
@@ -118,10 +122,18 @@ async def metadata(ctx: RequestContext, request) -> object:
     return make(
         Response,
         throttle_time=datetime.timedelta(0),
-        brokers=(make(Broker_, node_id=node, host=ctx.advertised[0], port=ctx.advertised[1], rack=None),),
+        brokers=tuple(make(Broker_, node_id=b, host=h, port=port, rack=None) for b, h, port in cluster.live_brokers())
+        if cluster is not None else (make(Broker_, node_id=node, host=ctx.advertised[0], port=ctx.advertised[1], rack=None),),
         cluster_id=broker.cluster_id,
-        controller_id=node,
+        controller_id=cluster.controller_id if cluster is not None else node,
         topics=tuple(topics),
         cluster_authorized_operations=_authorized.authorized(
             request, "include_cluster_authorized_operations", _authorized.CLUSTER),
     )
+
+
+def cluster_partition(cluster, Partition, name: str, index: int):
+    """A partition's entry in cluster mode: leader, epoch, replicas, ISR from the etcd state."""
+    error, leader, epoch, replicas, isr, offline = cluster.partition_view(name, index)
+    return make(Partition, error_code=error, partition_index=index, leader_id=leader, leader_epoch=epoch,
+                replica_nodes=tuple(replicas), isr_nodes=tuple(isr), offline_replicas=tuple(offline))

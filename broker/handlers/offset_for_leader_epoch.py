@@ -35,6 +35,10 @@ async def offset_for_leader_epoch(ctx: RequestContext, request) -> object:
                                   leader_epoch=-1, end_offset=-1))
                 continue
             current = int(getattr(p, "current_leader_epoch", -1))
+            part = broker.partition(topic.topic, index)
+            if broker.cluster is not None and broker.cluster.manages(topic.topic):
+                parts.append(cluster_epoch_end(broker, part, index, current, int(p.leader_epoch), PartResp))
+                continue
             if current > LEADER_EPOCH:
                 parts.append(make(PartResp, error_code=ErrorCode.unknown_leader_epoch, partition=index,
                                   leader_epoch=-1, end_offset=-1))
@@ -47,3 +51,14 @@ async def offset_for_leader_epoch(ctx: RequestContext, request) -> object:
                               leader_epoch=LEADER_EPOCH, end_offset=plog.log_end_offset))
         topics.append(make(TopicResp, topic=topic.topic, partitions=tuple(parts)))
     return make(Response, throttle_time=datetime.timedelta(0), topics=tuple(topics))
+
+
+def cluster_epoch_end(broker, part, index: int, current: int, epoch: int, PartResp):
+    """Cluster mode: the leader answers from its leader-epoch cache (broker.cluster.replica)."""
+    error = broker.cluster.leader_error(part)
+    if error is None and current >= 0 and current != part.leader_epoch:
+        error = ErrorCode.fenced_leader_epoch if current < part.leader_epoch else ErrorCode.unknown_leader_epoch
+    if error is not None:
+        return make(PartResp, error_code=error, partition=index, leader_epoch=-1, end_offset=-1)
+    answered, end = broker.cluster.replicas.epoch_end(part, epoch)
+    return make(PartResp, error_code=ErrorCode.none, partition=index, leader_epoch=answered, end_offset=end)

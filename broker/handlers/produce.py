@@ -85,6 +85,11 @@ async def produce(ctx: RequestContext, request) -> object:
                 if part is None or not res.index < info.partitions:
                     res.error = ErrorCode.unknown_topic_or_partition
                     continue
+                if broker.cluster is not None:  # cluster mode: only the leader takes writes
+                    refusal = broker.cluster.produce_refusal(part, acks)
+                    if refusal is not None:
+                        res.error = refusal
+                        continue
                 tp = part.tp
                 try:
                     entry = await _validate_partition(broker, tp, pdata.records, config, full_check)
@@ -161,6 +166,14 @@ async def produce(ctx: RequestContext, request) -> object:
                 res.message = str(res.entry.error)
             else:
                 first = res.entry.infos[0]
+                if acks == -1 and broker.cluster is not None:  # acks=all: until the ISR holds it
+                    part = broker.partition(topic, res.index)
+                    refusal = await broker.cluster.wait_replicated(
+                        part, res.entry.infos[-1].last_offset + 1, request.timeout.total_seconds()) \
+                        if part is not None else ErrorCode.not_leader_or_follower
+                    if refusal is not None:
+                        res.error = refusal
+                        continue
                 res.base_offset = int(first.base_offset)
                 if broker.log_config_for(topic).message_timestamp_type == "LogAppendTime":
                     res.log_append_time = int(first.log_append_time)

@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"ringlog broker: {exc}", file=sys.stderr)
         return 2
+    from ringlog.broker.cluster.node import ClusterJoinError
     from ringlog.broker.metadata import TopicsFileError
     from ringlog.storage.errors import StorageError
 
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                 reason = cause.strerror or str(cause)
                 log.error("cannot listen on %s: %s", listener, reason[:1].lower() + reason[1:])
                 return 1
-        if isinstance(cause, (OSError, StorageError)):
+        if isinstance(cause, (OSError, StorageError, ClusterJoinError)):
             log.error("cannot start: %s", cause)
             return 1
         raise

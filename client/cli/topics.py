@@ -43,8 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # CreateTopics carries the partition count as an int32 and the replication factor as an int16
     p.add_argument("--partitions", "-p", type=positive_up_to(INT32_MAX), metavar="N",
                    help="number of partitions (default: the broker's num.partitions)")
-    p.add_argument("--replication-factor", type=positive_up_to(INT16_MAX), metavar="R",
-                   help="replicas per partition (default: the broker's; a single broker has 1)")
+    p.add_argument("--replication-factor", "-r", type=positive_up_to(INT16_MAX), metavar="R",
+                   help="replicas per partition (default: the broker's default.replication.factor; a "
+                        "single broker has 1)")
     p.add_argument("--config", "-c", action="append", type=key_value, default=[], metavar="K=V",
                    help="a topic config, e.g. retention.ms=86400000 (repeatable)")
     p.add_argument("--if-not-exists", action="store_true", help="succeed when the topic exists")

@@ -142,7 +142,7 @@ CASES = [
     Case("partitions-int32-plus-one", _create("huge", "--partitions", "2147483648"), 2,
          "2147483648 is too large (at most 2147483647)", shape_usage),
     Case("replication-factor-beyond-int16", _create("huge", "--replication-factor", "32768"), 2,
-         "argument --replication-factor: 32768 is too large (at most 32767)", shape_usage),
+         "argument --replication-factor/-r: 32768 is too large (at most 32767)", shape_usage),
     Case("add-partitions-beyond-int32",
          lambda c: ["topics", "add-partitions", "huge", "--partitions", "99999999999", "-b", c.bootstrap], 2,
          "99999999999 is too large (at most 2147483647)", shape_usage),
