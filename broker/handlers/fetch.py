@@ -166,10 +166,15 @@ def _array_len(n: int, flex: bool) -> bytes:
 @handler(api_key=1, min_version=4, max_version=12)
 async def fetch(ctx: RequestContext, request) -> RawResponse:
     broker = ctx.broker
+    follower_denied = False
     if broker.cluster is not None and int(request.replica_id) >= 0:
-        from ..cluster.replica_fetch import replica_fetch  # a follower's fetch (cluster mode)
+        # a follower's fetch (cluster mode); Kafka asks ClusterAction on the cluster for it and
+        # answers every partition TOPIC_AUTHORIZATION_FAILED without
+        if ctx.authorize(acl.CLUSTER_ACTION, acl.CLUSTER, acl.CLUSTER_NAME):
+            from ..cluster.replica_fetch import replica_fetch
 
-        return await replica_fetch(ctx, request)
+            return await replica_fetch(ctx, request)
+        follower_denied = True
     # fetch sessions (KIP-227, broker.fetch_sessions): which partitions this request reads
     sessions = fetch_sessions.cache_for(broker)
     session_plan = sessions.begin(request, ctx.api_version)
@@ -180,7 +185,8 @@ async def fetch(ctx: RequestContext, request) -> RawResponse:
     max_wait_s = max(0.0, request.max_wait.total_seconds())
     min_bytes = max(1, int(request.min_bytes))
     deadline = trio.current_time() + max_wait_s
-    denied = ctx.denied(acl.READ, acl.TOPIC, (t.topic for t in request.topics))
+    denied = (frozenset(t.topic for t in request.topics) if follower_denied
+              else ctx.denied(acl.READ, acl.TOPIC, (t.topic for t in request.topics)))
     while True:
         topics, total, any_error = plan_fetch(broker, request, denied)
         if total >= min_bytes or any_error or trio.current_time() >= deadline:
