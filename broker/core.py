@@ -57,6 +57,7 @@ from .partition import Partition
 if TYPE_CHECKING:
     from .connection_limits import RateLimitedLog
     from .coordinator_runtime import CoordinatorRuntime
+    from .txn_runtime import TxnRuntime
     from .server import Connection
 
 log = logging.getLogger("ringlog.broker")
@@ -108,6 +109,7 @@ class Broker:
     writer: Writer
     producer_state: ProducerStateManager
     coordinator: CoordinatorRuntime
+    txn: TxnRuntime
     # Set by broker.server while it serves:
     connections: set[Connection]
     listen_address: tuple[str, int] | None
@@ -154,6 +156,10 @@ class Broker:
 
         # consumer groups; its task (load of __consumer_offsets, timers) runs in the root nursery
         self.coordinator = CoordinatorRuntime(self)
+        from .txn_runtime import TxnRuntime
+
+        # the transaction coordinator; its task (load of __transaction_state, timers) too
+        self.txn = TxnRuntime(self)
         self.metrics.attach(self)
 
     # --- small queries -------------------------------------------------------------------------

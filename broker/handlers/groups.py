@@ -26,6 +26,7 @@ from . import RequestContext, _authorized, handler, has_field, make, nested
 
 ZERO = datetime.timedelta(0)
 KEY_TYPE_GROUP = 0
+KEY_TYPE_TRANSACTION = 1
 
 
 def _ms(value) -> int:
@@ -48,10 +49,15 @@ async def find_coordinator(ctx: RequestContext, request) -> object:
     broker = ctx.broker
     Response = ctx.response_class()
     key_type = getattr(request, "key_type", KEY_TYPE_GROUP)
-    if key_type != KEY_TYPE_GROUP:
-        # transactions are not supported: there is no transaction coordinator
-        return make(Response, throttle_time=ZERO, error_code=ErrorCode.coordinator_not_available,
-                    error_message="transactions are not supported", node_id=-1, host="", port=-1)
+    if key_type == KEY_TYPE_TRANSACTION:
+        # single node: this broker is the transaction coordinator of every transactional id
+        error = await broker.txn.ensure_ready()
+        if error is not None:
+            return make(Response, throttle_time=ZERO, error_code=error,
+                        error_message="transaction coordinator is not ready", node_id=-1, host="", port=-1)
+    elif key_type != KEY_TYPE_GROUP:
+        return make(Response, throttle_time=ZERO, error_code=ErrorCode.invalid_request,
+                    error_message=f"unknown coordinator key type {key_type}", node_id=-1, host="", port=-1)
     if broker.coordinator.load_error is not None:
         return make(Response, throttle_time=ZERO, error_code=ErrorCode.coordinator_not_available,
                     error_message="group coordinator failed to load", node_id=-1, host="", port=-1)

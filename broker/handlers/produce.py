@@ -72,10 +72,6 @@ async def produce(ctx: RequestContext, request) -> object:
                 if acks not in (0, 1, -1):
                     res.error = ErrorCode.invalid_required_acks
                     continue
-                if request.transactional_id is not None:
-                    res.error = ErrorCode.transactional_id_authorization_failed
-                    res.message = "transactions are not supported"
-                    continue
                 part = broker.partition(name, res.index) if info is not None else None
                 if part is None or not res.index < info.partitions:
                     res.error = ErrorCode.unknown_topic_or_partition
@@ -103,6 +99,11 @@ async def produce(ctx: RequestContext, request) -> object:
                     continue
                 if part.closed:  # deleted while its records were checked in a thread
                     res.error = ErrorCode.unknown_topic_or_partition
+                    continue
+                # transactions: only partitions added to the producer's open transaction
+                txn_error = broker.txn.check_batches(request.transactional_id, part, entry.headers)
+                if txn_error is not None:
+                    res.error, res.message = txn_error
                     continue
                 verdict = part.check_producers(entry.headers)
                 if verdict is not None:
