@@ -22,11 +22,12 @@ def create_topics(bootstrap: str, names: list[str], partitions: int = PARTITIONS
 def read_confluent(bootstrap: str, topics: list[str], isolation: str, partitions: int = PARTITIONS,
                    timeout: float = 30) -> list[bytes]:
     """Every value of the topics up to their end (the last stable offset for read_committed)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{isolation}-{time.monotonic_ns()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False,
                          "isolation.level": isolation, "enable.partition.eof": True,
                          "fetch.wait.max.ms": 50})
-    consumer.subscribe(topics)
+    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in range(partitions)])
     values: list[bytes] = []
     eof: set[tuple[str, int]] = set()
     deadline = time.monotonic() + timeout
@@ -47,31 +48,51 @@ def read_confluent(bootstrap: str, topics: list[str], isolation: str, partitions
     return values
 
 
-def read_kafka_python(bootstrap: str, topics: list[str], isolation: str) -> list[bytes]:
+def read_kafka_python(bootstrap: str, topics: list[str], isolation: str, partitions: int = PARTITIONS,
+                      timeout: float = 30) -> list[bytes]:
+    """Every value up to the end offsets the client itself asks for (ListOffsets with its
+    isolation level: the last stable offset under read_committed)."""
     import kafka
 
-    consumer = kafka.KafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                   isolation_level=isolation, consumer_timeout_ms=3000,
+    consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation,
                                    enable_auto_commit=False, group_id=None)
+    tps = [kafka.TopicPartition(t, p) for t in topics for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning()
+    ends = consumer.end_offsets(tps)
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout
     try:
-        return [m.value for m in consumer]
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            assert time.monotonic() < deadline, "did not reach the end offsets"
+            for records in consumer.poll(timeout_ms=200).values():
+                values += [r.value for r in records]
     finally:
         consumer.close()
+    return values
 
 
-def read_aiokafka(bootstrap: str, topics: list[str], isolation: str) -> list[bytes]:
+def read_aiokafka(bootstrap: str, topics: list[str], isolation: str, partitions: int = PARTITIONS,
+                  timeout: float = 30) -> list[bytes]:
     import aiokafka
 
     async def main() -> list[bytes]:
-        consumer = aiokafka.AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                             isolation_level=isolation, enable_auto_commit=False)
+        consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation,
+                                             enable_auto_commit=False)
         await consumer.start()
+        tps = [aiokafka.TopicPartition(t, p) for t in topics for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning()
+        ends = await consumer.end_offsets(tps)
         values: list[bytes] = []
+        deadline = time.monotonic() + timeout
         try:
             while True:
-                batch = await consumer.getmany(timeout_ms=2000)
-                if not batch:
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
                     return values
+                assert time.monotonic() < deadline, "did not reach the end offsets"
+                batch = await consumer.getmany(timeout_ms=200)
                 for records in batch.values():
                     values += [r.value for r in records]
         finally:
