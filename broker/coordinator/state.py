@@ -1217,6 +1217,17 @@ class GroupCoordinator:
                     v.offset, v.leader_epoch, v.metadata, v.commit_timestamp
                 )
 
+    def pending_txn_partitions(self, group_id: str) -> set[tuple[str, int]]:
+        """Partitions of the group with a transactional offset commit not yet ended (OffsetFetch
+        with require_stable answers UNSTABLE_OFFSET_COMMIT for them, as Kafka does)."""
+        out = set()
+        for records in self.pending_txn_offsets.values():
+            for key, _value in records:
+                k = rec.decode_key(key)
+                if isinstance(k, rec.OffsetKey) and k.group == group_id:
+                    out.add((k.topic, k.partition))
+        return out
+
     def complete_txn(self, producer_id: int, commit: bool) -> None:
         """The transaction's marker is written into __consumer_offsets: its offsets become
         committed, or are dropped on abort."""

@@ -216,6 +216,8 @@ async def offset_fetch(ctx: RequestContext, request) -> object:
     if request.topics is not None:
         wanted = [(t.name, int(p)) for t in request.topics for p in t.partition_indexes]
     error, offsets = state.fetch_offsets(request.group_id, wanted)
+    # require_stable (v7): a partition with a transactional commit still open is retried later
+    unstable = state.pending_txn_partitions(request.group_id) if getattr(request, "require_stable", False) else ()
     by_topic: dict[str, list] = {}
     if error == ErrorCode.none:
         for (topic, partition), committed in offsets.items():
@@ -226,7 +228,7 @@ async def offset_fetch(ctx: RequestContext, request) -> object:
                     committed_offset=committed.offset if committed is not None else -1,
                     committed_leader_epoch=committed.leader_epoch if committed is not None else -1,
                     metadata=committed.metadata if committed is not None else "",
-                    error_code=ErrorCode.none,
+                    error_code=ErrorCode.unstable_offset_commit if (topic, partition) in unstable else ErrorCode.none,
                 )
             )
     elif wanted is not None and ctx.api_version < 2:

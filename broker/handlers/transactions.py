@@ -128,14 +128,13 @@ async def describe_transactions(ctx: RequestContext, request) -> object:
         if meta is None:
             code = ErrorCode.coordinator_load_in_progress if not txn.loaded.is_set() else ErrorCode.transactional_id_not_found
             out.append(make(State, error_code=code, transactional_id=tid, transaction_state="",
-                            transaction_timeout=ZERO, transaction_start_time=None, producer_id=-1,
+                            transaction_timeout=ZERO, transaction_start_time=_start_time(-1), producer_id=-1,
                             producer_epoch=-1, topics=()))
             continue
         by_topic: dict[str, list[int]] = {}
         for topic, p in sorted(meta.partitions):
             by_topic.setdefault(topic, []).append(p)
-        start = (datetime.datetime.fromtimestamp(meta.start_ms / 1000, tz=datetime.timezone.utc)
-                 if meta.start_ms >= 0 else None)
+        start = _start_time(meta.start_ms)
         out.append(make(State, error_code=ErrorCode.none, transactional_id=tid,
                         transaction_state=trec.STATE_NAMES[meta.state],
                         transaction_timeout=datetime.timedelta(milliseconds=meta.timeout_ms),
@@ -143,6 +142,11 @@ async def describe_transactions(ctx: RequestContext, request) -> object:
                         producer_epoch=meta.producer_epoch,
                         topics=tuple(make(TopicData, topic=t, partitions=tuple(ps)) for t, ps in by_topic.items())))
     return make(Response, throttle_time=ZERO, transaction_states=tuple(out))
+
+
+def _start_time(ms: int) -> datetime.datetime:
+    # -1 (no transaction open) is what Kafka sends; kio encodes a datetime, so -1 ms after 1970
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
 
 
 @handler(api_key=66, min_version=0, max_version=1)
