@@ -450,16 +450,20 @@ class Broker:
         return info
 
     async def delete_records(self, topic: str, partition: int, before_offset: int) -> int:
-        """Advance the log start offset to `before_offset` (-1: the high watermark)."""
+        """Advance the log start offset to `before_offset` (-1: the high watermark), at most to
+        the last stable offset."""
         part = self.partition(topic, partition)
         if part is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{topic}-{partition} does not exist")
-        hwm = part.high_watermark
+        # never past the last stable offset: the start of an open transaction must stay readable
+        # (it is the high watermark when no transaction is open)
+        hwm = part.last_stable_offset
         if before_offset == -1:
             before_offset = hwm
         if before_offset < 0 or before_offset > hwm:
             raise KafkaError(
                 ErrorCode.offset_out_of_range, f"offset {before_offset} is outside [0, {hwm}] of {topic}-{partition}"
+                + (" (an open transaction starts there)" if hwm < part.high_watermark else "")
             )
         async with self.log_lock:
             if part.closed:
