@@ -147,13 +147,8 @@ class CoordinatorRuntime:
         self.num_partitions = info.partitions
         count = 0
         for p in range(info.partitions):
-            plog = broker.partition_log(OFFSETS_TOPIC, p)
-            if plog is None:
-                continue
-            end = broker.high_watermark(OFFSETS_TOPIC, p)
             open_txns: dict[int, list[rec.Record]] = {}
-            async with broker.log_lock:
-                records = await trio.to_thread.run_sync(_read_all, plog, end, open_txns)
+            records = await read_partition(broker, OFFSETS_TOPIC, p, open_txns)
             for pid, held in open_txns.items():
                 self.state.pending_txn_offsets.setdefault(pid, []).extend(held)
             for key, value in records:
@@ -242,6 +237,18 @@ class CoordinatorRuntime:
 def describe_group_lag(broker: Broker, group_id: str) -> list[tuple[str, int, int | None, int, int | None]]:
     """Broker-side lag of a group (for the CLI and metrics): see CoordinatorRuntime.lag."""
     return broker.coordinator.lag(group_id)
+
+
+async def read_partition(broker: Broker, topic: str, p: int,
+                         open_txns: dict[int, list[rec.Record]] | None = None) -> list[rec.Record]:
+    """Every (key, value) of an internal topic's partition up to its high watermark, read in a
+    worker thread under the log lock (see _read_all); [] when the partition is missing."""
+    plog = broker.partition_log(topic, p)
+    if plog is None:
+        return []
+    end = broker.high_watermark(topic, p)
+    async with broker.log_lock:
+        return await trio.to_thread.run_sync(_read_all, plog, end, open_txns)
 
 
 def _read_all(plog: Any, end: int, open_txns: dict[int, list[rec.Record]] | None = None) -> list[rec.Record]:

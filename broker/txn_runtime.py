@@ -39,7 +39,7 @@ from ringlog.storage.batch import validate_batch
 from ringlog.storage.records import build_batch
 
 from .coordinator import OFFSETS_TOPIC
-from .coordinator_runtime import _read_all, partition_for
+from .coordinator_runtime import partition_for, read_partition
 from .errors import KafkaError
 from .ingest import PendingAppend
 from .txn import records as trec
@@ -106,13 +106,7 @@ class TxnRuntime:
         self.num_partitions = info.partitions
         count = 0
         for p in range(info.partitions):
-            plog = broker.partition_log(TXN_TOPIC, p)
-            if plog is None:
-                continue
-            end = broker.high_watermark(TXN_TOPIC, p)
-            async with broker.log_lock:
-                records = await trio.to_thread.run_sync(_read_all, plog, end)
-            for key, value in records:
+            for key, value in await read_partition(broker, TXN_TOPIC, p):
                 try:
                     self.state.replay(key, value)
                 except trec.TxnRecordFormatError as exc:
@@ -177,10 +171,15 @@ class TxnRuntime:
 
     async def add_partitions(self, transactional_id: str, producer_id: int, epoch: int,
                              partitions: list[tuple[str, int]]) -> ErrorCode:
+        return await self._decide_and_run(self.state.add_partitions, transactional_id, producer_id, epoch,
+                                          partitions)
+
+    async def _decide_and_run(self, operation: Any, transactional_id: str, *args: Any) -> ErrorCode:
+        """`operation(now, id, *args)` under the id's lock; run the transition it decides."""
         if (error := await self.ensure_ready()) is not None:
             return error
         async with self._lock(transactional_id):
-            decision = self.state.add_partitions(self.broker.now_ms(), transactional_id, producer_id, epoch, partitions)
+            decision = operation(self.broker.now_ms(), transactional_id, *args)
             if isinstance(decision, ErrorCode):
                 return decision
             if decision is not None:
@@ -194,18 +193,7 @@ class TxnRuntime:
         return OFFSETS_TOPIC, partition_for(group_id, self.broker.coordinator.num_partitions)
 
     async def end_txn(self, transactional_id: str, producer_id: int, epoch: int, commit: bool) -> ErrorCode:
-        if (error := await self.ensure_ready()) is not None:
-            return error
-        async with self._lock(transactional_id):
-            decision = self.state.end_txn(self.broker.now_ms(), transactional_id, producer_id, epoch, commit)
-            if isinstance(decision, ErrorCode):
-                return decision
-            if decision is not None:
-                try:
-                    await self._run(decision)
-                except KafkaError as exc:
-                    return exc.code
-            return ErrorCode.none
+        return await self._decide_and_run(self.state.end_txn, transactional_id, producer_id, epoch, commit)
 
     def check_batches(self, transactional_id: str | None, partition: Any,
                       headers: list[Any]) -> tuple[ErrorCode, str] | None:

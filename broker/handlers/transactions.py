@@ -15,6 +15,7 @@ from kio.schema.errors import ErrorCode
 from ..coordinator import CommitEntry, CommitRequest
 from ..txn import records as trec
 from . import RequestContext, handler, make, nested
+from .groups import _partition_exists
 
 ZERO = datetime.timedelta(0)
 
@@ -33,11 +34,8 @@ async def add_partitions_to_txn(ctx: RequestContext, request) -> object:
     broker = ctx.broker
     tid = request.v3_and_below_transactional_id
     wanted = [(t.name, int(p)) for t in request.v3_and_below_topics for p in t.partitions]
-    unknown = set()
-    for topic, p in wanted:
-        info = broker.metadata.get(topic)
-        if info is None or not 0 <= p < info.partitions:
-            unknown.add((topic, p))
+    exists = _partition_exists(ctx)
+    unknown = {(topic, p) for topic, p in wanted if not exists(topic, p)}
     if unknown:
         codes = {tp: ErrorCode.unknown_topic_or_partition if tp in unknown else ErrorCode.operation_not_attempted
                  for tp in wanted}
@@ -102,12 +100,8 @@ async def txn_offset_commit(ctx: RequestContext, request) -> object:
                                       metadata=p.committed_metadata) for name, p in wanted),
         )
         coordinator = broker.coordinator
-
-        def exists(topic: str, partition: int) -> bool:
-            info = broker.metadata.get(topic)
-            return info is not None and 0 <= partition < info.partitions
-
-        reply = await coordinator.execute(coordinator.state.commit, req, exists, transactional=(pid, epoch))
+        reply = await coordinator.execute(coordinator.state.commit, req, _partition_exists(ctx),
+                                          transactional=(pid, epoch))
         results = list(reply.partitions)
     by_topic: dict[str, list] = {}
     for topic, partition, code in results:

@@ -137,6 +137,16 @@ class TxnCoordinator:
             return ErrorCode.producer_fenced
         return None
 
+    def _current(self, transactional_id: str, producer_id: int, epoch: int) -> TxnMeta | ErrorCode:
+        """The id's state when the request's producer id and epoch are the current ones."""
+        if (error := self._loading_error()) is not None:
+            return error
+        meta = self.txns.get(transactional_id)
+        if (error := self._producer_error(meta, producer_id, epoch)) is not None:
+            return error
+        assert meta is not None
+        return meta
+
     # --- InitProducerId -----------------------------------------------------------------------
 
     def needs_new_producer_id(self, transactional_id: str) -> bool:
@@ -175,12 +185,9 @@ class TxnCoordinator:
     def add_partitions(self, now: int, transactional_id: str, producer_id: int, epoch: int,
                        partitions: Iterable[TopicPartition]) -> ErrorCode | Transition | None:
         """None: every partition is already in the open transaction (nothing to write)."""
-        if (error := self._loading_error()) is not None:
-            return error
-        meta = self.txns.get(transactional_id)
-        if (error := self._producer_error(meta, producer_id, epoch)) is not None:
-            return error
-        assert meta is not None
+        meta = self._current(transactional_id, producer_id, epoch)
+        if isinstance(meta, ErrorCode):
+            return meta
         if meta.state in (PREPARE_COMMIT, PREPARE_ABORT):
             return ErrorCode.concurrent_transactions
         wanted = set(partitions)
@@ -196,12 +203,9 @@ class TxnCoordinator:
     def end_txn(self, now: int, transactional_id: str, producer_id: int, epoch: int,
                 commit: bool) -> ErrorCode | Transition | None:
         """None: already completed the same way (a retry): success without writing."""
-        if (error := self._loading_error()) is not None:
-            return error
-        meta = self.txns.get(transactional_id)
-        if (error := self._producer_error(meta, producer_id, epoch)) is not None:
-            return error
-        assert meta is not None
+        meta = self._current(transactional_id, producer_id, epoch)
+        if isinstance(meta, ErrorCode):
+            return meta
         if meta.state == ONGOING:
             value = TxnValue(meta.producer_id, meta.producer_epoch, meta.timeout_ms,
                              PREPARE_COMMIT if commit else PREPARE_ABORT, tuple(sorted(meta.partitions)),
