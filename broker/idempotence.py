@@ -73,6 +73,7 @@ from kio.schema.errors import ErrorCode
 from .errors import KafkaError
 from .snowflake import MAX_WORKER_ID, FileHighWaterMark, SnowflakeGenerator, decompose
 from .txn.partition_state import PartitionTxns, marker_kind, rebuild_from_log
+from .txn.records import MARKER_ABORT
 
 log = logging.getLogger("ringlog.idempotence")
 
@@ -475,7 +476,11 @@ class PartitionProducerState:
         last = int(getattr(info, "last_offset", first + header.last_offset_delta))
         if header.is_control:  # a transaction marker, written by the coordinator
             self.state.fence(header.producer_id, header.producer_epoch, last)
-            self.txns.on_batch(header, first, last, marker_kind(batch, header) if batch is not None else None)
+            try:
+                kind = marker_kind(batch, header) if batch is not None else None
+            except Exception:  # unreadable: the safe side, its records stay hidden from read_committed
+                kind = MARKER_ABORT
+            self.txns.on_batch(header, first, last, kind)
             return
         self.state.update(header, first, last, header.max_timestamp)
         if header.is_transactional:
