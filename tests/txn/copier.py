@@ -3,7 +3,6 @@
 number of input records each committed transaction covered."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -31,7 +30,7 @@ class Processor:
         deadline = time.monotonic() + 60
         while True:
             producer = Producer({"bootstrap.servers": self.bootstrap, "transactional.id": TID, "linger.ms": 5,
-                                 "transaction.timeout.ms": 10_000, "reconnect.backoff.max.ms": 200, **({"debug": "eos"} if os.environ.get("TXDBG") else {})})
+                                 "transaction.timeout.ms": 10_000, "reconnect.backoff.max.ms": 200})
             try:
                 producer.init_transactions(10)
                 return producer
