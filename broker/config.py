@@ -482,6 +482,28 @@ class BrokerConfig:
     offset_metadata_max_bytes: int = setting(
         "offset.metadata.max.bytes", Integer(0, bits=32), 4096,
         doc="Largest metadata string an offset commit may carry.")
+    # --- transactions (broker.txn, broker.txn_runtime) ---
+    transaction_state_log_num_partitions: int = setting(
+        "transaction.state.log.num.partitions", Integer(1, bits=32), 1,
+        doc="Partitions of __transaction_state when it is first created (on the first transactional "
+            "request); at most max.partitions.per.topic.")
+    transaction_state_log_segment_bytes: int = setting(
+        "transaction.state.log.segment.bytes", Integer(14, MAX_SEGMENT_POSITION, bits=32), 100 * _MIB,
+        doc="segment.bytes of __transaction_state: its segments roll, and so get compacted, at this size.")
+    transaction_max_timeout_ms: int = setting(
+        "transaction.max.timeout.ms", Integer(1, bits=32), 900_000,
+        doc="Largest transaction.timeout.ms a producer may ask for in InitProducerId "
+            "(INVALID_TRANSACTION_TIMEOUT above it).")
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: int = setting(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms", Integer(1, bits=32), 10_000,
+        doc="How often transactions open for longer than their timeout are looked for and aborted "
+            "(their producer is fenced).")
+    transactional_id_expiration_ms: int = setting(
+        "transactional.id.expiration.ms", Integer(1, bits=32), 7 * 24 * 3_600_000,
+        doc="A transactional id without an open transaction and no request for this long is forgotten.")
+    transaction_remove_expired_transaction_cleanup_interval_ms: int = setting(
+        "transaction.remove.expired.transaction.cleanup.interval.ms", Integer(1, bits=32), 3_600_000,
+        doc="How often expired transactional ids are looked for.")
 
     # --- security (broker.security; docs/security.md) ---
     listeners: str = setting(

@@ -165,12 +165,10 @@ class CoordinatorRuntime:
         self.num_partitions = info.partitions
         count = 0
         for p in range(info.partitions):
-            plog = broker.partition_log(OFFSETS_TOPIC, p)
-            if plog is None:
-                continue
-            end = broker.high_watermark(OFFSETS_TOPIC, p)
-            async with broker.log_lock:
-                records = await trio.to_thread.run_sync(_read_all, plog, end)
+            open_txns: dict[int, list[rec.Record]] = {}
+            records = await read_partition(broker, OFFSETS_TOPIC, p, open_txns)
+            for pid, held in open_txns.items():
+                self.state.pending_txn_offsets.setdefault(pid, []).extend(held)
             for key, value in records:
                 try:
                     self.state.replay(key, value)
@@ -189,7 +187,7 @@ class CoordinatorRuntime:
             outcome = operation(self.broker.now_ms(), *args, **kwargs)
             waiter = self._waiters[outcome.token] = _Waiter()
             if outcome.records:
-                flight = _InFlight(outcome, await self._append(outcome.records))
+                flight = _InFlight(outcome, await self._append(outcome.records, outcome.txn_producer))
                 self._inflight.append(flight)
             else:
                 flight = None
@@ -224,7 +222,8 @@ class CoordinatorRuntime:
         self._group_log.update(self.state.groups)  # rebalances and membership changes, logged
         self._consumer_group_log.update(self.consumer.groups)
 
-    async def _append(self, records: list[rec.Record]) -> list[PendingAppend]:
+    async def _append(self, records: list[rec.Record],
+                      producer: tuple[int, int] | None = None) -> list[PendingAppend]:
         by_partition: dict[int, list[rec.Record]] = {}
         for key, value in records:
             k = rec.decode_key(key)
@@ -232,7 +231,11 @@ class CoordinatorRuntime:
         now = self.broker.now_ms()
         entries = []
         for p, items in sorted(by_partition.items()):
-            batch = bytearray(build_batch([(k, v, (), now) for k, v in items]))
+            if producer is None:
+                batch = bytearray(build_batch([(k, v, (), now) for k, v in items]))
+            else:  # TxnOffsetCommit: Kafka writes these as the producer's transactional batch
+                batch = bytearray(build_batch([(k, v, (), now) for k, v in items], producer_id=producer[0],
+                                              producer_epoch=producer[1], transactional=True))
             header = validate_batch(batch, from_client=False)
             entry = PendingAppend((OFFSETS_TOPIC, p), [batch], [header], len(batch))
             part = self.broker.partition(OFFSETS_TOPIC, p)
@@ -255,8 +258,24 @@ def describe_group_lag(broker: Broker, group_id: str) -> list[tuple[str, int, in
     return broker.coordinator.lag(group_id)
 
 
-def _read_all(plog: Any, end: int) -> list[rec.Record]:
-    """Every (key, value) of a partition log below `end`, in offset order (a worker thread)."""
+async def read_partition(broker: Broker, topic: str, p: int,
+                         open_txns: dict[int, list[rec.Record]] | None = None) -> list[rec.Record]:
+    """Every (key, value) of an internal topic's partition up to its high watermark, read in a
+    worker thread under the log lock (see _read_all); [] when the partition is missing."""
+    plog = broker.partition_log(topic, p)
+    if plog is None:
+        return []
+    end = broker.high_watermark(topic, p)
+    async with broker.log_lock:
+        return await trio.to_thread.run_sync(_read_all, plog, end, open_txns)
+
+
+def _read_all(plog: Any, end: int, open_txns: dict[int, list[rec.Record]] | None = None) -> list[rec.Record]:
+    """Every (key, value) of a partition log below `end`, in offset order (a worker thread).
+
+    With `open_txns`, records of transactional batches are held per producer id until its
+    marker: a commit releases them at the marker's place in the order, an abort drops them, and
+    what no marker ended yet is left in `open_txns`."""
     out: list[rec.Record] = []
     offset = plog.log_start_offset
     while offset < end:
@@ -266,13 +285,31 @@ def _read_all(plog: Any, end: int) -> list[rec.Record]:
         last = offset
         for header, raw in split_batches(data):
             if header.is_control:
+                if open_txns is not None and header.is_transactional:
+                    held = open_txns.pop(header.producer_id, [])
+                    if _is_commit(raw, header):
+                        out.extend(held)
                 last = header.base_offset + header.last_offset_delta + 1
                 continue
+            target = out
+            if open_txns is not None and header.is_transactional and header.producer_id >= 0:
+                target = open_txns.setdefault(header.producer_id, [])
             for record in decode_records(raw, header):
                 if record.offset >= offset:
-                    out.append((record.key, record.value))
+                    target.append((record.key, record.value))
             last = header.base_offset + header.last_offset_delta + 1
         if last <= offset:
             break
         offset = last
     return out
+
+
+def _is_commit(raw: Any, header: Any) -> bool:
+    """A commit marker? (unreadable markers count as aborts: nothing half-applied)"""
+    from .txn.partition_state import marker_kind
+    from .txn.records import MARKER_COMMIT
+
+    try:
+        return marker_kind(raw, header) == MARKER_COMMIT
+    except Exception:
+        return False

@@ -57,6 +57,7 @@ from .partition import Partition
 if TYPE_CHECKING:
     from .connection_limits import RateLimitedLog
     from .coordinator_runtime import CoordinatorRuntime
+    from .txn_runtime import TxnRuntime
     from .server import Connection
 
 log = logging.getLogger("ringlog.broker")
@@ -108,6 +109,7 @@ class Broker:
     writer: Writer
     producer_state: ProducerStateManager
     coordinator: CoordinatorRuntime
+    txn: TxnRuntime
     # Set by broker.server while it serves:
     connections: set[Connection]
     listen_address: tuple[str, int] | None
@@ -167,6 +169,11 @@ class Broker:
 
         # ingest pipelines ([pipelines.NAME], named by a topic's ingest.pipeline config)
         self.pipelines = PipelineSet(config.pipelines, self.metrics)
+
+        from .txn_runtime import TxnRuntime
+
+        # the transaction coordinator; its task (load of __transaction_state, timers) too
+        self.txn = TxnRuntime(self)
         self.metrics.attach(self)
 
     # --- small queries -------------------------------------------------------------------------
@@ -474,17 +481,21 @@ class Broker:
         return info
 
     async def delete_records(self, topic: str, partition: int, before_offset: int) -> int:
-        """Advance the log start offset to `before_offset` (-1: the high watermark)."""
+        """Advance the log start offset to `before_offset` (-1: the high watermark), at most to
+        the last stable offset."""
         self._refuse_in_cluster(topic, "deleting records")
         part = self.partition(topic, partition)
         if part is None:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{topic}-{partition} does not exist")
-        hwm = part.high_watermark
+        # never past the last stable offset: the start of an open transaction must stay readable
+        # (it is the high watermark when no transaction is open)
+        hwm = part.last_stable_offset
         if before_offset == -1:
             before_offset = hwm
         if before_offset < 0 or before_offset > hwm:
             raise KafkaError(
                 ErrorCode.offset_out_of_range, f"offset {before_offset} is outside [0, {hwm}] of {topic}-{partition}"
+                + (" (an open transaction starts there)" if hwm < part.high_watermark else "")
             )
         async with self.log_lock:
             if part.closed:

@@ -72,6 +72,8 @@ from kio.schema.errors import ErrorCode
 
 from .errors import KafkaError
 from .snowflake import MAX_WORKER_ID, FileHighWaterMark, SnowflakeGenerator, decompose
+from .txn.partition_state import PartitionTxns, marker_kind, rebuild_from_log
+from .txn.records import MARKER_ABORT
 
 log = logging.getLogger("ringlog.idempotence")
 
@@ -283,6 +285,18 @@ class PartitionProducers:
             self.changed = True
         return len(doomed)
 
+    def fence(self, producer_id: int, epoch: int, last_offset: int) -> None:
+        """A transaction marker written with `epoch`: older epochs of the producer are fenced here
+        and its sequences restart (Kafka's ProducerAppendInfo.appendEndTxnMarker)."""
+        entry = self.producers.get(producer_id)
+        if entry is None:
+            entry = self.producers[producer_id] = ProducerEntry(producer_id)
+        if epoch > entry.epoch:
+            entry.epoch = epoch
+            entry.batches.clear()
+        self.applied_offset = max(self.applied_offset, last_offset + 1)
+        self.changed = True
+
     def max_epoch(self, producer_id: int) -> int:
         entry = self.producers.get(producer_id)
         if entry is None:
@@ -451,18 +465,30 @@ class PartitionProducerState:
     state: PartitionProducers = attrs.field(factory=PartitionProducers)
     last_snapshot_ms: int = 0
     last_snapshot_offset: int = -1
+    # open and aborted transactions (last stable offset, aborted-transactions index)
+    txns: PartitionTxns = attrs.field(factory=PartitionTxns)
 
     def check(self, header: Any) -> None | DuplicateBatch | ErrorCode:
         if header.producer_id < 0:
             return None
         return self.state.check(header)
 
-    def update(self, header: Any, info: Any) -> None:
+    def update(self, header: Any, info: Any, batch: Any = None) -> None:
         if header.producer_id < 0:
             return
         first = int(info.base_offset)
         last = int(getattr(info, "last_offset", first + header.last_offset_delta))
+        if header.is_control:  # a transaction marker, written by the coordinator
+            self.state.fence(header.producer_id, header.producer_epoch, last)
+            try:
+                kind = marker_kind(batch, header) if batch is not None else None
+            except Exception:  # unreadable: the safe side, its records stay hidden from read_committed
+                kind = MARKER_ABORT
+            self.txns.on_batch(header, first, last, kind)
+            return
         self.state.update(header, first, last, header.max_timestamp)
+        if header.is_transactional:
+            self.txns.on_batch(header, first, last)
 
     def abort(self, header: Any) -> None:
         if header.producer_id >= 0:
@@ -470,6 +496,7 @@ class PartitionProducerState:
 
     def truncate_head(self, log_start_offset: int) -> None:
         self.state.truncate_head(log_start_offset)
+        self.txns.truncate_head(log_start_offset)
 
     def snapshot_due(self, now_ms: int, *, interval_ms: int, expiration_ms: int, log_start_offset: int,
                      offset: int, force: bool = False) -> Snapshot | None:
@@ -539,7 +566,9 @@ def load_partition_state(tp: TopicPartition, plog: Any, now_ms: int) -> tuple[Pa
     state.changed = replayed > 0
     if replayed:
         log.info("%s-%d: producer state rebuilt from offset %d (%d batches)", *tp, replay_from, replayed)
-    return PartitionProducerState(directory, state, last_snapshot_ms=now_ms, last_snapshot_offset=snap_offset), replayed
+    txns = rebuild_from_log(plog)
+    return PartitionProducerState(directory, state, last_snapshot_ms=now_ms, last_snapshot_offset=snap_offset,
+                                  txns=txns), replayed
 
 
 class ProducerStateManager:

@@ -121,8 +121,8 @@ class Partition:
     def record_producers(self, entries: Sequence[PendingAppend], infos: Sequence[AppendInfo]) -> None:
         pos = 0
         for entry in entries:
-            for header, info in zip(entry.headers, infos[pos : pos + len(entry.batches)]):
-                self.producers.update(header, info)
+            for header, info, batch in zip(entry.headers, infos[pos : pos + len(entry.batches)], entry.batches):
+                self.producers.update(header, info, batch)
             pos += len(entry.batches)
 
     def complete(self, entries: Sequence[PendingAppend], infos: Sequence[AppendInfo]) -> None:
@@ -139,6 +139,7 @@ class Partition:
     def undo(self, start: int) -> None:
         """Cut the log back to `start` (a round whose fsync failed); raises what storage raises."""
         self.log.truncate_to(start)
+        self.producers.txns.truncate_tail(start)
 
     def advance(self, end: int) -> None:
         """Move the high watermark to `end` and wake the fetches waiting here."""
@@ -150,9 +151,23 @@ class Partition:
 
     # --- reading ------------------------------------------------------------------------------------
 
-    def read(self, offset: int, max_bytes: int, *, min_one_batch: bool = True) -> ReadResult:
-        """File regions of the committed batches from `offset` (never past the high watermark)."""
-        return self.log.read(offset, max_bytes, upper_bound=self.high_watermark, min_one_batch=min_one_batch)
+    def read(self, offset: int, max_bytes: int, *, min_one_batch: bool = True,
+             read_committed: bool = False) -> ReadResult:
+        """File regions of the committed batches from `offset` (never past the high watermark,
+        nor past the last stable offset for read_committed)."""
+        upper = self.last_stable_offset if read_committed else self.high_watermark
+        return self.log.read(offset, max_bytes, upper_bound=upper, min_one_batch=min_one_batch)
+
+    # --- transactions (broker.txn.partition_state) ------------------------------------------------
+
+    @property
+    def last_stable_offset(self) -> int:
+        """First offset of the earliest open transaction, or the high watermark."""
+        return self.producers.txns.last_stable_offset(self.high_watermark)
+
+    def aborted_transactions(self, start: int, end: int) -> list:
+        """Aborted transactions overlapping [start, end), for read_committed fetches."""
+        return self.producers.txns.aborted_between(start, end)
 
     def notify(self) -> None:
         waiters, self.waiters = self.waiters, set()

@@ -710,6 +710,7 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
             conn_nursery = await root.start(run_connections)
             await root.start(broker.writer.run)
             await root.start(broker.coordinator.run)
+            await root.start(broker.txn.run)
 
             async def run_listeners(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
                 with listener_scope:

@@ -54,7 +54,7 @@ from typing import Any
 import attrs
 import trio
 
-from ringlog.storage.batch import CODEC_NONE, HEADER_SIZE, frame_batch, set_base_sequence
+from ringlog.storage.batch import CODEC_NONE, HEADER_SIZE, TRANSACTIONAL_MASK, frame_batch, set_base_sequence
 from ringlog.storage.records import CODECS, compress, decode_records, encode_records
 
 from ._lifetime import Lifetime, open_owned_nursery
@@ -206,7 +206,8 @@ class ProducerBatch:
         """Upper bound of the batch's size on the wire (exact once sealed)."""
         return len(self.raw) if self.raw is not None else HEADER_SIZE + self.est
 
-    def seal(self, codec: int, producer_id: int, producer_epoch: int, sequence: int) -> None:
+    def seal(self, codec: int, producer_id: int, producer_epoch: int, sequence: int,
+             transactional: bool = False) -> None:
         """Encode the records, write the header and CRC: the batch bytes are final after this."""
         self.closed = True
         self.sequence = sequence
@@ -216,7 +217,8 @@ class ProducerBatch:
         buf, max_ts = encode_records(records, base_ts)
         body = compress(codec, bytes(buf)) if codec != CODEC_NONE else buf
         raw = frame_batch(
-            body, attributes=codec, records_count=count, last_offset_delta=count - 1,
+            body, attributes=codec | (TRANSACTIONAL_MASK if transactional else 0), records_count=count,
+            last_offset_delta=count - 1,
             base_timestamp=base_ts, max_timestamp=max_ts, producer_id=producer_id,
             producer_epoch=producer_epoch, base_sequence=sequence,
         )
@@ -365,8 +367,14 @@ class Producer(Lifetime):
         partitioner: Callable[[bytes, int], int] | None = None,
         key_serializer: Callable[[Any], bytes] | None = None,
         value_serializer: Callable[[Any], bytes] | None = None,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60000,
     ) -> None:
         self._bootstrap = bootstrap_servers
+        if transactional_id is not None and enable_idempotence is False:
+            raise ValueError("a transactional producer is idempotent")
+        if transactional_id is not None:
+            enable_idempotence = True
         self.client_id = client_id
         self.acks = _acks(acks)
         if enable_idempotence is None:
@@ -427,6 +435,9 @@ class Producer(Lifetime):
         self._fatal: BaseException | None = None
         self._nursery: trio.Nursery | None = None
         self.cluster: Cluster | None = None
+        self.transactional_id = transactional_id
+        self.transaction_timeout_ms = int(transaction_timeout_ms)
+        self._txn: Transaction | None = None  # the open transaction (begin .. commit/abort)
 
     # --- lifetime
 
@@ -682,13 +693,76 @@ class Producer(Lifetime):
         with contextlib.suppress(ConnectionLost, RequestTimedOut, NoBrokersAvailable, KafkaError):
             await self.cluster.refresh(topics)
 
+    # --- transactions (transactional_id=...)
+
+    def begin(self) -> None:
+        """Start a transaction: the records sent until commit() or abort() belong to it."""
+        self._check_open()
+        if self.transactional_id is None:
+            raise ClientError("begin() needs a producer with a transactional_id")
+        if self._txn is not None:
+            raise ClientError("a transaction is already open")
+        self._txn = Transaction(self)
+
+    async def send_offsets(self, offsets: dict[tuple[str, int], int], group_id: str) -> None:
+        """Commit consumer offsets {(topic, partition): next offset} of `group_id` as part of the
+        open transaction (visible to the group when it commits)."""
+        txn = self._require_txn()
+        await txn.call(ApiKey.ADD_OFFSETS_TO_TXN, transactional_id=self.transactional_id,
+                       producer_id=self.producer_id, producer_epoch=self.producer_epoch, group_id=group_id)
+        txn.offsets_added = True
+        topics: dict[str, list[tuple[int, int]]] = {}
+        for (topic, partition), offset in sorted(offsets.items()):
+            topics.setdefault(topic, []).append((partition, offset))
+        await txn.commit_offsets(group_id, topics)
+
+    async def commit(self) -> None:
+        """Flush the transaction's records and commit it; a failed record makes it raise (then
+        abort())."""
+        txn = self._require_txn()
+        await self.flush()
+        if txn.failed is not None:
+            raise KafkaError(48, f"the transaction cannot commit, a record failed: {txn.failed!r}")
+        await txn.end(True)
+        self._txn = None
+
+    async def abort(self) -> None:
+        """Abort the open transaction: none of its records become visible to read_committed."""
+        txn = self._require_txn()
+        with contextlib.suppress(Exception):
+            await self.flush()  # nothing may be in flight when the abort marker is written
+        await txn.end(False)
+        self._txn = None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self):
+        """``async with producer.transaction():`` begin, commit at the end, abort on exception."""
+        self.begin()
+        try:
+            yield self
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.abort()
+            raise
+        await self.commit()
+
+    def _require_txn(self) -> Transaction:
+        self._check_open()
+        if self._txn is None:
+            raise ClientError("no transaction is open: call begin() first")
+        return self._txn
+
     async def _init_producer_id(self) -> None:
         last: BaseException | None = None
         for attempt in range(20):
             try:
                 conn = await self.cluster.any_connection()
                 b = conn.make(ApiKey.INIT_PRODUCER_ID)
-                resp = await conn.request(b(transactional_id=None, transaction_timeout=60000))
+                if self.transactional_id is not None:  # the transaction coordinator answers
+                    conn = await self.cluster.connection(await self.cluster.coordinator(self.transactional_id, 1))
+                    b = conn.make(ApiKey.INIT_PRODUCER_ID)
+                resp = await conn.request(b(transactional_id=self.transactional_id,
+                                            transaction_timeout=self.transaction_timeout_ms))
             except (ConnectionLost, RequestTimedOut, NoBrokersAvailable) as exc:
                 last = exc
             else:
@@ -756,6 +830,11 @@ class Producer(Lifetime):
                     size = 0
                     rest = []
                     for tp, ps in items:
+                        if self._txn is not None and not self._txn.registered(tp):
+                            # AddPartitionsToTxn first: the broker refuses a transactional batch
+                            # for a partition the transaction does not have
+                            self._txn.register(tp)
+                            continue
                         b = ps.queue[0]
                         bsize = len(b.raw) if b.raw is not None else b.size
                         if batches and size + bsize > self.max_request_size:
@@ -769,7 +848,7 @@ class Producer(Lifetime):
                             if self.idempotent:
                                 seq = ps.next_sequence
                                 ps.next_sequence = (seq + b.count) % (1 << 31)
-                            b.seal(self.codec, self.producer_id, self.producer_epoch, seq)
+                            b.seal(self.codec, self.producer_id, self.producer_epoch, seq, self._txn is not None)
                             b.holes_seen = len(ps.holes)
                         elif b.holes_seen != len(ps.holes):
                             self._resequence(ps, b)
@@ -782,6 +861,8 @@ class Producer(Lifetime):
                         ):
                             rest.append((tp, ps))
                     items = rest
+                    if not batches:
+                        break
                     self._node_in_flight[node] = self._node_in_flight.get(node, 0) + 1
                     # Submitted here, synchronously, so requests leave in the order batches were
                     # drained (sequence order per partition); the task only waits for the answer.
@@ -809,6 +890,8 @@ class Producer(Lifetime):
             return
         if error is not None:
             b.fail(error)
+            if self._txn is not None:
+                self._txn.failed = self._txn.failed or error  # the transaction can only abort
         else:
             b.complete(base_offset, log_append_time, log_start_offset)
         b.closed = True  # an expired or failed batch takes no more records
@@ -890,7 +973,7 @@ class Producer(Lifetime):
             piece.root = root
             piece.first = first
             piece.attempts = b.attempts
-            piece.seal(self.codec, self.producer_id, self.producer_epoch, sequence)
+            piece.seal(self.codec, self.producer_id, self.producer_epoch, sequence, self._txn is not None)
             piece.holes_seen = b.holes_seen
             first += len(recs)
             if sequence >= 0:
@@ -975,7 +1058,7 @@ class Producer(Lifetime):
                 b("PartitionProduceData", index=batch.partition, records=batch.raw)
             )
         return b(
-            transactional_id=None,
+            transactional_id=self.transactional_id,
             acks=self.acks,
             timeout=int(self.request_timeout * 1000),
             topic_data=tuple(b("TopicProduceData", name=t, partition_data=tuple(ps)) for t, ps in topics.items()),
@@ -1062,3 +1145,108 @@ def open_producer(bootstrap_servers: str | Iterable[str] = "127.0.0.1:9092", **c
     """``async with open_producer(...) as p`` -- the same as ``async with Producer(...)``."""
     return Producer(bootstrap_servers, **config)
 
+
+
+# Retriable answers of the transaction APIs: CONCURRENT_TRANSACTIONS, COORDINATOR_LOAD_IN_PROGRESS,
+# COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR
+_TXN_RETRY = {51, 14, 15, 16}
+
+
+class Transaction:
+    """The producer's open transaction: partitions registered with the coordinator
+    (AddPartitionsToTxn, before their first batch leaves), offsets, and the end (EndTxn)."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+        self.partitions: set[tuple[str, int]] = set()
+        self._pending: set[tuple[str, int]] = set()
+        self._registering = False
+        self.offsets_added = False
+        self.failed: BaseException | None = None
+
+    def registered(self, tp: tuple[str, int]) -> bool:
+        return tp in self.partitions
+
+    def register(self, tp: tuple[str, int]) -> None:
+        """Have `tp` added to the transaction (in the background; the sender waits for it)."""
+        self._pending.add(tp)
+        if not self._registering:
+            self._registering = True
+            self.producer._nursery.start_soon(self._register_pending)
+
+    async def _register_pending(self) -> None:
+        p = self.producer
+        try:
+            while self._pending:
+                batch, self._pending = sorted(self._pending), set()
+                topics: dict[str, list[int]] = {}
+                for topic, partition in batch:
+                    topics.setdefault(topic, []).append(partition)
+                try:
+                    await self.call(ApiKey.ADD_PARTITIONS_TO_TXN, topics=topics)
+                except Exception as exc:  # the records of these partitions cannot be sent
+                    self.failed = self.failed or exc
+                    for tp in batch:
+                        for b in list(p._parts[tp].queue):
+                            p._parts[tp].queue.remove(b)
+                            p._finish(b, error=exc)
+                    continue
+                self.partitions.update(batch)
+        finally:
+            self._registering = False
+            p._wakeup.set()
+
+    async def call(self, api: int, topics: dict[str, list[int]] | None = None, **fields: Any) -> Any:
+        """One request to the transaction coordinator, retried while it answers a retriable error."""
+        p = self.producer
+        last = 15
+        for attempt in range(50):
+            conn = await p.cluster.connection(await p.cluster.coordinator(p.transactional_id, 1))
+            b = conn.make(api)
+            if api == ApiKey.ADD_PARTITIONS_TO_TXN:
+                resp = await conn.request(b(
+                    v3_and_below_transactional_id=p.transactional_id, v3_and_below_producer_id=p.producer_id,
+                    v3_and_below_producer_epoch=p.producer_epoch,
+                    v3_and_below_topics=tuple(b("AddPartitionsToTxnTopic", name=t, partitions=tuple(ps))
+                                              for t, ps in (topics or {}).items())))
+                codes = [int(r.partition_error_code) for t in resp.results_by_topic_v3_and_below
+                         for r in t.results_by_partition]
+                code = next((c for c in codes if c and c != 55), 0)  # 55: not attempted
+            else:
+                resp = await conn.request(b(**fields))
+                code = int(resp.error_code)
+            if code == 0:
+                return resp
+            last = code
+            if code not in _TXN_RETRY:
+                raise KafkaError(code, "transaction")
+            await trio.sleep(p.retry_backoff * min(attempt + 1, 10))
+        raise KafkaError(last, "transaction")
+
+    async def commit_offsets(self, group_id: str, topics: dict[str, list[tuple[int, int]]]) -> None:
+        p = self.producer
+        for attempt in range(50):
+            conn = await p.cluster.connection(await p.cluster.coordinator(group_id, 0))
+            b = conn.make(ApiKey.TXN_OFFSET_COMMIT)
+            resp = await conn.request(b(
+                transactional_id=p.transactional_id, group_id=group_id, producer_id=p.producer_id,
+                producer_epoch=p.producer_epoch, generation_id=-1, member_id="", group_instance_id=None,
+                topics=tuple(b("TxnOffsetCommitRequestTopic", name=t, partitions=tuple(
+                    b("TxnOffsetCommitRequestPartition", partition_index=part, committed_offset=off,
+                      committed_leader_epoch=-1, committed_metadata="") for part, off in parts))
+                    for t, parts in topics.items())))
+            codes = [int(x.error_code) for t in resp.topics for x in t.partitions]
+            code = next((c for c in codes if c), 0)
+            if code == 0:
+                return
+            if code not in _TXN_RETRY:
+                raise KafkaError(code, "TxnOffsetCommit")
+            await trio.sleep(p.retry_backoff * min(attempt + 1, 10))
+        raise KafkaError(code, "TxnOffsetCommit")
+
+    async def end(self, commit: bool) -> None:
+        p = self.producer
+        if not self.partitions and not self.offsets_added:
+            return  # nothing was added: the coordinator has no transaction to end
+        await self.call(ApiKey.END_TXN, transactional_id=p.transactional_id, producer_id=p.producer_id,
+                        producer_epoch=p.producer_epoch, committed=commit)

@@ -113,6 +113,10 @@ class ReplayRecord:
     key: bytes | None
     value: bytes | None
     headers: tuple[Header, ...]
+    # transactions (only with iter_partition(markers=True)): the producer id of a record of a
+    # transactional batch, and for a control batch's marker "commit" or "abort"
+    producer_id: int = -1
+    control: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -396,10 +400,13 @@ def iter_partition(
     *,
     to_offset: int | None = None,
     on_torn_tail: Callable[[TornTail], None] | None = None,
+    markers: bool = False,
 ) -> Iterator[ReplayRecord]:
     """Records of one partition directory with offset >= from_offset (and < to_offset).
 
-    Control batches are skipped. A torn tail ends the iteration cleanly (`on_torn_tail` is
+    Control batches are skipped, unless `markers`: then each transaction marker is yielded as a
+    record with `control` "commit"/"abort" (no key or value) and records of transactional
+    batches carry their producer id. A torn tail ends the iteration cleanly (`on_torn_tail` is
     told); any other damage raises SegmentCorruptError once the records before it are yielded.
     """
     part = partition_of(path)
@@ -416,16 +423,22 @@ def iter_partition(
             if to_offset is not None and h.base_offset >= to_offset:
                 return
             check_batch(slot)
-            if h.is_control:
+            if h.is_control and not markers:
                 continue
             ts_type = TimestampType.LOG_APPEND_TIME if h.is_log_append_time else TimestampType.CREATE_TIME
+            pid = h.producer_id if markers and h.is_transactional else -1
             for r in decode_slot(slot):
                 if r.offset < from_offset:
                     continue
                 if to_offset is not None and r.offset >= to_offset:
                     return
+                if h.is_control:
+                    yield ReplayRecord(part.topic, part.partition, r.offset, r.timestamp, ts_type, None, None, (),
+                                       producer_id=h.producer_id, control=_marker_type(r.key))
+                    continue
                 yield ReplayRecord(
-                    part.topic, part.partition, r.offset, r.timestamp, ts_type, r.key, r.value, r.headers
+                    part.topic, part.partition, r.offset, r.timestamp, ts_type, r.key, r.value, r.headers,
+                    producer_id=pid,
                 )
         if scanner.torn_tail is not None and on_torn_tail is not None:
             on_torn_tail(scanner.torn_tail)
@@ -542,3 +555,12 @@ def partition_stats(path: str | os.PathLike[str]) -> PartitionStats:
             SegmentStats(seg.name, seg.base_offset, scanner.size, batches, records, first, last, tmin, tmax)
         )
     return PartitionStats(part.topic, part.partition, part.path, tuple(out), torn)
+
+
+def _marker_type(key: bytes | None) -> str:
+    """A control record's key: version i16 0 | type i16 (0 abort, 1 commit)."""
+    if key is not None and len(key) >= 4 and key[:2] == b"\x00\x00":
+        kind = int.from_bytes(key[2:4], "big", signed=True)
+        if kind in (0, 1):
+            return ("abort", "commit")[kind]
+    return "unknown"

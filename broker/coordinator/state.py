@@ -325,6 +325,9 @@ class Outcome:
     completions: dict[int, Any] = attrs.field(factory=dict)
     after: list[Callable[[bool, dict[int, Any]], None]] = attrs.field(factory=list)
     finished: bool = False
+    # TxnOffsetCommit: (producer id, epoch) whose transaction the records belong to; they are
+    # written as a transactional batch and applied only when its commit marker is written
+    txn_producer: tuple[int, int] | None = None
 
     @property
     def deferred(self) -> bool:
@@ -364,6 +367,8 @@ class GroupCoordinator:
         # consumer-protocol (KIP-848) groups by id, kept by coordinator.consumer_group; a group id
         # is either in there or in self.groups
         self.consumer_groups: dict[str, Any] = {}
+        # producer id -> offset records of its open transaction (TxnOffsetCommit), in order
+        self.pending_txn_offsets: dict[int, list[rec.Record]] = {}
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -877,9 +882,14 @@ class GroupCoordinator:
 
     # --- offsets ------------------------------------------------------------------------------
 
-    def commit(self, now: int, req: CommitRequest, known_partitions: Callable[[str, int], bool] | None = None) -> Outcome:
-        """OffsetCommit. `known_partitions(topic, p)` says whether the partition exists."""
+    def commit(self, now: int, req: CommitRequest, known_partitions: Callable[[str, int], bool] | None = None,
+               transactional: tuple[int, int] | None = None) -> Outcome:
+        """OffsetCommit. `known_partitions(topic, p)` says whether the partition exists.
+        `transactional` (producer id, epoch): TxnOffsetCommit, whose offsets become visible when
+        the transaction commits (`complete_txn`); like Kafka it needs no membership when the
+        request names no member."""
         out = self._outcome()
+        out.txn_producer = transactional
 
         def all_fail(error: ErrorCode) -> Outcome:
             out.reply = CommitReply(error, tuple((e.topic, e.partition, error) for e in req.offsets))
@@ -914,7 +924,7 @@ class GroupCoordinator:
             if error is not None:
                 return all_fail(error)
             g.members[req.member_id].last_heartbeat = now
-        elif g.state != EMPTY:
+        elif g.state != EMPTY and transactional is None:
             # a non-empty group takes commits only from its members
             return all_fail(ErrorCode.unknown_member_id)
         results = []
@@ -1198,7 +1208,9 @@ class GroupCoordinator:
             raise RuntimeError("outcome finished twice")
         outcome.finished = True
         replies: dict[int, Any] = dict(outcome.completions)
-        if ok:
+        if ok and outcome.txn_producer is not None:
+            self.pending_txn_offsets.setdefault(outcome.txn_producer[0], []).extend(outcome.records)
+        elif ok:
             for key, value in outcome.records:
                 self._apply(key, value)
         for action in outcome.after:
@@ -1222,6 +1234,25 @@ class GroupCoordinator:
                 self.offsets.setdefault(k.group, {})[tp] = CommittedOffset(
                     v.offset, v.leader_epoch, v.metadata, v.commit_timestamp
                 )
+
+    def pending_txn_partitions(self, group_id: str) -> set[tuple[str, int]]:
+        """Partitions of the group with a transactional offset commit not yet ended (OffsetFetch
+        with require_stable answers UNSTABLE_OFFSET_COMMIT for them, as Kafka does)."""
+        out = set()
+        for records in self.pending_txn_offsets.values():
+            for key, _value in records:
+                k = rec.decode_key(key)
+                if isinstance(k, rec.OffsetKey) and k.group == group_id:
+                    out.add((k.topic, k.partition))
+        return out
+
+    def complete_txn(self, producer_id: int, commit: bool) -> None:
+        """The transaction's marker is written into __consumer_offsets: its offsets become
+        committed, or are dropped on abort."""
+        records = self.pending_txn_offsets.pop(producer_id, [])
+        if commit:
+            for key, value in records:
+                self._apply(key, value)
 
     # --- loading (replay of __consumer_offsets) -------------------------------------------------
 

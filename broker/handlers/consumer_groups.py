@@ -146,12 +146,14 @@ def offset_fetch_groups(ctx: RequestContext, request) -> object:
         offsets: dict = {}
         if error is None:
             error, offsets = state.fetch_offsets(g.group_id, wanted)
+        # require_stable: a partition with a transactional commit still open is retried later
+        unstable = state.pending_txn_partitions(g.group_id) if getattr(request, "require_stable", False) else ()
         by_topic: dict[str, list] = {}
         for (topic, partition), c in offsets.items():
             by_topic.setdefault(topic, []).append(make(
                 Partition, partition_index=partition, committed_offset=-1 if c is None else c.offset,
                 committed_leader_epoch=-1 if c is None else c.leader_epoch, metadata="" if c is None else c.metadata,
-                error_code=ErrorCode.none))
+                error_code=ErrorCode.unstable_offset_commit if (topic, partition) in unstable else ErrorCode.none))
         out.append(make(Group, group_id=g.group_id, error_code=error,
                         topics=tuple(make(Topic, name=n, partitions=tuple(ps)) for n, ps in by_topic.items())))
     return make(Response, throttle_time=ZERO, groups=tuple(out))

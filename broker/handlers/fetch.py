@@ -2,7 +2,8 @@
 
 Rules (Kafka's, KIP-74):
   * each partition's slice starts at the batch holding fetch_offset and ends at the high watermark
-    (= last stable offset: no transactions yet) and the byte budget: min(partition_max_bytes,
+    (isolation_level read_committed: at the last stable offset, and the aborted transactions that
+    overlap the slice are listed) and the byte budget: min(partition_max_bytes,
     what is left of the request's max_bytes);
   * the first partition that has data gets at least one whole batch even above both limits;
     later partitions only get what fits (their first batch cut -> an empty set);
@@ -22,7 +23,8 @@ are one 0 byte)::
         name string
         | partitions: array of
             partition_index i32 | error_code i16 | high_watermark i64 | last_stable_offset i64
-            | [v5+] log_start_offset i64 | aborted_transactions array (always empty)
+            | [v5+] log_start_offset i64 | aborted_transactions array of (producer_id i64,
+              first_offset i64 | [flex] tagged fields), empty for read_uncommitted
             | [v11+] preferred_read_replica i32 (-1)
             | records: i32 length (flex: uvarint length+1) then the bytes, straight from the segment
               files | [flex] tagged fields
@@ -51,6 +53,7 @@ _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _PART_FIXED = struct.Struct(">ihqq")  # partition_index, error_code, high_watermark, last_stable_offset
 _I64 = struct.Struct(">q")
+_ABORTED = struct.Struct(">qq")  # producer_id, first_offset
 
 
 @attrs.define
@@ -62,6 +65,7 @@ class PartitionSlice:
     log_start_offset: int = -1
     regions: tuple = ()
     size: int = 0
+    aborted: tuple = ()  # (producer id, first offset) of aborted transactions (read_committed)
 
 
 def plan_fetch(broker: Any, request: Any, denied: frozenset[str] = frozenset()
@@ -74,6 +78,8 @@ def plan_fetch(broker: Any, request: Any, denied: frozenset[str] = frozenset()
     total = 0
     any_error = False
     topics = []
+    # isolation_level 1 (read_committed): stop at the last stable offset, list aborted transactions
+    committed = int(getattr(request, "isolation_level", 0)) == 1
     for topic in request.topics:
         name = topic.topic
         info = broker.metadata.get(name)
@@ -96,7 +102,10 @@ def plan_fetch(broker: Any, request: Any, denied: frozenset[str] = frozenset()
                 continue
             plog = part.log
             hwm = part.high_watermark
-            s.high_watermark = s.last_stable_offset = hwm
+            s.high_watermark = hwm
+            s.last_stable_offset = upper = part.last_stable_offset
+            if not committed:
+                upper = hwm
             s.log_start_offset = plog.log_start_offset
             offset = int(p.fetch_offset)
             if offset < plog.log_start_offset or offset > plog.log_end_offset:
@@ -104,10 +113,10 @@ def plan_fetch(broker: Any, request: Any, denied: frozenset[str] = frozenset()
                 any_error = True
                 continue
             budget = min(int(p.partition_max_bytes), remaining)
-            if offset >= hwm or (budget <= 0 and total > 0):
+            if offset >= upper or (budget <= 0 and total > 0):
                 continue
             try:
-                result = part.read(offset, max(budget, 0), min_one_batch=(total == 0))
+                result = part.read(offset, max(budget, 0), min_one_batch=(total == 0), read_committed=committed)
             except OffsetOutOfRangeError:
                 s.error = ErrorCode.offset_out_of_range
                 any_error = True
@@ -117,6 +126,8 @@ def plan_fetch(broker: Any, request: Any, denied: frozenset[str] = frozenset()
                 any_error = True
                 continue
             s.regions = tuple(result.regions)
+            if committed and result.size:
+                s.aborted = tuple((a.producer_id, a.first_offset) for a in part.aborted_transactions(offset, upper))
             s.size = int(result.size)
             total += s.size
             remaining -= s.size
@@ -141,7 +152,9 @@ def encode_fetch(version: int, topics: list[tuple[str, list[PartitionSlice]]], *
             buf += _PART_FIXED.pack(s.index, int(s.error), s.high_watermark, s.last_stable_offset)
             if version >= 5:
                 buf += _I64.pack(s.log_start_offset)
-            buf += _array_len(0, flex)  # aborted transactions: none
+            buf += _array_len(len(s.aborted), flex)  # aborted transactions (read_committed)
+            for producer_id, first_offset in s.aborted:
+                buf += _ABORTED.pack(producer_id, first_offset) + (b"\x00" if flex else b"")
             if version >= 11:
                 buf += _I32.pack(-1)  # preferred read replica
             buf += write_unsigned_varint(s.size + 1) if flex else _I32.pack(s.size)

@@ -27,6 +27,7 @@ from . import RequestContext, _authorized, handler, has_field, make, nested
 
 ZERO = datetime.timedelta(0)
 KEY_TYPE_GROUP = 0
+KEY_TYPE_TRANSACTION = 1
 
 
 def _ms(value) -> int:
@@ -51,10 +52,18 @@ async def find_coordinator(ctx: RequestContext, request) -> object:
     key_type = getattr(request, "key_type", KEY_TYPE_GROUP)
     if key_type == KEY_TYPE_GROUP and not ctx.authorize(acl.DESCRIBE, acl.GROUP, request.key):
         return ctx.refused(acl.GROUP)
-    if key_type != KEY_TYPE_GROUP:
-        # transactions are not supported: there is no transaction coordinator
-        return make(Response, throttle_time=ZERO, error_code=ErrorCode.coordinator_not_available,
-                    error_message="transactions are not supported", node_id=-1, host="", port=-1)
+    if key_type == KEY_TYPE_TRANSACTION:
+        if not ctx.authorize(acl.DESCRIBE, acl.TRANSACTIONAL_ID, request.key):
+            return ctx.refused(acl.TRANSACTIONAL_ID)
+        # single node: this broker is the transaction coordinator of every transactional id (in
+        # cluster mode too, where InitProducerId then refuses: transactions are single-node only)
+        error = await broker.txn.ensure_ready() if broker.cluster is None else None
+        if error is not None:
+            return make(Response, throttle_time=ZERO, error_code=error,
+                        error_message="transaction coordinator is not ready", node_id=-1, host="", port=-1)
+    elif key_type != KEY_TYPE_GROUP:
+        return make(Response, throttle_time=ZERO, error_code=ErrorCode.invalid_request,
+                    error_message=f"unknown coordinator key type {key_type}", node_id=-1, host="", port=-1)
     if broker.coordinator.load_error is not None:
         return make(Response, throttle_time=ZERO, error_code=ErrorCode.coordinator_not_available,
                     error_message="group coordinator failed to load", node_id=-1, host="", port=-1)
@@ -230,6 +239,8 @@ async def offset_fetch(ctx: RequestContext, request) -> object:
     if request.topics is not None:
         wanted = [(t.name, int(p)) for t in request.topics for p in t.partition_indexes]
     error, offsets = state.fetch_offsets(request.group_id, wanted)
+    # require_stable (v7): a partition with a transactional commit still open is retried later
+    unstable = state.pending_txn_partitions(request.group_id) if getattr(request, "require_stable", False) else ()
     by_topic: dict[str, list] = {}
     if error == ErrorCode.none:
         for (topic, partition), committed in offsets.items():
@@ -240,7 +251,7 @@ async def offset_fetch(ctx: RequestContext, request) -> object:
                     committed_offset=committed.offset if committed is not None else -1,
                     committed_leader_epoch=committed.leader_epoch if committed is not None else -1,
                     metadata=committed.metadata if committed is not None else "",
-                    error_code=ErrorCode.none,
+                    error_code=ErrorCode.unstable_offset_commit if (topic, partition) in unstable else ErrorCode.none,
                 )
             )
     elif wanted is not None and ctx.api_version < 2:

@@ -1,7 +1,7 @@
 """ListOffsets (2) v1-7: earliest (-2), latest (-1), max timestamp (-3) and by timestamp.
 
-"Latest" is the high watermark, which is also the last stable offset (no transactions yet), so
-read_committed and read_uncommitted answer the same.
+"Latest" is the high watermark under read_uncommitted and the last stable offset (first offset
+of the earliest open transaction) under read_committed, which also bounds the timestamp look-ups.
 
 A lookup that finds no offset answers leader epoch -1 with offset -1, as Kafka does.
 A partition named more than once in one request is answered once, INVALID_REQUEST, as Kafka does
@@ -54,6 +54,9 @@ async def list_offsets(ctx: RequestContext, request) -> object:
                 error = code  # cluster mode: offsets come from the leader
             else:
                 hwm = broker.high_watermark(topic.name, index)
+                if int(getattr(request, "isolation_level", 0)) == 1:
+                    # read_committed: nothing at or past the last stable offset exists yet
+                    hwm = broker.partition(topic.name, index).last_stable_offset
                 ts = int(p.timestamp)
                 try:
                     if ts == LATEST:

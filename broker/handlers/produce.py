@@ -77,9 +77,9 @@ async def produce(ctx: RequestContext, request) -> object:
                 if not allowed:
                     res.error = ErrorCode.topic_authorization_failed
                     continue
-                if request.transactional_id is not None:
+                if request.transactional_id is not None and not ctx.authorize(
+                        acl.WRITE, acl.TRANSACTIONAL_ID, request.transactional_id):
                     res.error = ErrorCode.transactional_id_authorization_failed
-                    res.message = "transactions are not supported"
                     continue
                 part = broker.partition(name, res.index) if info is not None else None
                 if part is None or not res.index < info.partitions:
@@ -119,6 +119,11 @@ async def produce(ctx: RequestContext, request) -> object:
                         continue
                 if part.closed:  # deleted while its records were checked in a thread
                     res.error = ErrorCode.unknown_topic_or_partition
+                    continue
+                # transactions: only partitions added to the producer's open transaction
+                txn_error = broker.txn.check_batches(request.transactional_id, part, entry.headers)
+                if txn_error is not None:
+                    res.error, res.message = txn_error
                     continue
                 verdict = part.check_producers(entry.headers)
                 if verdict is not None:

@@ -52,9 +52,11 @@ output: one JSON object per line, one line per record, in offset order per parti
   headers         a list (names may repeat) of {"key": name, "value": ...}; a value
                   follows the same rule, with "value_encoding":"base64" when needed.
 
-  Without an *_encoding field the string IS the data (UTF-8). Control batches
-  (transaction markers) are skipped; records of aborted transactions are not
-  filtered out. A torn tail (the last segment ends inside a batch after a crash)
+  Without an *_encoding field the string IS the data (UTF-8). Records of
+  transactional batches also carry "producer_id"; a transaction marker (control
+  batch) is a line {"topic":...,"offset":...,"timestamp":...,"timestamp_type":...,
+  "control":"commit" or "abort","producer_id":N} without key, value or headers.
+  Records of aborted transactions are not filtered out. A torn tail (the last segment ends inside a batch after a crash)
   ends the dump with a note on stderr and exit 0; a damaged batch elsewhere stops
   it with an error naming the file, byte position and offset (exit 1).
 """
@@ -224,6 +226,12 @@ def record_to_json(rec) -> str:
         "timestamp": rec.timestamp,
         "timestamp_type": rec.timestamp_type.label,
     }
+    if rec.control is not None:  # a transaction marker (format: DUMP_FORMAT)
+        obj["control"] = rec.control
+        obj["producer_id"] = rec.producer_id
+        return _JSON.encode(obj)
+    if rec.producer_id >= 0:
+        obj["producer_id"] = rec.producer_id
     _data_field(obj, "key", rec.key)
     _data_field(obj, "value", rec.value)
     headers = []
@@ -243,7 +251,8 @@ def _dump(args: argparse.Namespace) -> int:
         _error("ringlog log dump", f"note: {t.describe()}; the partition's dump ends there")
 
     for part in parts:
-        for rec in iter_partition(part.path, args.from_offset, to_offset=args.to_offset, on_torn_tail=torn):
+        for rec in iter_partition(part.path, args.from_offset, to_offset=args.to_offset, on_torn_tail=torn,
+                                  markers=True):
             line = record_to_json(rec) + "\n"
             if binary is not None:
                 binary.write(line.encode("utf-8"))

@@ -77,8 +77,11 @@ def test_find_coordinator_names_this_broker(broker, client) -> None:
         r = client.call(req("find_coordinator", v, "FindCoordinatorRequest", key="g", key_type=0))
         assert r.error_code == ErrorCode.none
         assert (r.node_id, r.host, r.port) == (broker.broker.node_id, broker.host, broker.port)
+    # key type 1: this broker is the transaction coordinator too
     r = client.call(req("find_coordinator", 3, "FindCoordinatorRequest", key="tx", key_type=1))
-    assert r.error_code == ErrorCode.coordinator_not_available
+    assert r.error_code == ErrorCode.none and r.node_id == broker.broker.node_id
+    r = client.call(req("find_coordinator", 3, "FindCoordinatorRequest", key="x", key_type=7))
+    assert r.error_code == ErrorCode.invalid_request
 
 
 def test_two_step_join_sync_heartbeat_commit_fetch(broker, client) -> None:

@@ -119,10 +119,10 @@ def test_retried_batch_answers_original_offset_and_is_stored_once(data_dir):
         assert w.produce("idem", batch(pid, 0, 6))[0] == ErrorCode.invalid_producer_epoch
         code, _, _ = w.init_producer_id(pid, 0)
         assert code == ErrorCode.producer_fenced
-        # Transactions are not offered.
+        # A transactional id gets a producer id of its own from the transaction coordinator.
         r = w.call(InitProducerIdRequest(transactional_id="tx-1", transaction_timeout=datetime.timedelta(seconds=60),
                                          producer_id=-1, producer_epoch=-1))
-        assert r.error_code == ErrorCode.transactional_id_authorization_failed
+        assert r.error_code == ErrorCode.none and r.producer_id not in (-1, pid) and r.producer_epoch == 0
         w.close()
     values = stored_values(data_dir, "idem")
     assert values == [f"x-{i}".encode() for i in range(6)] + [b"e1-0", b"e1-1", b"e1-2"]

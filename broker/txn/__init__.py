@@ -1,0 +1,1 @@
+"""Transactions: the coordinator state machine (sans-IO), record formats, per-partition state."""
