@@ -35,6 +35,7 @@ import zlib
 from typing import Any
 
 import trio
+from kio.schema.errors import ErrorCode
 
 from ringlog.client.partitioner import murmur2_partition
 from ringlog.storage.errors import StorageError
@@ -240,7 +241,10 @@ async def handle_ingest(gateway: Any, request: Request, topic: str) -> Response:
         except RingFull as exc:
             full.append(str(exc))
         except (KafkaError, StorageError) as exc:
-            return error(400 if isinstance(exc, StorageError) else 500, f"partition {p}: {exc}")
+            # cluster mode: a partition led elsewhere, or too few in-sync replicas, is retriable
+            retriable = isinstance(exc, KafkaError) and exc.code in (
+                ErrorCode.not_leader_or_follower, ErrorCode.not_enough_replicas)
+            return error(400 if isinstance(exc, StorageError) else 503 if retriable else 500, f"partition {p}: {exc}")
     accepted = 0
     for acc in queued:
         try:

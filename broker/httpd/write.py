@@ -29,6 +29,9 @@ _BATCH_OVERHEAD = 61
 
 Item = tuple[bytes | None, bytes | None, Sequence[Any], int]   # key, value, headers, timestamp ms
 
+# cluster mode: how long an HTTP write waits for the ISR (Produce's default request.timeout.ms)
+_REPLICATION_WAIT_S = 30.0
+
 
 @attrs.define
 class Accepted:
@@ -37,12 +40,20 @@ class Accepted:
     partition: int
     count: int
     entry: PendingAppend
+    # cluster mode: the partition, to wait until its ISR holds the records (as Produce acks=all)
+    replicated: Any = None
 
     async def wait(self) -> int:
-        """The first record's offset once durable; raises what the writer failed with."""
+        """The first record's offset once durable (in cluster mode: once the ISR holds it);
+        raises what the writer failed with."""
         await self.entry.done.wait()
         if self.entry.error is not None:
             raise self.entry.error
+        if self.replicated is not None:
+            part, cluster = self.replicated
+            refusal = await cluster.wait_replicated(part, self.entry.infos[-1].last_offset + 1, _REPLICATION_WAIT_S)
+            if refusal is not None:
+                raise KafkaError(refusal, f"{part.topic}-{part.index}: not replicated ({refusal.name})")
         return int(self.entry.infos[0].base_offset)
 
 
@@ -70,8 +81,14 @@ async def submit(broker: Any, topic: str, partition: int, items: Sequence[Item])
     part = broker.partition(topic, partition)
     if part is None:  # deleted meanwhile
         raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{topic}-{partition} does not exist")
+    replicated = None
+    if broker.cluster is not None:  # cluster mode: only the leader takes records, acks=all rules
+        refusal = broker.cluster.produce_refusal(part, -1)
+        if refusal is not None:
+            raise KafkaError(refusal, f"{topic}-{partition}: {refusal.name}")
+        replicated = (part, broker.cluster)
     config = broker.log_config_for(topic)
     records = batches_for(items, config.max_message_bytes)
     entry = await _validate_partition(broker, part.tp, records, config, broker.config.record_validation == "full")
     await part.submit(entry, block=False)
-    return Accepted(partition, len(items), entry)
+    return Accepted(partition, len(items), entry, replicated)
