@@ -53,7 +53,7 @@ class Accepted:
             part, cluster = self.replicated
             refusal = await cluster.wait_replicated(part, self.entry.infos[-1].last_offset + 1, _REPLICATION_WAIT_S)
             if refusal is not None:
-                raise KafkaError(refusal, f"{part.topic}-{part.index}: not replicated ({refusal.name})")
+                raise KafkaError(refusal, f"{part.topic}-{part.index}: not replicated")
         return int(self.entry.infos[0].base_offset)
 
 
@@ -85,7 +85,8 @@ async def submit(broker: Any, topic: str, partition: int, items: Sequence[Item])
     if broker.cluster is not None:  # cluster mode: only the leader takes records, acks=all rules
         refusal = broker.cluster.produce_refusal(part, -1)
         if refusal is not None:
-            raise KafkaError(refusal, f"{topic}-{partition}: {refusal.name}")
+            raise KafkaError(refusal, f"{topic}-{partition} is led by another broker" if refusal == ErrorCode.not_leader_or_follower
+                             else f"{topic}-{partition} has fewer in-sync replicas than min.insync.replicas")
         replicated = (part, broker.cluster)
     config = broker.log_config_for(topic)
     records = batches_for(items, config.max_message_bytes)
