@@ -33,7 +33,9 @@ async def clean_partition(broker: Broker, topic: str, partition: int, plog) -> o
     async with broker.log_lock:
         if plog.closed or "compact" not in plog.config.cleanup_policy:
             return None
-        plan = plan_clean(plog, broker.now_ms())
+        part = broker.partition(topic, partition)
+        # never past the last stable offset: an open transaction is not compacted (Kafka's rule)
+        plan = plan_clean(plog, broker.now_ms(), max_offset=part.last_stable_offset if part is not None else None)
     if plan is None:
         return None
     result = None

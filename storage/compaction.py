@@ -25,7 +25,14 @@ Which records survive (Kafka's rules, magic 2):
 - a tombstone (null value) that survives gets a delete horizon: its batch's attribute bit 6 is set
   and its baseTimestamp becomes now + delete.retention.ms (KIP-534; record timestamp deltas are
   re-encoded so record timestamps do not change). A clean after the horizon removes it;
-- control batches are kept as they are;
+- control batches (transaction markers) are kept as they are;
+- transactions (Kafka's cleaner rules): only the part below the last stable offset is cleanable
+  (`plan_clean(max_offset=...)`), so no open transaction is ever cleaned. A transactional batch
+  whose transaction's abort marker lies in the cleaned range is removed whole and takes no part in
+  "latest of its key" (so an aborted value never shadows an older committed one: in
+  `__consumer_offsets` that would lose a group's committed offset); one whose marker is not in the
+  range (its transaction is decided beyond the range) is kept whole and not counted either, until
+  a later clean sees its marker;
 - a batch keeps its baseOffset, lastOffsetDelta, producer id/epoch, baseSequence and leader epoch
   (so replaying batch headers still gives each producer's last sequence); records keep their
   original offsets; a batch whose records all go is removed, except the last batch of each
@@ -202,10 +209,13 @@ def plan_clean(
     force: bool = False,
     producer_expiration_ms: int = DEFAULT_PRODUCER_EXPIRATION_MS,
     max_map_keys: int = DEFAULT_MAX_MAP_KEYS,
+    max_offset: int | None = None,
 ) -> CleanPlan | None:
     """What to clean now, or None (nothing cleanable, or too little dirty and no horizon due).
 
-    `force` ignores min.cleanable.dirty.ratio (still needs something cleanable).
+    `force` ignores min.cleanable.dirty.ratio (still needs something cleanable). `max_offset`: no
+    segment reaching past it is cleaned (the partition's last stable offset: open transactions
+    are never compacted).
     """
     if log.closed:
         return None
@@ -217,6 +227,8 @@ def plan_clean(
         end = nxt.base_offset
         if end > log.recovery_point:
             break  # not fsynced yet: recovery may still cut it
+        if max_offset is not None and end > max_offset:
+            break  # holds (or follows) an open transaction
         if cfg.min_compaction_lag_ms > 0 and seg.size > 0:  # (an empty segment has nothing to wait for)
             ts = seg.max_timestamp if seg.max_timestamp >= 0 else seg.last_modified_ms()
             if ts > lag_limit:
@@ -388,8 +400,36 @@ def _empty_batch(header: BatchHeader) -> bytes:
     ))
 
 
-def _build_offset_map(plan: CleanPlan) -> tuple[dict[bytes, int], int]:
-    """key -> latest offset over the dirty segments that fit the map; (map, inputs cleanable)."""
+def _is_abort_marker(header: BatchHeader, raw: bytes) -> bool:
+    """A control batch's first record key: version i16 0 | type i16 (0 abort, 1 commit)."""
+    records = _raw_records(header, raw)
+    key = records[0].key if records else None
+    return key is not None and len(key) >= 4 and key[:4] == b"\x00\x00\x00\x00"
+
+
+def _transaction_outcomes(plan: CleanPlan) -> tuple[set[int], set[int]]:
+    """(aborted, undecided): base offsets of the transactional data batches of the cleanable range
+    whose abort marker is in the range, and of those whose marker is not (decided later)."""
+    pending: dict[int, list[int]] = {}
+    aborted: set[int] = set()
+    for inp in plan.inputs:
+        for header, raw in _iter_batches(inp):
+            if plan.stopped:
+                raise CleanAborted("clean stopped")
+            if not header.is_transactional or header.producer_id < 0:
+                continue
+            if header.is_control:
+                batches = pending.pop(header.producer_id, ())
+                if batches and _is_abort_marker(header, raw):
+                    aborted.update(batches)
+            else:
+                pending.setdefault(header.producer_id, []).append(header.base_offset)
+    return aborted, {o for batches in pending.values() for o in batches}
+
+
+def _build_offset_map(plan: CleanPlan, skip: set[int] | frozenset[int] = frozenset()) -> tuple[dict[bytes, int], int]:
+    """key -> latest offset over the dirty segments that fit the map, leaving out the batches
+    starting at `skip` (aborted or undecided transactions); (map, inputs cleanable)."""
     latest: dict[bytes, int] = {}
     end_index = plan.dirty_index
     for i in range(plan.dirty_index, len(plan.inputs)):
@@ -397,7 +437,7 @@ def _build_offset_map(plan: CleanPlan) -> tuple[dict[bytes, int], int]:
         for header, raw in _iter_batches(plan.inputs[i]):
             if plan.stopped:
                 raise CleanAborted("clean stopped")
-            if header.is_control:
+            if header.is_control or header.base_offset in skip:
                 continue
             for r in _raw_records(header, raw):
                 if r.key is not None:
@@ -429,7 +469,8 @@ def build_clean(plan: CleanPlan) -> CleanResult:
 def _build(plan: CleanPlan, written: list[Path]) -> CleanResult:
     # inputs[:end_index] get cleaned: the clean part and the dirty segments the map covers
     # (all of them, unless they hold more than max_map_keys distinct keys).
-    offset_map, end_index = _build_offset_map(plan)
+    aborted, undecided = _transaction_outcomes(plan)
+    offset_map, end_index = _build_offset_map(plan, aborted | undecided)
     inputs = plan.inputs[:end_index]
     # The last batch of each producer id in the range (kept whole, see the module doc).
     last_of_producer: dict[int, int] = {}
@@ -468,9 +509,17 @@ def _build(plan: CleanPlan, written: list[Path]) -> CleanResult:
                     if plan.stopped:
                         raise CleanAborted("clean stopped")
                     stats["bytes_read"] += len(raw)
-                    out, max_ts, horizon = _clean_batch(
-                        header, raw, offset_map, now, new_horizon, plan, last_of_producer, stats
-                    )
+                    if header.base_offset in aborted and not header.is_control:
+                        stats["read"] += header.records_count
+                        continue  # an aborted transaction's records go, whole batches
+                    if header.base_offset in undecided and not header.is_control:
+                        out, max_ts, horizon = raw, header.max_timestamp, -1  # decided later
+                        stats["read"] += header.records_count
+                        stats["kept"] += header.records_count
+                    else:
+                        out, max_ts, horizon = _clean_batch(
+                            header, raw, offset_map, now, new_horizon, plan, last_of_producer, stats
+                        )
                     if out is None:
                         continue
                     if horizon >= 0 and (earliest_horizon < 0 or horizon < earliest_horizon):
@@ -775,10 +824,11 @@ def clean_log(
     force: bool = False,
     producer_expiration_ms: int = DEFAULT_PRODUCER_EXPIRATION_MS,
     max_map_keys: int = DEFAULT_MAX_MAP_KEYS,
+    max_offset: int | None = None,
 ) -> CleanStats | None:
     """plan + build + commit on the calling thread (tests, offline tools)."""
     plan = plan_clean(log, now_ms, force=force, producer_expiration_ms=producer_expiration_ms,
-                      max_map_keys=max_map_keys)
+                      max_map_keys=max_map_keys, max_offset=max_offset)
     if plan is None:
         return None
     result = build_clean(plan)

@@ -288,3 +288,64 @@ def test_topic_configs_parse() -> None:
     assert cfg.to_topic_configs()["min.cleanable.dirty.ratio"] == "0.25"
     with pytest.raises(ValueError):
         LogConfig().with_topic_configs({"min.cleanable.dirty.ratio": "1.5"})
+
+
+# --- transactions -----------------------------------------------------------------------------
+
+
+def _txn(log: PartitionLog, pid: int, key: bytes, value: bytes, ts: int) -> None:
+    log.append(build_batch([(key, value, [], ts)], producer_id=pid, producer_epoch=0, base_sequence=0,
+                           transactional=True), now_ms=ts)
+
+
+def _marker(log: PartitionLog, pid: int, commit: bool, ts: int) -> None:
+    key = b"\x00\x00\x00" + (b"\x01" if commit else b"\x00")
+    log.append(build_batch([(key, b"\x00\x00\x00\x00\x00\x00", [], ts)], producer_id=pid, producer_epoch=0,
+                           base_sequence=-1, transactional=True, control=True), now_ms=ts, from_client=False)
+
+
+def test_aborted_records_go_and_never_shadow_a_committed_value(tmp_path: Path) -> None:
+    """What `__consumer_offsets` needs: a group's committed offset (k) outlives a later aborted
+    transactional commit of the same key, which the clean removes; the markers stay."""
+    log = PartitionLog.open(tmp_path / "t-0", config(), now_ms=NOW)
+    log.append(build_batch([(b"k", b"committed", [], NOW)]), now_ms=NOW)             # 0
+    _txn(log, 7, b"k", b"aborted", NOW + 1)                                           # 1
+    _marker(log, 7, False, NOW + 2)                                                   # 2 abort
+    _txn(log, 8, b"j", b"kept", NOW + 3)                                              # 3
+    _marker(log, 8, True, NOW + 4)                                                    # 4 commit
+    fill(log, 20, keys=2, start=100)  # other keys, and segments to roll past the transactions
+    log.flush()
+    assert clean_log(log, NOW + 1000, force=True) is not None
+    rows = content(log)
+    by_key = {}
+    for offset, key, value, _ts in rows:
+        by_key.setdefault(key, []).append((offset, value))
+    assert by_key[b"k"] == [(0, b"committed")]
+    assert by_key[b"j"] == [(3, b"kept")]
+    markers = [h for h, _raw in split_batches(log.read_records_bytes(0, 1 << 30)) if h.is_control]
+    assert [m.base_offset for m in markers] == [2, 4]
+    log.close()
+
+
+def test_a_transaction_decided_past_the_cleaned_range_is_kept_whole(tmp_path: Path) -> None:
+    """Its marker is not in the cleanable range: neither removed nor allowed to shadow, until a
+    later clean sees how it ended; and nothing at or past max_offset (the LSO) is cleaned."""
+    log = PartitionLog.open(tmp_path / "t-0", config(), now_ms=NOW)
+    log.append(build_batch([(b"k", b"committed", [], NOW)]), now_ms=NOW)             # 0
+    _txn(log, 7, b"k", b"open", NOW + 1)                                              # 1
+    fill(log, 20, keys=2, start=100)                                                  # 2..21
+    log.flush()
+    lso = 1  # producer 7's transaction is open from offset 1
+    clean_log(log, NOW + 1000, force=True, max_offset=lso)
+    assert [(o, v) for o, k, v, _ in content(log) if k == b"k"] == [(0, b"committed"), (1, b"open")]
+    # the transaction aborts; its marker lies past the segments a clean may take: kept whole
+    _marker(log, 7, False, NOW + 500)
+    fill(log, 20, keys=2, start=200)
+    log.flush()
+    end_of_first_segments = log.segments[1].base_offset
+    clean_log(log, NOW + 1000, force=True, max_offset=end_of_first_segments)
+    assert [(o, v) for o, k, v, _ in content(log) if k == b"k"] == [(0, b"committed"), (1, b"open")]
+    # once the abort marker is in range the aborted value goes and the committed one stays
+    clean_log(log, NOW + 1000, force=True)
+    assert [(o, v) for o, k, v, _ in content(log) if k == b"k"] == [(0, b"committed")]
+    log.close()
