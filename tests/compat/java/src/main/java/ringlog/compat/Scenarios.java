@@ -28,5 +28,6 @@ final class Scenarios {
         ALL.put("admin_groups", AdminScenarios::groups);
         ALL.put("admin_log_dirs_producers", AdminScenarios::logDirsAndProducers);
         ALL.put("streams_word_count", StreamsScenarios::wordCount);
+        ALL.put("streams_word_count_exactly_once", StreamsScenarios::wordCountExactlyOnce);
     }
 }

@@ -51,6 +51,21 @@ final class StreamsScenarios {
      * changelog topic; at_least_once. The lines are reported so the Python side counts for itself.
      */
     static Map<String, Object> wordCount(Ctx ctx) throws Exception {
+        return wordCount(ctx, StreamsConfig.AT_LEAST_ONCE);
+    }
+
+    /**
+     * The same topology under exactly_once_v2: Streams' producers are transactional (one
+     * transactional id per stream thread, offsets sent in the transaction), its consumers read
+     * read_committed. The output is read read_committed too, and every count update of each word
+     * is reported, so the Python side checks that each appears exactly once (1, 2, ..., n).
+     */
+    static Map<String, Object> wordCountExactlyOnce(Ctx ctx) throws Exception {
+        return wordCount(ctx, StreamsConfig.EXACTLY_ONCE_V2);
+    }
+
+    static Map<String, Object> wordCount(Ctx ctx, String guarantee) throws Exception {
+        boolean eos = guarantee.equals(StreamsConfig.EXACTLY_ONCE_V2);
         String app = ctx.name("app");
         String input = ctx.name("lines");
         String output = ctx.name("counts");
@@ -83,7 +98,7 @@ final class StreamsScenarios {
         props.put(StreamsConfig.APPLICATION_ID_CONFIG, app);
         props.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, ctx.bootstrap);
         props.put(StreamsConfig.STATE_DIR_CONFIG, stateDir.toString());
-        props.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.AT_LEAST_ONCE);
+        props.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, guarantee);
         props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 200);
         // no record cache: every count update reaches the output and the changelog
         props.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
@@ -102,7 +117,7 @@ final class StreamsScenarios {
 
         String changelog = app + "-counts-changelog";
         String repartition = app + "-words-repartition";
-        Map<String, Object> result = map("application_id", app, "input", input, "output", output, "lines", lines,
+        Map<String, Object> result = map("application_id", app, "input", input, "output_topic", output, "lines", lines,
                 "changelog_topic", changelog, "repartition_topic", repartition);
         List<Object> states = new ArrayList<>();
         KafkaStreams streams = new KafkaStreams(builder.build(), props);
@@ -114,8 +129,8 @@ final class StreamsScenarios {
         try {
             streams.start();
             result.put("reached_running", Ctx.waitFor(() -> streams.state() == KafkaStreams.State.RUNNING, 60_000));
-            result.put("output", latestCounts(ctx, output, expected, 60_000));
-            result.put("changelog", latestCounts(ctx, changelog, expected, 30_000));
+            result.put("output", latestCounts(ctx, output, expected, 60_000, eos));
+            result.put("changelog", latestCounts(ctx, changelog, expected, 30_000, eos));
             try (Admin admin = ctx.admin()) {
                 TreeSet<String> topics = new TreeSet<>(admin.listTopics().names().get(20, TimeUnit.SECONDS));
                 List<Object> internal = new ArrayList<>();
@@ -161,10 +176,13 @@ final class StreamsScenarios {
      * The last count per word in `topic`, read until it equals `expected` or the time runs out
      * (the Python side compares with its own count of the lines).
      */
-    static Map<String, Object> latestCounts(Ctx ctx, String topic, Map<String, Long> expected, long timeoutMs) {
+    static Map<String, Object> latestCounts(Ctx ctx, String topic, Map<String, Long> expected, long timeoutMs,
+                                            boolean readCommitted) {
         Properties cp = ctx.consumerProps(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName(),
-                ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, LongDeserializer.class.getName());
+                ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, LongDeserializer.class.getName(),
+                ConsumerConfig.ISOLATION_LEVEL_CONFIG, readCommitted ? "read_committed" : "read_uncommitted");
         Map<String, Long> latest = new LinkedHashMap<>();
+        Map<String, Object> updates = new LinkedHashMap<>();
         int records = 0;
         try (KafkaConsumer<String, Long> c = new KafkaConsumer<>(cp)) {
             List<TopicPartition> tps = new ArrayList<>();
@@ -175,10 +193,13 @@ final class StreamsScenarios {
             while (!latest.equals(expected) && System.currentTimeMillis() < deadline) {
                 for (ConsumerRecord<String, Long> r : c.poll(Duration.ofMillis(200))) {
                     latest.put(r.key(), r.value());
+                    @SuppressWarnings("unchecked")
+                    List<Object> seen = (List<Object>) updates.computeIfAbsent(r.key(), k -> new ArrayList<>());
+                    seen.add(r.value());
                     records++;
                 }
             }
         }
-        return map("counts", new LinkedHashMap<String, Object>(latest), "records", records);
+        return map("counts", new LinkedHashMap<String, Object>(latest), "records", records, "updates", updates);
     }
 }
