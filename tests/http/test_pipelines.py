@@ -199,6 +199,8 @@ def test_pipeline_on_compressed_produce_batches(gw) -> None:
     part = gw.thread.broker.partition("secz", 0)
     data = part.read(0, 1 << 24).read_bytes()
     headers = [header for header, _ in split_batches(data)]
-    assert {h.compression for h in headers if h.records_count} == {1, 2, 3, 4}
+    # (librdkafka sends a batch uncompressed when compressing does not make it smaller, which a
+    # batch of one or two records lingering alone can be: so codec 0 may appear too)
+    assert {h.compression for h in headers if h.records_count} - {0} == {1, 2, 3, 4}
     # a batch whose records were all dropped is kept empty (and so uncompressed)
     assert all(h.compression == 0 for h in headers if not h.records_count)
