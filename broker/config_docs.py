@@ -1,7 +1,7 @@
 """The key tables of docs/configuration.md, generated from the configuration schema.
 
-    python -m broker.config_docs            rewrite the generated tables of docs/configuration.md
-    python -m broker.config_docs --check    exit 1 when they differ from the schema
+    python -m ringlog.broker.config_docs            rewrite the generated tables of docs/configuration.md
+    python -m ringlog.broker.config_docs --check    exit 1 when they differ from the schema
 
 The tables sit between `<!-- generated: NAME -->` and `<!-- end: NAME -->` markers; the prose
 around them is written by hand. tests/test_docs.py fails when they are out of date, so a key
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = render(current)
     if "--check" in argv:
         if current != wanted:
-            print(f"{DOC} is out of date: run python -m broker.config_docs", file=sys.stderr)
+            print(f"{DOC} is out of date: run python -m ringlog.broker.config_docs", file=sys.stderr)
             return 1
         return 0
     if current != wanted:

@@ -1,8 +1,8 @@
 """Client library benchmark: produce and consume msgs/s of ringlog's Trio client against aiokafka,
 kafka-python and confluent-kafka, all against one ringlog broker, in one run.
 
-    .venv/bin/python -m client.clientbench --records 200000
-    .venv/bin/python -m client.clientbench --records 200000 --clients ringlog,aiokafka --runs 5
+    .venv/bin/python -m ringlog.client.clientbench --records 200000
+    .venv/bin/python -m ringlog.client.clientbench --records 200000 --clients ringlog,aiokafka --runs 5
 
 What it does:
 
@@ -293,7 +293,7 @@ def _fmt_rate(v: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m client.clientbench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ringlog.client.clientbench", description=__doc__.split("\n\n")[0])
     p.add_argument("--records", type=int, default=200_000)
     p.add_argument("--value-size", type=int, default=100)
     p.add_argument("--runs", type=int, default=3)

@@ -41,7 +41,7 @@ def test_configuration_tables_are_the_schema() -> None:
 
     text = (ROOT / "docs" / "configuration.md").read_text()
     # every key with its type, default, range and meaning, exactly as the schema declares them
-    assert render(text) == text, "docs/configuration.md is out of date: run python -m broker.config_docs"
+    assert render(text) == text, "docs/configuration.md is out of date: run python -m ringlog.broker.config_docs"
     # and the tables name exactly the keys a TOML file or --set accepts, aliases included
     assert documented_keys(text) == set(all_keys())
     # the flags shown are the ones `ringlog broker` has

@@ -148,7 +148,7 @@ class RinglogBroker(_Process):
         self.ready_s = 0.0  # seconds from spawn to the ready line, of the last start()
 
     def command(self) -> list[str]:
-        return [sys.executable, "-c", "import sys; from client.cli import main; sys.exit(main())",
+        return [sys.executable, "-c", "import sys; from ringlog.client.cli import main; sys.exit(main())",
                 "broker", "--data-dir", self.data_dir, "--listen", "127.0.0.1:0",
                 "--fsync", self.fsync, *self.extra_args]
 
