@@ -225,8 +225,11 @@ class TxnRuntime:
             async with self._lock(tid):
                 meta = self.state.txns.get(tid)
                 if meta is not None and meta.state in (trec.PREPARE_COMMIT, trec.PREPARE_ABORT):
-                    await self._finish(Transition(tid, meta.value(), markers=True,
-                                                  commit=meta.state == trec.PREPARE_COMMIT))
+                    try:
+                        await self._finish(Transition(tid, meta.value(), markers=True,
+                                                      commit=meta.state == trec.PREPARE_COMMIT))
+                    except KafkaError as exc:  # still unfinished: the next round tries again
+                        log.warning("completing the transaction of %r failed: %s", tid, exc)
                 else:
                     self._unfinished.discard(tid)
         for candidate in self.state.timed_out(self.broker.now_ms()):
@@ -266,15 +269,17 @@ class TxnRuntime:
         """Markers into every partition, then the Complete record. A failure leaves the transaction
         prepared (retried by the timer and at start-up) and raises KafkaError."""
         v = t.value
-        try:
-            await self.write_markers(v.producer_id, v.producer_epoch, v.partitions, t.commit)
-            complete = self.state.complete(self.broker.now_ms(), t.transactional_id)
-            if complete is not None:
-                await self._write(t.transactional_id, complete.value)
-                self.state.apply(t.transactional_id, complete.value)
-        except KafkaError:
-            self._unfinished.add(t.transactional_id)
-            raise
+        # Unfinished until the Complete record is applied: the timer (abort_timed_out) finishes it
+        # if this is cut short, by an error or by the cancellation of the request that started it
+        # (its client went away mid-EndTxn or mid-InitProducerId). Without that, a cancelled
+        # finish left the transaction prepared for good: every InitProducerId of the id answered
+        # CONCURRENT_TRANSACTIONS from then on.
+        self._unfinished.add(t.transactional_id)
+        await self.write_markers(v.producer_id, v.producer_epoch, v.partitions, t.commit)
+        complete = self.state.complete(self.broker.now_ms(), t.transactional_id)
+        if complete is not None:
+            await self._write(t.transactional_id, complete.value)
+            self.state.apply(t.transactional_id, complete.value)
         self._unfinished.discard(t.transactional_id)
 
     async def write_markers(self, producer_id: int, epoch: int, partitions: Any, commit: bool) -> None:

@@ -165,3 +165,44 @@ def test_transactional_offsets_visible_only_at_commit(broker, wire, commit: bool
     # a fenced producer's offsets are refused
     assert wire.init_txn("o")[0] == ErrorCode.none
     assert wire.txn_offset_commit("o", pid, epoch, "grp", {("t", 0): 50}) == {("t", 0): ErrorCode.invalid_producer_epoch}
+
+
+def test_an_end_cut_short_by_its_client_leaving_is_finished_by_the_timer(broker, wire) -> None:
+    """The client of an EndTxn (or of the InitProducerId that fences) goes away while the markers
+    are being written: its request is cancelled with the connection. The transaction, already
+    prepared, must still end (the abort timer finishes it), or the id is stuck: every later
+    InitProducerId would answer CONCURRENT_TRANSACTIONS for good."""
+    import trio
+
+    from ringlog.broker.txn import records as trec
+
+    pid, epoch = begin(wire, "cut")
+    assert wire.produce_txn("cut", "t", 0, txn_batch(pid, epoch, 0))[0] == ErrorCode.none
+    runtime = broker.broker.txn
+
+    async def end_cut_short() -> str:
+        real = runtime.write_markers
+
+        async def stuck(*args):  # the markers do not get written before the client leaves
+            await trio.sleep_forever()
+
+        runtime.write_markers = stuck
+        try:
+            with trio.move_on_after(5) as scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(runtime.end_txn, "cut", pid, epoch, True)
+                    while runtime.state.txns["cut"].state != trec.PREPARE_COMMIT:
+                        await trio.sleep(0.005)
+                    nursery.cancel_scope.cancel()  # the connection's handlers are cancelled
+            assert not scope.cancelled_caught
+        finally:
+            runtime.write_markers = real
+        return trec.STATE_NAMES[runtime.state.txns["cut"].state]
+
+    assert broker.call(end_cut_short) == "PrepareCommit"
+    # the abort timer (every 50 ms here) writes the markers and completes the commit
+    wait_for(lambda: wire.describe("cut").transaction_state == "CompleteCommit")
+    code, pid2, epoch2 = wire.init_txn("cut")
+    assert code == ErrorCode.none and (pid2, epoch2) == (pid, epoch + 1)
+    part = wire.fetch("t", 0)
+    assert part.last_stable_offset == part.high_watermark == log_end(broker) == 4  # 3 records, 1 marker
