@@ -71,7 +71,7 @@ def test_wrong_password_kafka_python(secured, pki, mechanism, caplog):
 
     settings = clients.kafka_python_settings("SASL_PLAINTEXT", pki, mechanism, USER, "nope")
     with pytest.raises(KafkaError):
-        KafkaProducer(bootstrap_servers=address(secured, "SASL_PLAINTEXT"), max_block_ms=2000, bootstrap_timeout_ms=2000,
+        KafkaProducer(bootstrap_servers=address(secured, "SASL_PLAINTEXT"), max_block_ms=6000, bootstrap_timeout_ms=6000,
                       **settings)
     assert "SaslAuthenticationFailedError" in caplog.text
     assert "Authentication failed" in caplog.text
