@@ -101,7 +101,7 @@ from .checkpoint import TMP_SUFFIX, atomic_write, fsync_dir
 from .errors import CorruptBatchError, StorageError, StorageIOError
 from .index import OffsetIndex, TimeIndex
 from .log import LogConfig, PartitionLog
-from .records import DEFAULT_MAX_DECOMPRESSED, compress, decode_varint, decompress, encode_varint, read_bytes
+from .records import DEFAULT_MAX_DECOMPRESSED, compress, control_marker_type, decode_varint, decompress, encode_varint, read_bytes
 from .segment import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
@@ -401,10 +401,8 @@ def _empty_batch(header: BatchHeader) -> bytes:
 
 
 def _is_abort_marker(header: BatchHeader, raw: bytes) -> bool:
-    """A control batch's first record key: version i16 0 | type i16 (0 abort, 1 commit)."""
     records = _raw_records(header, raw)
-    key = records[0].key if records else None
-    return key is not None and len(key) >= 4 and key[:4] == b"\x00\x00\x00\x00"
+    return bool(records) and control_marker_type(records[0].key) == "abort"
 
 
 def _transaction_outcomes(plan: CleanPlan) -> tuple[set[int], set[int]]:

@@ -1008,3 +1008,12 @@ def build_batch(
         partition_leader_epoch=partition_leader_epoch, producer_id=producer_id,
         producer_epoch=producer_epoch, base_sequence=base_sequence,
     ))
+
+
+def control_marker_type(key: bytes | None) -> str:
+    """A control record's key: version i16 0 | type i16 (0 abort, 1 commit)."""
+    if key is not None and len(key) >= 4 and key[:2] == b"\x00\x00":
+        kind = int.from_bytes(key[2:4], "big", signed=True)
+        if kind in (0, 1):
+            return ("abort", "commit")[kind]
+    return "unknown"

@@ -49,7 +49,7 @@ from .batch import (
     read_length_prefix,
 )
 from .errors import CorruptBatchError, StorageError
-from .records import Header, Record, decode_records
+from .records import Header, Record, control_marker_type, decode_records
 
 SEGMENT_SUFFIX = ".log"
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.log$")
@@ -434,7 +434,7 @@ def iter_partition(
                     return
                 if h.is_control:
                     yield ReplayRecord(part.topic, part.partition, r.offset, r.timestamp, ts_type, None, None, (),
-                                       producer_id=h.producer_id, control=_marker_type(r.key))
+                                       producer_id=h.producer_id, control=control_marker_type(r.key))
                     continue
                 yield ReplayRecord(
                     part.topic, part.partition, r.offset, r.timestamp, ts_type, r.key, r.value, r.headers,
@@ -555,12 +555,3 @@ def partition_stats(path: str | os.PathLike[str]) -> PartitionStats:
             SegmentStats(seg.name, seg.base_offset, scanner.size, batches, records, first, last, tmin, tmax)
         )
     return PartitionStats(part.topic, part.partition, part.path, tuple(out), torn)
-
-
-def _marker_type(key: bytes | None) -> str:
-    """A control record's key: version i16 0 | type i16 (0 abort, 1 commit)."""
-    if key is not None and len(key) >= 4 and key[:2] == b"\x00\x00":
-        kind = int.from_bytes(key[2:4], "big", signed=True)
-        if kind in (0, 1):
-            return ("abort", "commit")[kind]
-    return "unknown"
