@@ -15,7 +15,8 @@ metadata) and rejects, with `BodyError`:
 - null (-1, or compact 0) where the schema does not allow null: Kafka's own generated parsers
   refuse "non-nullable field was serialized as null", and letting it through would hand the
   handlers a None where they iterate;
-- tagged fields that run past their section, or a varint longer than it may be.
+- tagged fields that run past their section or whose known content does not fill its declared
+  size, or a varint longer than it may be.
 
 Unknown tagged fields are skipped by size (kio then refuses them, which the caller answers).
 
@@ -333,8 +334,11 @@ def _tagged(plan: _Plan, buf: Any, pos: int, end: int) -> int:
         if stop > end:
             raise BodyError(f"{plan.name}: tagged field {tag} of {size} bytes runs past the end")
         step = plan.tags.get(tag)
-        if step is not None and _step(step, plan, buf, pos, stop) > stop:
-            raise BodyError(f"{plan.name}: tagged field {tag} is longer than its size")
+        # A known field must fill its declared size exactly: kio reads the field and goes on
+        # from where the field ended, not from the size, so a size larger than the field would
+        # have kio read the rest as the next tag (and size an allocation from it).
+        if step is not None and _step(step, plan, buf, pos, stop) != stop:
+            raise BodyError(f"{plan.name}: tagged field {tag} does not fill its {size} bytes")
         pos = stop
     return pos
 

@@ -99,6 +99,38 @@ def test_tagged_field_sizes_are_bounded() -> None:
         check_body(av, body[:-1] + b"\x01\x00\x7f", 0)
 
 
+# ApiVersions v3 response found by tests/atheris_harness.py (responses): its tagged field 2
+# (finalized_features) declares 11 bytes and holds 8. kio reads the field and then takes the
+# next three bytes as a tag header, one that ends up sizing an allocation of ~130 GB.
+_SHORT_TAG = bytes.fromhex(
+    "00000000000002020b02020000000000000002020b02020b00000000000202c8ffffff40010000"
+    "0000ffffffffffffff010278000000000000000202010002010025")
+
+_DECODE_SHORT_TAG = r"""
+import sys
+sys.path.insert(0, {root!r})
+from ringlog.client.wire.protocol import decode_response, response_class, _reader, InvalidRequest
+data = bytes.fromhex({hex!r})
+if sys.argv[1] == "kio":
+    _reader(response_class(18, 3))(data, 4)
+else:
+    try:
+        decode_response(data, 18, 3)
+    except InvalidRequest as exc:
+        print(exc)
+"""
+
+
+def test_a_known_tagged_field_must_fill_its_size() -> None:
+    script = _DECODE_SHORT_TAG.format(root=ROOT, hex=_SHORT_TAG.hex())
+    # kio alone on these bytes aborts the process (so the check below can fail)
+    raw = subprocess.run([sys.executable, "-c", script, "kio"], capture_output=True, text=True, timeout=60)
+    assert raw.returncode != 0
+    checked = subprocess.run([sys.executable, "-c", script, "checked"], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    assert "tagged field 2 does not fill its 11 bytes" in checked.stdout
+
+
 _MUTATE = r"""
 import random, sys
 sys.path.insert(0, {root!r})
