@@ -4,7 +4,9 @@
 
   1. registration: a lease of broker.session.timeout.ms (whole seconds) renewed every third of
      it, and `brokers/<id>` under it, created only if absent (a second broker with the same id is
-     refused; a restarted one waits until its old key's lease ran out);
+     refused; a restarted one waits until its old key's lease ran out); then the data dir's
+     directory.id (meta.properties) is compared with the one etcd has for this node: a replaced
+     data dir takes this node out of every ISR before it takes any role;
   2. one watch over the cluster's whole prefix (layout in broker.cluster.state), applied in one
      task in revision order: live brokers, the controller, topics (created locally on every
      broker, with the topic id etcd holds) and each partition's state, which gives the local
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import uuid
 from collections.abc import Mapping
@@ -36,7 +39,7 @@ from ..logging_setup import event
 from ..metadata import TopicInfo, is_internal
 from .etcd import EtcdClient, EtcdError, KeyValue, WatchEvent, cmp_create_revision, cmp_mod_revision, op_put
 from .replica import LeaderReplication, ReplicaManager
-from .state import NO_LEADER, PartitionState, TopicRecord, assign_replicas, decide, initial_state
+from .state import NO_LEADER, PartitionState, TopicRecord, assign_replicas, decide, forget_replica, initial_state
 
 if TYPE_CHECKING:
     from ..core import Broker
@@ -45,10 +48,43 @@ if TYPE_CHECKING:
 log = logging.getLogger("ringlog.cluster")
 
 CREATE_WAIT_S = 15.0
+META_FILE = "meta.properties"  # Kafka's name and keys: node.id, directory.id, version
 
 
 class ClusterJoinError(Exception):
     """The broker cannot join its cluster (etcd unreachable, its node id taken): a start-up failure."""
+
+
+def load_directory_id(data_dir: str, node_id: int) -> str:
+    """The id of this data dir, made at its first start in cluster mode and kept in
+    meta.properties (blocking: run in a worker thread). A data dir another node id made is
+    refused, as Kafka refuses it."""
+    path = os.path.join(data_dir, META_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            props = dict(line.strip().split("=", 1) for line in f if "=" in line and not line.startswith("#"))
+    except FileNotFoundError:
+        props = {}
+    if props:
+        stored = props.get("node.id", "")
+        if stored != str(node_id):
+            raise ClusterJoinError(f"data dir {data_dir} belongs to node id {stored or '(none)'}, not {node_id}; "
+                                   f"start it with --node-id {stored} or use another data dir")
+        if props.get("directory.id"):
+            return props["directory.id"]
+    directory_id = str(uuid.uuid4())
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"version=1\nnode.id={node_id}\ndirectory.id={directory_id}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(data_dir, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return directory_id
 
 
 def _flag(value: Any) -> bool:
@@ -64,6 +100,7 @@ class ClusterNode:
         self.prefix = f"/ringlog/{cfg.cluster_name}/"
         self.ttl_s = max(2, math.ceil(cfg.broker_session_timeout_ms / 1000))
         self.lease = 0
+        self.directory_id = ""
         self.brokers: dict[int, tuple[str, int]] = {}
         self.controller_id = -1
         self.is_controller = False
@@ -159,7 +196,13 @@ class ClusterNode:
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         try:
+            self.directory_id = await trio.to_thread.run_sync(load_directory_id, self.broker.config.data_dir,
+                                                              self.node_id)
+        except OSError as exc:
+            raise ClusterJoinError(f"cannot read or write {META_FILE} in the data dir: {exc}") from None
+        try:
             await self._register()
+            await self._claim_directory()
             kvs, revision = await self.etcd.get_prefix(self.prefix)
         except EtcdError as exc:
             raise ClusterJoinError(f"cannot join cluster {self.broker.config.cluster_name!r}: {exc}") from None
@@ -199,6 +242,47 @@ class ClusterNode:
             if trio.current_time() > deadline:
                 raise ClusterJoinError(f"node id {self.node_id} is already registered in {self.prefix} by a live broker")
             await trio.sleep(0.25)
+
+    async def _claim_directory(self) -> None:
+        """Before taking any role: if the cluster knew this node with another data dir (this one
+        was wiped or replaced), its replicas hold nothing the cluster counted on. They leave every
+        ISR (and any leadership) first, so they rejoin as empty followers and never lead, nor make
+        the other replicas truncate to, data this broker lost."""
+        key = self.key("directories", self.node_id)
+        known = await self.etcd.get(key)
+        if known is not None and known.value.decode(errors="replace") != self.directory_id:
+            log.warning("node %d joined before with another data dir (directory.id %s, now %s): its replicas "
+                        "leave every ISR and start over as followers", self.node_id,
+                        known.value.decode(errors="replace"), self.directory_id,
+                        extra=event("data_dir_replaced", node_id=self.node_id))
+            await self._leave_every_isr()
+        if known is None or known.value.decode(errors="replace") != self.directory_id:
+            await self.etcd.put(key, self.directory_id)
+
+    async def _leave_every_isr(self) -> None:
+        brokers, _ = await self.etcd.get_prefix(self.key("brokers") + "/")
+        live = set()
+        for kv in brokers:
+            try:
+                live.add(int(kv.key.rsplit("/", 1)[1]))
+            except ValueError:
+                pass
+        states, _ = await self.etcd.get_prefix(self.key("partitions") + "/")
+        for kv in states:
+            # compare-and-swap against the controller and the leaders; re-read on a conflict
+            while kv is not None:
+                try:
+                    new = forget_replica(PartitionState.decode(kv.value, kv.mod_revision), self.node_id, live)
+                except (ValueError, KeyError, TypeError):
+                    break
+                if new is None:
+                    break
+                result = await self.etcd.txn([cmp_mod_revision(kv.key, kv.mod_revision)], [op_put(kv.key, new.encode())])
+                if result.succeeded:
+                    log.info("%s: node %d out of the ISR (now leader %d epoch %d ISR %s)", kv.key[len(self.prefix):],
+                             self.node_id, new.leader, new.leader_epoch, list(new.isr))
+                    break
+                kv = await self.etcd.get(kv.key)
 
     async def _keepalive(self) -> None:
         interval = self.ttl_s / 3

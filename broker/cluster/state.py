@@ -3,6 +3,7 @@
 etcd layout under /ringlog/<cluster name>/ (JSON values):
 
     brokers/<id>              {"host", "port"}          under the broker's lease: gone when it dies
+    directories/<id>          the directory.id of the data dir broker <id> last joined with
     controller                {"node_id"}               under the controller's lease
     topics/<name>             {"topic_id", "partitions", "configs", "replicas": [[id, ...], ...]}
     partitions/<topic>/<p>    {"leader", "leader_epoch", "isr", "replicas"}
@@ -103,6 +104,26 @@ def decide(state: PartitionState, live: set[int], *, unclean: bool) -> Partition
         return None
     # Offline: the ISR keeps its last member(s).
     return attrs.evolve(state, leader=NO_LEADER, leader_epoch=state.leader_epoch + 1)
+
+
+def forget_replica(state: PartitionState, node: int, live: set[int]) -> PartitionState | None:
+    """The state once `node`'s copy is known to be gone (its data dir was replaced), or None when
+    the state does not count on it.
+
+    It leaves the ISR, so it can only lead again after catching up as a follower. If it led, the
+    next live ISR member leads with the next epoch; when it was the last in-sync copy, the
+    partition is offline with an empty ISR: nobody holds every acknowledged record, and only
+    unclean election (which says records may be lost) brings it back.
+    """
+    if node not in state.isr and state.leader != node:
+        return None
+    isr = tuple(r for r in state.isr if r != node)
+    if state.leader != node:
+        return attrs.evolve(state, isr=isr)
+    candidates = tuple(r for r in isr if r in live)
+    if candidates:
+        return attrs.evolve(state, leader=candidates[0], leader_epoch=state.leader_epoch + 1, isr=candidates)
+    return attrs.evolve(state, leader=NO_LEADER, leader_epoch=state.leader_epoch + 1, isr=isr)
 
 
 def end_offset_for_epoch(epochs: Sequence[tuple[int, int]], epoch: int, log_end: int) -> tuple[int, int]:

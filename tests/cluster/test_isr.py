@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -168,6 +169,41 @@ def test_a_second_broker_with_a_taken_node_id_is_refused(shared_cluster, tmp_pat
     assert twin.proc.wait(30) == 1
     assert any("node id 1 is already registered" in line for line in twin.lines)
     assert not any("Traceback" in line for line in twin.lines)
+
+
+def test_a_broker_back_with_a_wiped_data_dir_never_leads_what_it_lost(shared_cluster):
+    """The old leader was the last in-sync copy of records (acks=1, followers paused); it dies
+    and comes back with an empty data dir. Electing it would make the empty log the truth; it
+    leaves the ISR instead, the partition stays offline and the followers keep what they hold."""
+    cluster = shared_cluster
+    topic = "wiped"
+    old, replicas, _ = create_replicated(cluster.bootstrap, topic, 1, min_isr=1)[0]
+    followers = [r for r in replicas if r != old]
+    for i in range(3):
+        assert produce(address(cluster, old), topic, b"all-%d" % i) == (0, i)
+    for f in followers:
+        cluster.brokers[f].proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: describe(address(cluster, old), topic)[0][2] == [old], timeout=30,
+                   what="the ISR down to the old leader")
+        assert produce(address(cluster, old), topic, b"only-here", acks=1) == (0, 3)
+        cluster.brokers[old].kill()
+    finally:
+        for f in followers:
+            cluster.brokers[f].proc.send_signal(signal.SIGCONT)
+    live = ",".join(address(cluster, n) for n in followers)
+    wait_until(lambda: (v := describe(live, topic)[0])[0] == -1 and v[2] == [old], timeout=30,
+               what="the partition offline, waiting for its last in-sync replica")
+    shutil.rmtree(cluster.brokers[old].data_dir)
+    cluster.restart(old)
+    assert any("joined before with another data dir" in line for line in cluster.brokers[old].lines)
+    wait_until(lambda: all(describe(address(cluster, n), topic)[0][2] == [] for n in (1, 2, 3)), timeout=30,
+               what="every broker to see the ISR without the wiped replica")
+    assert all(describe(address(cluster, n), topic)[0][0] == -1 for n in (1, 2, 3))
+    for f in followers:
+        assert produce(address(cluster, f), topic, b"refused")[0] == ErrorCode.not_leader_or_follower
+        data = segment_bytes(cluster.partition_dir(f, topic, 0))
+        assert b"all-2" in data  # a follower keeps what it had; nobody truncated it to the empty log
 
 
 def test_aiokafka_producer_follows_a_leader_change(shared_cluster):

@@ -11,6 +11,7 @@ from ringlog.broker.cluster.state import (
     assign_replicas,
     decide,
     end_offset_for_epoch,
+    forget_replica,
     initial_state,
 )
 from ringlog.storage.records import build_batch
@@ -46,6 +47,23 @@ def test_election_from_the_isr_only():
     assert decide(lonely, {3}, unclean=True) == PartitionState(3, 5, (3,), (1, 2, 3))
     # the last ISR member returns: it leads again
     assert decide(offline, {1, 3}, unclean=False) == PartitionState(1, 6, (1,), (1, 2, 3))
+
+
+def test_a_replaced_data_dir_leaves_the_isr_and_never_leads():
+    s = PartitionState(1, 4, (1, 2, 3), (1, 2, 3))
+    # a follower's copy is gone: it leaves the ISR, nothing else changes
+    assert forget_replica(s, 2, {1, 2, 3}) == PartitionState(1, 4, (1, 3), (1, 2, 3))
+    # the leader's copy is gone: the next live ISR member leads with the next epoch
+    assert forget_replica(s, 1, {1, 2, 3}) == PartitionState(2, 5, (2, 3), (1, 2, 3))
+    assert forget_replica(s, 1, {1, 3}) == PartitionState(3, 5, (3,), (1, 2, 3))
+    # it was the last in-sync copy: offline with an empty ISR, which election does not undo
+    lonely = PartitionState(NO_LEADER, 6, (1,), (1, 2, 3))
+    gone = forget_replica(lonely, 1, {1, 2, 3})
+    assert gone == PartitionState(NO_LEADER, 6, (), (1, 2, 3))
+    assert decide(gone, {1, 2, 3}, unclean=False) is None
+    assert decide(lonely, {1, 2, 3}, unclean=False).leader == 1  # what the guard prevents
+    # not in the ISR: nothing to do
+    assert forget_replica(PartitionState(2, 1, (2,), (1, 2)), 1, {1, 2}) is None
 
 
 def test_state_and_topic_round_trip():
@@ -96,3 +114,17 @@ def test_whole_batches_drops_a_cut_last_batch():
     assert whole_batches(bytes(a) + bytes(b)) == [bytes(a), bytes(b)]
     assert whole_batches(bytes(a) + bytes(b)[:-3]) == [bytes(a)]
     assert whole_batches(b"") == []
+
+
+def test_directory_id_is_made_once_and_bound_to_its_node(tmp_path):
+    from ringlog.broker.cluster.node import ClusterJoinError, load_directory_id
+
+    first = load_directory_id(str(tmp_path), 2)
+    assert load_directory_id(str(tmp_path), 2) == first
+    assert "node.id=2" in (tmp_path / "meta.properties").read_text()
+    with pytest.raises(ClusterJoinError, match="belongs to node id 2, not 3"):
+        load_directory_id(str(tmp_path), 3)
+    # a replaced (empty) data dir gets a new id: that is what the cluster notices
+    other = tmp_path / "wiped"
+    other.mkdir()
+    assert load_directory_id(str(other), 2) != first
