@@ -23,6 +23,7 @@ Internal topics (__consumer_offsets) stay local to each broker.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -102,6 +103,8 @@ class ClusterNode:
         self.lease = 0
         self.directory_id = ""
         self.brokers: dict[int, tuple[str, int]] = {}
+        # node id -> listener name -> advertised (host, port), from each broker's registration
+        self.endpoints: dict[int, dict[str, tuple[str, int]]] = {}
         self.controller_id = -1
         self.is_controller = False
         self.controller_changes = 0
@@ -118,10 +121,18 @@ class ClusterNode:
     def key(self, *parts: Any) -> str:
         return self.prefix + "/".join(str(p) for p in parts)
 
-    def live_brokers(self) -> list[tuple[int, str, int]]:
+    def live_brokers(self, listener: str | None = None) -> list[tuple[int, str, int]]:
+        """(node id, host, port) of every live broker; with a listener name, each broker's
+        address on that listener (as Kafka answers Metadata: the listener the request came in
+        on), its first listener's where it has no such listener."""
         known = dict(self.brokers)
         known.setdefault(self.node_id, (self.broker.host, self.broker.port))
-        return [(b, h, p) for b, (h, p) in sorted(known.items())]
+        out = []
+        for b, address in sorted(known.items()):
+            if listener is not None:
+                address = self.endpoints.get(b, {}).get(listener, address)
+            out.append((b, *address))
+        return out
 
     def manages(self, topic: str) -> bool:
         return topic in self.topics
@@ -233,7 +244,9 @@ class ClusterNode:
         for up to two session timeouts, then refuse (another live broker has this id)."""
         self.lease = await self.etcd.lease_grant(self.ttl_s)
         key = self.key("brokers", self.node_id)
-        value = f'{{"host": "{self.broker.host}", "port": {self.broker.port}}}'
+        value = json.dumps({"host": self.broker.host, "port": self.broker.port,
+                            "listeners": {spec.name: [spec.advertised_host, spec.advertised_port]
+                                          for spec in getattr(self.broker, "listeners", ()) if spec.advertised_host}})
         deadline = trio.current_time() + 2 * self.ttl_s + 1
         while True:
             result = await self.etcd.txn([cmp_create_revision(key, 0)], [op_put(key, value, self.lease)])
@@ -353,8 +366,11 @@ class ClusterNode:
                     if ev.type == "PUT":
                         d = ev.kv.json()
                         self.brokers[node] = (str(d["host"]), int(d["port"]))
+                        self.endpoints[node] = {str(name): (str(h), int(p))
+                                                for name, (h, p) in (d.get("listeners") or {}).items()}
                     else:
                         self.brokers.pop(node, None)
+                        self.endpoints.pop(node, None)
                     membership = True
                 elif kind == "controller":
                     if ev.type == "PUT":

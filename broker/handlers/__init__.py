@@ -215,6 +215,12 @@ class RequestContext:
         return self.session.principal if self.session is not None else "User:ANONYMOUS"
 
     @property
+    def listener_name(self) -> str | None:
+        """The name of the listener this request came in on (None without a session)."""
+        listener = self.session.listener if self.session is not None else None
+        return listener.name if listener is not None else None
+
+    @property
     def advertised(self) -> tuple[str, int]:
         """(host, port) of the listener this request came in on, as clients must reach it."""
         address = self.session.advertised if self.session is not None else None

@@ -30,7 +30,7 @@ async def describe_cluster(ctx: RequestContext, request) -> object:
                     cluster_id=broker.cluster_id, controller_id=-1, brokers=())
     if broker.cluster is not None:  # cluster mode: the live brokers etcd lists
         nodes = tuple(make(BrokerCls, broker_id=b, host=h, port=p, rack=None, is_fenced=False)
-                      for b, h, p in broker.cluster.live_brokers())
+                      for b, h, p in broker.cluster.live_brokers(ctx.listener_name))
         controller = broker.cluster.controller_id
     else:
         nodes = (make(BrokerCls, broker_id=broker.node_id, host=ctx.advertised[0], port=ctx.advertised[1], rack=None,

@@ -122,7 +122,7 @@ async def metadata(ctx: RequestContext, request) -> object:
     return make(
         Response,
         throttle_time=datetime.timedelta(0),
-        brokers=tuple(make(Broker_, node_id=b, host=h, port=port, rack=None) for b, h, port in cluster.live_brokers())
+        brokers=tuple(make(Broker_, node_id=b, host=h, port=port, rack=None) for b, h, port in cluster.live_brokers(ctx.listener_name))
         if cluster is not None else (make(Broker_, node_id=node, host=ctx.advertised[0], port=ctx.advertised[1], rack=None),),
         cluster_id=broker.cluster_id,
         controller_id=cluster.controller_id if cluster is not None else node,
