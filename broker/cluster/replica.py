@@ -376,7 +376,11 @@ class ReplicaManager:
         """Cut the log to `offset` and rebuild what depends on its end (producer state, epochs)."""
         async with self.broker.log_lock:
             log.warning("%s-%d: truncating from %d to %d", *part.tp, part.log.log_end_offset, offset)
-            part.log.truncate_to(offset)
+            # File work (ftruncate, a new segment's files) in a worker thread, under the log lock
+            # that every writer of this log takes; shielded, since once it started the log must
+            # finish changing before anything else looks at it.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(part.log.truncate_to, offset)
             await run_deferred(part.log)
 
             end = part.log.log_end_offset
