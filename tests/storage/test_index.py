@@ -182,18 +182,20 @@ def test_entries_are_skipped_not_written_when_no_block_can_be_had(tmp_path: Path
     assert idx.entries == 513
 
 
-def test_a_thousand_empty_partitions_take_under_50_mib(tmp_path: Path) -> None:
+def test_empty_partitions_take_kibibytes_not_20_mib(tmp_path: Path) -> None:
     """The disk cost documented in docs/configuration.md: with the default segment.index.bytes
-    (10 MiB per index file) an empty partition allocates a page per index, not 20 MiB."""
+    (10 MiB per index file) an empty partition allocates a page per index, not 20 MiB. 250
+    partitions (creating each costs fsyncs; the per-partition figure is what is measured)."""
     from ringlog.storage import LogConfig, LogManager
 
+    count = 250
     manager = LogManager.open(tmp_path, LogConfig(), now_ms=0)
     try:
-        for p in range(1000):
+        for p in range(count):
             manager.create("empty", p)
         used = sum(os.stat(os.path.join(root, name)).st_blocks * 512
                    for root, _dirs, names in os.walk(tmp_path) for name in names)
     finally:
         manager.close()
-    print(f"\n1000 empty partitions: {used / 2**20:.1f} MiB allocated")
-    assert used < 50 * 2**20
+    print(f"\n{count} empty partitions: {used / 2**20:.1f} MiB allocated, {used / count / 1024:.1f} KiB each")
+    assert used / count < 50 * 1024  # 50 KiB each (12 KiB measured), against 20 MiB if not sparse
