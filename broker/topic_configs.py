@@ -52,16 +52,6 @@ class InertTopicConfigs:
     segment_jitter_ms: int = setting(
         "segment.jitter.ms", Integer(0), 0, synonym="log.roll.jitter.ms",
         doc="Random jitter subtracted from segment.ms; not implemented.")
-    message_timestamp_difference_max_ms: int = setting(
-        "message.timestamp.difference.max.ms", Integer(0), INT64_MAX,
-        synonym="log.message.timestamp.difference.max.ms",
-        doc="Largest difference between a record's timestamp and the broker's clock; not enforced.")
-    message_timestamp_before_max_ms: int = setting(
-        "message.timestamp.before.max.ms", Integer(0), INT64_MAX, synonym="log.message.timestamp.before.max.ms",
-        doc="How far in the past a record's timestamp may be; not enforced.")
-    message_timestamp_after_max_ms: int = setting(
-        "message.timestamp.after.max.ms", Integer(0), INT64_MAX, synonym="log.message.timestamp.after.max.ms",
-        doc="How far in the future a record's timestamp may be; not enforced.")
     message_downconversion_enable: bool = setting(
         "message.downconversion.enable", Boolean(), True, synonym="log.message.downconversion.enable",
         doc="Down-conversion for old consumers; ringlog serves only record batch v2.")

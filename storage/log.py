@@ -88,6 +88,7 @@ CLEANUP_POLICIES = ("delete", "compact")  # the items cleanup.policy may list, i
 
 
 _DAY_MS = 24 * 3600 * 1000
+INT64_MAX = (1 << 63) - 1
 
 
 @attrs.frozen
@@ -140,6 +141,20 @@ class LogConfig:
         "message.timestamp.type", Choice(TIMESTAMP_TYPES), "CreateTime", synonym="log.message.timestamp.type",
         doc="CreateTime keeps the producer's timestamps; LogAppendTime stamps each batch with the broker's "
             "clock when it is written.")
+    # Checked on produce (broker.handlers.produce, KIP-467 record errors); INT64_MAX is no limit.
+    message_timestamp_before_max_ms: int = setting(
+        "message.timestamp.before.max.ms", Integer(0), INT64_MAX, synonym="log.message.timestamp.before.max.ms",
+        doc="With CreateTime: how far in the past a record's timestamp may be; older records fail their "
+            "batch with INVALID_TIMESTAMP.")
+    message_timestamp_after_max_ms: int = setting(
+        "message.timestamp.after.max.ms", Integer(0), INT64_MAX, synonym="log.message.timestamp.after.max.ms",
+        doc="With CreateTime: how far in the future a record's timestamp may be; later records fail their "
+            "batch with INVALID_TIMESTAMP.")
+    message_timestamp_difference_max_ms: int = setting(
+        "message.timestamp.difference.max.ms", Integer(0), INT64_MAX,
+        synonym="log.message.timestamp.difference.max.ms",
+        doc="Deprecated in Kafka: the limit both ways where message.timestamp.before.max.ms or "
+            "message.timestamp.after.max.ms is not set.")
     # log compaction (storage.compaction), used when cleanup_policy contains "compact"
     delete_retention_ms: int = setting(
         "delete.retention.ms", Integer(0), _DAY_MS, synonym="log.cleaner.delete.retention.ms",

@@ -28,7 +28,8 @@ from kio.schema.errors import ErrorCode
 
 from ringlog.storage.batch import split_batches, validate_batch
 from ringlog.storage.compaction import records_have_keys
-from ringlog.storage.records import DEFAULT_MAX_DECOMPRESSED, check_records, inflate_bound
+from ringlog.storage.log import INT64_MAX
+from ringlog.storage.records import DEFAULT_MAX_DECOMPRESSED, check_records, decode_records, inflate_bound
 from ringlog.storage.errors import DecompressedTooLargeError, StorageError
 
 from ..errors import CloseConnection, KafkaError, error_code_for
@@ -50,6 +51,7 @@ class _Result:
         self.entry: PendingAppend | None = None
         self.base_offset = -1
         self.log_append_time = -1
+        self.record_errors: tuple[tuple[int, str], ...] = ()
 
 
 @handler(api_key=0, min_version=3, max_version=9, advertise_min_version=0, sequential=True)
@@ -110,6 +112,7 @@ async def produce(ctx: RequestContext, request) -> object:
                     continue
                 except KafkaError as exc:
                     res.error, res.message = exc.code, exc.message
+                    res.record_errors = getattr(exc, "record_errors", ())
                     continue
                 if broker.pipelines.active:  # ingest.pipeline of the topic (broker.pipeline_runtime)
                     try:
@@ -186,6 +189,7 @@ async def produce(ctx: RequestContext, request) -> object:
     Response = ctx.response_class()
     TopicResp = nested(Response, "TopicProduceResponse")
     PartResp = nested(Response, "PartitionProduceResponse")
+    RecordError = nested(Response, "BatchIndexAndErrorMessage") if int(request.__version__) >= 8 else None
     return make(
         Response,
         responses=tuple(
@@ -200,7 +204,8 @@ async def produce(ctx: RequestContext, request) -> object:
                         base_offset=res.base_offset,
                         log_append_time=_ts(res.log_append_time),
                         log_start_offset=_log_start(broker, topic, res.index),
-                        record_errors=(),
+                        record_errors=tuple(make(RecordError, batch_index=i, batch_index_error_message=m)
+                                            for i, m in res.record_errors) if RecordError is not None else (),
                         error_message=res.message,
                     )
                     for res in per_topic
@@ -242,7 +247,16 @@ async def _validate_partition(broker, tp, records, config, full_check: bool) -> 
     # A topic allowed larger batches than the broker's limit (its max.message.bytes) gets them
     # compressed too: a batch accepted uncompressed is never refused for being compressed.
     max_decompressed = max(broker.config.message_max_decompressed_bytes, config.max_message_bytes)
-    args = (tp, records, config.max_message_bytes, full_check, "compact" in config.cleanup_policy, max_decompressed)
+    before, after = config.message_timestamp_before_max_ms, config.message_timestamp_after_max_ms
+    # Kafka's transition rule: the deprecated difference applies where before/after are unset.
+    if before == INT64_MAX:
+        before = config.message_timestamp_difference_max_ms
+    if after == INT64_MAX:
+        after = config.message_timestamp_difference_max_ms
+    create_time = config.message_timestamp_type != "LogAppendTime"
+    timestamps = (broker.now_ms(), before, after, create_time) if before < INT64_MAX or after < INT64_MAX else None
+    args = (tp, records, config.max_message_bytes, full_check, "compact" in config.cleanup_policy, max_decompressed,
+            timestamps)
     if records and (_inflate_cost(records, max_decompressed) > _INLINE_INFLATE_BYTES
                     or (full_check and len(records) > _INLINE_FULL_CHECK_BYTES)):
         return await trio.to_thread.run_sync(_validate_in_thread, *args, limiter=broker.record_check_limiter)
@@ -267,9 +281,53 @@ def _validate_in_thread(*args) -> PendingAppend:
         raise exc.with_traceback(None)
 
 
+class RecordErrors(KafkaError):
+    """A batch refused for some of its records (KIP-467): Produce v8+ lists them by their index
+    in the batch, with Kafka's messages."""
+
+    def __init__(self, code: ErrorCode, message: str, record_errors: list[tuple[int, str]]) -> None:
+        super().__init__(code, message)
+        self.record_errors = tuple(record_errors)
+
+
+def _refuse_records(tp, view, header, compacted: bool, timestamps, max_decompressed: int) -> None:
+    """Kafka's LogValidator record checks, for the batches that need them: a key on every record
+    of a compacted topic, and timestamps inside message.timestamp.before/after.max.ms."""
+    name = f"{tp[0]}-{tp[1]}"
+    errors: list[tuple[int, str]] = []
+    timestamp_error = False
+    for index, record in enumerate(decode_records(view, header, max_decompressed=max_decompressed)):
+        if compacted and record.key is None:
+            errors.append((index, f"Compacted topic cannot accept message without key in topic partition {name}"))
+            continue
+        if timestamps is None:
+            continue
+        now, before, after, create_time = timestamps
+        if create_time and record.timestamp != -1:
+            if now - record.timestamp > before or record.timestamp - now > after:
+                timestamp_error = True
+                errors.append((index, f"Timestamp {record.timestamp} of message with offset {record.offset} is out "
+                                      f"of range. The timestamp should be within [{now - before}, {now + after}]"))
+        elif header.is_log_append_time:
+            timestamp_error = True
+            errors.append((index, "Invalid timestamp type in message. Producer should not set timestamp type to "
+                                  "LogAppendTime."))
+    if not errors:
+        return
+    if timestamp_error:
+        raise RecordErrors(ErrorCode.invalid_timestamp, "One or more records have been rejected due to invalid "
+                                                        "timestamp", errors)
+    shown = ", ".join(f"RecordError(batchIndex={i}, message='{m}')" for i, m in errors[:3])
+    raise RecordErrors(ErrorCode.invalid_record, f"One or more records have been rejected due to {len(errors)} record "
+                                                 f"errors in total, and only showing the first three errors at most: "
+                                                 f"[{shown}]", errors)
+
+
 def _validate(tp, records, max_size: int, full_check: bool, compacted: bool = False,
-              max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> PendingAppend:
-    """Runs on the Trio thread or in a worker thread: touches nothing but its arguments."""
+              max_decompressed: int = DEFAULT_MAX_DECOMPRESSED, timestamps=None) -> PendingAppend:
+    """Runs on the Trio thread or in a worker thread: touches nothing but its arguments.
+    `timestamps`: (now ms, before max ms, after max ms, topic uses CreateTime) when the topic
+    limits record timestamps, else None."""
     if not records:
         raise KafkaError(ErrorCode.invalid_record, "no record batches in the request")
     batches: list[bytearray] = []
@@ -282,8 +340,11 @@ def _validate(tp, records, max_size: int, full_check: bool, compacted: bool = Fa
         check_records(view, header, full=full_check, max_decompressed=max_decompressed)
         # Kafka's LogValidator: a compacted topic keeps the latest record per key, so every
         # record needs one.
-        if compacted and not records_have_keys(view, header, max_decompressed=max_decompressed):
-            raise KafkaError(ErrorCode.invalid_record, "compacted topic requires a key on every record")
+        if header.is_control:
+            pass
+        elif timestamps is not None or (compacted and not records_have_keys(view, header,
+                                                                              max_decompressed=max_decompressed)):
+            _refuse_records(tp, view, header, compacted, timestamps, max_decompressed)
         batches.append(bytearray(view))
         headers.append(header)
         size += len(view)

@@ -13,6 +13,7 @@ import struct
 import pytest
 
 from ringlog.client.wire import decode_response, request_class
+from ringlog.storage.records import build_batch
 
 from . import diff_groups as groups
 from . import diff_requests as rq
@@ -113,6 +114,21 @@ def produce_errors(version: int):
         s.call(rq.produce(name, 1, big, version=version), "too large")
         s.call(rq.produce(name, 1, good, acks=2, version=version), "acks 2")
         s.call(rq.fetch(name, [(0, 0), (1, 0)]), "what was stored")
+    return case
+
+
+def produce_record_errors(version: int):
+    """KIP-467: the records a batch is refused for, by index, with Kafka's messages."""
+    def case(s: Side, name: str) -> None:
+        rq.topic(s, name, 1, {"cleanup.policy": "compact", "message.timestamp.before.max.ms": "7200000"})
+        hours = 3_600_000
+        s.call(rq.produce(name, 0, rq.batch([b"a", b"b"], key=None), version=version), "keyless")
+        s.call(rq.produce(name, 0, rq.batch([b"a", b"b", b"c"], ts=-3 * hours), version=version), "too old")
+        keyless_and_old = build_batch([(b"k", b"a", (), rq.T0), (None, b"b", (), rq.T0),
+                                       (b"k", b"c", (), rq.T0 - 3 * hours)])
+        s.call(rq.produce(name, 0, keyless_and_old, version=version), "keyless and too old")
+        s.call(rq.produce(name, 0, rq.batch([b"ok"]), version=version), "good")
+        s.call(rq.fetch(name, [(0, 0)]), "what was stored")
     return case
 
 
@@ -322,6 +338,10 @@ REAL_OFFSETS_ON_ERROR = Known(
     "A partition answered with an error (Produce: CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, INVALID_REQUIRED_ACKS; "
     "Fetch: OFFSET_OUT_OF_RANGE) still carries its real log start offset and high watermark; Kafka "
     "sends -1. Clients ignore these fields when the error code is set.")
+CLOCK_IN_MESSAGE = Known(
+    (r"too old\.responses\[0\]\.partition_responses\[0\]\.record_errors\[\d+\]\.batch_index_error_message$",),
+    "Not a difference of behaviour: the record error of a timestamp out of range names the window around "
+    "each broker's own clock (Kafka's wording, the same on both).")
 NULL_ABORTED_TRANSACTIONS = Known(
     (r"aborted_transactions",),
     "Fetch under read_uncommitted answers an empty aborted_transactions array; Kafka sends null (and an "
@@ -378,6 +398,10 @@ add("metadata_internal_topic", metadata_internal)
 for v in (3, 7, 9):
     # (Produce answers carry log_start_offset from v5)
     add(f"produce_errors_v{v}", produce_errors(v), *([REAL_OFFSETS_ON_ERROR] if v >= 5 else []),
+        NULL_ABORTED_TRANSACTIONS)
+for v in (7, 9):
+    # (record_errors from v8)
+    add(f"produce_record_errors_v{v}", produce_record_errors(v), *([CLOCK_IN_MESSAGE] if v >= 8 else []),
         NULL_ABORTED_TRANSACTIONS)
 add("produce_idempotent", produce_idempotent, DUPLICATE_APPEND_TIME, NULL_ABORTED_TRANSACTIONS)
 for v in (4, 7, 11, 12):
