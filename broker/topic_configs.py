@@ -25,9 +25,6 @@ INT64_MAX = (1 << 63) - 1
 
 @attrs.frozen
 class InertTopicConfigs:
-    compression_type: str = setting(
-        "compression.type", Choice(("producer",)), "producer", synonym="compression.type",
-        doc="Batches are stored as the producer compressed them; only producer is supported.")
     min_insync_replicas: int = setting(
         "min.insync.replicas", Integer(1, bits=32), 1, synonym="min.insync.replicas",
         doc="Cluster mode: in-sync replicas an acks=all write needs (fewer: NOT_ENOUGH_REPLICAS); a single "

@@ -84,6 +84,7 @@ _fdatasync = getattr(os, "fdatasync", os.fsync)
 
 FLUSH_POLICIES = ("always", "interval", "never")
 TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")
+COMPRESSION_TYPES = ("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd")
 CLEANUP_POLICIES = ("delete", "compact")  # the items cleanup.policy may list, in any order
 
 
@@ -141,6 +142,12 @@ class LogConfig:
         "message.timestamp.type", Choice(TIMESTAMP_TYPES), "CreateTime", synonym="log.message.timestamp.type",
         doc="CreateTime keeps the producer's timestamps; LogAppendTime stamps each batch with the broker's "
             "clock when it is written.")
+    # Applied on produce (broker.handlers.produce): batches in another codec are recompressed.
+    compression_type: str = setting(
+        "compression.type", Choice(COMPRESSION_TYPES), "producer", synonym="compression.type",
+        doc="producer stores batches as the producer compressed them; uncompressed, gzip, snappy, lz4 or "
+            "zstd recompresses every batch in another codec on produce (its records, timestamps, producer id "
+            "and sequence unchanged).")
     # Checked on produce (broker.handlers.produce, KIP-467 record errors); INT64_MAX is no limit.
     message_timestamp_before_max_ms: int = setting(
         "message.timestamp.before.max.ms", Integer(0), INT64_MAX, synonym="log.message.timestamp.before.max.ms",

@@ -26,10 +26,10 @@ import struct
 import trio
 from kio.schema.errors import ErrorCode
 
-from ringlog.storage.batch import split_batches, validate_batch
+from ringlog.storage.batch import CODEC_GZIP, CODEC_LZ4, CODEC_NONE, CODEC_SNAPPY, CODEC_ZSTD, split_batches, validate_batch
 from ringlog.storage.compaction import records_have_keys
 from ringlog.storage.log import INT64_MAX
-from ringlog.storage.records import DEFAULT_MAX_DECOMPRESSED, check_records, decode_records, inflate_bound
+from ringlog.storage.records import DEFAULT_MAX_DECOMPRESSED, build_batch, check_records, decode_records, inflate_bound
 from ringlog.storage.errors import DecompressedTooLargeError, StorageError
 
 from ..errors import CloseConnection, KafkaError, error_code_for
@@ -255,10 +255,11 @@ async def _validate_partition(broker, tp, records, config, full_check: bool) -> 
         after = config.message_timestamp_difference_max_ms
     create_time = config.message_timestamp_type != "LogAppendTime"
     timestamps = (broker.now_ms(), before, after, create_time) if before < INT64_MAX or after < INT64_MAX else None
+    target = _TARGET_CODECS.get(config.compression_type)  # None: as the producer compressed it
     args = (tp, records, config.max_message_bytes, full_check, "compact" in config.cleanup_policy, max_decompressed,
-            timestamps)
+            timestamps, target)
     if records and (_inflate_cost(records, max_decompressed) > _INLINE_INFLATE_BYTES
-                    or (full_check and len(records) > _INLINE_FULL_CHECK_BYTES)):
+                    or ((full_check or target is not None) and len(records) > _INLINE_FULL_CHECK_BYTES)):
         return await trio.to_thread.run_sync(_validate_in_thread, *args, limiter=broker.record_check_limiter)
     return _validate(*args)
 
@@ -323,11 +324,29 @@ def _refuse_records(tp, view, header, compacted: bool, timestamps, max_decompres
                                                  f"[{shown}]", errors)
 
 
+_TARGET_CODECS = {"uncompressed": CODEC_NONE, "gzip": CODEC_GZIP, "snappy": CODEC_SNAPPY, "lz4": CODEC_LZ4,
+                  "zstd": CODEC_ZSTD}
+
+
+def _recompress(view, header, codec: int, max_size: int, max_decompressed: int) -> tuple[bytearray, object]:
+    """The batch rebuilt in `codec` (a topic's compression.type), as Kafka's LogValidator does:
+    the same records, timestamps, producer id, epoch, sequence and transactional flag."""
+    records = decode_records(view, header, max_decompressed=max_decompressed)
+    rebuilt = bytearray(build_batch(
+        [(r.key, r.value, r.headers, r.timestamp) for r in records], compression=codec,
+        producer_id=header.producer_id, producer_epoch=header.producer_epoch, base_sequence=header.base_sequence,
+        partition_leader_epoch=header.partition_leader_epoch, transactional=header.is_transactional))
+    # recompressed, it may no longer fit (Kafka: RecordTooLargeException, MESSAGE_TOO_LARGE)
+    return rebuilt, validate_batch(rebuilt, max_size=max_size, from_client=True)
+
+
 def _validate(tp, records, max_size: int, full_check: bool, compacted: bool = False,
-              max_decompressed: int = DEFAULT_MAX_DECOMPRESSED, timestamps=None) -> PendingAppend:
+              max_decompressed: int = DEFAULT_MAX_DECOMPRESSED, timestamps=None,
+              target: int | None = None) -> PendingAppend:
     """Runs on the Trio thread or in a worker thread: touches nothing but its arguments.
     `timestamps`: (now ms, before max ms, after max ms, topic uses CreateTime) when the topic
-    limits record timestamps, else None."""
+    limits record timestamps, else None; `target`: the codec batches are stored in (None: the
+    producer's)."""
     if not records:
         raise KafkaError(ErrorCode.invalid_record, "no record batches in the request")
     batches: list[bytearray] = []
@@ -345,9 +364,13 @@ def _validate(tp, records, max_size: int, full_check: bool, compacted: bool = Fa
         elif timestamps is not None or (compacted and not records_have_keys(view, header,
                                                                               max_decompressed=max_decompressed)):
             _refuse_records(tp, view, header, compacted, timestamps, max_decompressed)
-        batches.append(bytearray(view))
+        if target is not None and header.compression != target and not header.is_control:
+            stored, header = _recompress(view, header, target, max_size, max_decompressed)
+        else:
+            stored = bytearray(view)
+        batches.append(stored)
         headers.append(header)
-        size += len(view)
+        size += len(stored)
     return PendingAppend(tp=tp, batches=batches, headers=headers, size=size)
 
 

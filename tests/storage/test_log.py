@@ -378,7 +378,8 @@ def test_config_topic_names(tmp_path: Path) -> None:
         ({"segment.bytes": "13"}, "invalid value 13 for configuration segment.bytes: must be between 14 and 2147483647"),
         ({"message.timestamp.type": "Now"},
          "invalid value Now for configuration message.timestamp.type: expected one of CreateTime, LogAppendTime"),
-        ({"compression.type": "zstd"}, "unknown configuration key compression.type"),
+        ({"compression.type": "brotli"}, "invalid value brotli for configuration compression.type: expected one of "
+                                          "producer, uncompressed, gzip, snappy, lz4, zstd"),
     ]:
         with pytest.raises(ValueError) as failure:
             LogConfig().with_topic_configs(configs, strict=True)
