@@ -179,6 +179,11 @@ class Writer:
                     size = sum(entry.size for entry in entries)
                     if partition.log.roll_due(size, size, now):
                         await self._prepare_roll(partition)
+                    else:
+                        batches = sum(len(entry.batches) for entry in entries)
+                        if partition.log.index_room_due(batches):
+                            # the index's next blocks (fallocate) in a worker thread as well
+                            await trio.to_thread.run_sync(partition.log.allocate_index_room, batches)
                     start, infos = partition.write(entries, now)
                 except Exception as exc:  # storage rolled back: nothing of this round is visible
                     log.error("append to %s-%d failed: %r", partition.topic, partition.index, exc)

@@ -178,6 +178,18 @@ class _MmapIndex:
         self._allocated = target
         return True
 
+    def allocation_due(self, more_entries: int) -> bool:
+        """Whether `more_entries` more entries would need blocks not allocated yet (then the
+        broker calls allocate_ahead in a worker thread first, so appends on its event loop
+        never wait for fallocate)."""
+        return (self.mutable and (self.entries + more_entries) * self.SIZE > self._allocated
+                and self._allocated < self.max_entries * self.SIZE)
+
+    def allocate_ahead(self, more_entries: int) -> None:
+        """Allocate the blocks `more_entries` more entries need (a whole chunk at least);
+        blocking. On a full disk nothing changes: the appends then skip their entries."""
+        self._allocate_for(min((self.entries + more_entries) * self.SIZE, self.max_entries * self.SIZE))
+
     def trim(self) -> None:
         """Shrink the file to its entries and map it read-only (roll and close)."""
         self._unmap()

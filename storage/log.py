@@ -636,6 +636,19 @@ class PartitionLog:
             or seg.size + size > MAX_SEGMENT_POSITION
         )
 
+    def index_room_due(self, batches: int) -> bool:
+        """Whether appending `batches` batches to the active segment could need index blocks
+        not allocated yet (each batch adds at most one entry to each index)."""
+        seg = self._segments[-1]
+        return seg.index.allocation_due(batches) or seg.time_index.allocation_due(batches)
+
+    def allocate_index_room(self, batches: int) -> None:
+        """Blocking (a worker thread, under the caller's log lock): allocate the index blocks
+        `batches` more batches may need, so the append itself does no fallocate."""
+        seg = self._segments[-1]
+        seg.index.allocate_ahead(batches)
+        seg.time_index.allocate_ahead(batches)
+
     def time_roll_due(self, now_ms: int) -> bool:
         """Whether maybe_roll(now_ms) or apply_retention(now_ms) would start a new segment."""
         seg = self._segments[-1]

@@ -354,6 +354,8 @@ class ReplicaManager:
             size = sum(len(b) for b in batches)
             if plog.roll_due(size, size, now):
                 plog.offer_segment(await trio.to_thread.run_sync(plog.create_next_segment))
+            elif plog.index_room_due(len(batches)):
+                await trio.to_thread.run_sync(plog.allocate_index_room, len(batches))
             plog.append_replicated(batches, now_ms=now)
             cache = self.epochs.setdefault(part.tp, [])
             new_epoch = False
