@@ -67,6 +67,9 @@ NOTICE_INTERVAL_S = 10.0
 # accept() failing for lack of descriptors or memory: wait this long before trying again
 # (trio's serve_listeners does the same, but logs a traceback ten times a second).
 ACCEPT_RETRY_S = 0.1
+# How long a connection whose SASL authentication failed stays open after the answer, unless the
+# client closes it first (no further request is answered).
+AUTH_FAILURE_LINGER_S = 0.5
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
@@ -350,6 +353,15 @@ class Connection:
                 self.inflight -= 1
                 self._last_active = current_time()
                 if self.session.close_after_response:  # a failed SASL authentication
+                    # The close follows the answer by a moment (cut short when the client
+                    # closes first, which ends the reader and this task): a close right behind
+                    # the answer lets some clients (kafka-python 3) see the disconnect before
+                    # the answer, and report a lost connection instead of the failure.
+                    with trio.move_on_after(AUTH_FAILURE_LINGER_S):
+                        async for later in recv_slots:  # nothing after the failure is answered
+                            await later.done.wait()
+                            if later.close is not None:
+                                break
                     return
         # the reader finished (client closed its side, or shutdown) and every response is out
 

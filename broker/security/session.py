@@ -62,6 +62,9 @@ class Session:
 
     def refusal(self, api_key: int, name: str) -> str | None:
         """Why a request of `api_key` may not be served now (the connection then closes), or None."""
+        if self.close_after_response:
+            # after a failure only the answer is sent; nothing is served while the close waits
+            return "a request after a failed SASL authentication"
         if not self.authenticated:
             if api_key in _BEFORE_AUTH:
                 return None
