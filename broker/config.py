@@ -44,6 +44,7 @@ from ringlog.storage.configdef import (
 from ringlog.storage.segment import MAX_SEGMENT_POSITION
 
 from .security.listeners import ListenerList, ProtocolMap
+from .security.principal_rules import PrincipalRules
 from .security.state import SASL_MECHANISMS, config_problem as _security_problem
 from .security.tls import CLIENT_AUTH
 from .topic_configs import TOPIC_CONFIGS
@@ -540,6 +541,12 @@ class BrokerConfig:
         doc="required: TLS clients must present a certificate signed by ssl.ca.location; requested: checked "
             "when presented; none: not asked. The principal of an SSL connection is User:SUBJECT "
             "(\"User:CN=alice,O=example\"), User:ANONYMOUS without a certificate.")
+    ssl_principal_mapping_rules: str = setting(
+        "ssl.principal.mapping.rules", PrincipalRules(), "DEFAULT",
+        doc="Kafka's rules from a client certificate's subject to the principal name, tried in order: "
+            "RULE:pattern/replacement/[LU] (the whole subject must match; $1.. are its groups; L/U lower- or "
+            "upper-case the result) and DEFAULT (the subject as it is). No rule matching fails the "
+            "authentication.")
     sasl_enabled_mechanisms: str = setting(
         "sasl.enabled.mechanisms", CommaList(SASL_MECHANISMS), "SCRAM-SHA-256,SCRAM-SHA-512",
         doc="Mechanisms SASL listeners offer. PLAIN sends the password itself: offer it on SASL_SSL only.")

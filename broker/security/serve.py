@@ -14,6 +14,7 @@ from ..logging_setup import event
 from .listeners import ListenerSpec
 from .session import ANONYMOUS, Session
 from .state import SecurityState
+from .principal_rules import NoMatchingRule, principal_for
 from .tls import principal_name
 
 log = logging.getLogger("ringlog.security")
@@ -76,5 +77,15 @@ async def secure(state: SecurityState | None, spec: ListenerSpec, stream: trio.S
     if not spec.sasl:
         subject = principal_name(tls_stream.getpeercert())
         if subject is not None:
-            principal = f"User:{subject}"
+            try:
+                principal = f"User:{principal_for(state.principal_rules, subject)}"
+            except NoMatchingRule as exc:
+                log.info("Failed authentication with %s (SSL: %s)", peer, exc,
+                         extra=event("authentication_failed", peer=peer, listener=spec.name, mechanism="SSL",
+                                     reason=str(exc)))
+                delay = state.failures.record(host)
+                if delay:
+                    await trio.sleep(delay)
+                await trio.aclose_forcefully(tls_stream)
+                return None
     return tls_stream, Session(spec, state, host, principal)

@@ -12,6 +12,7 @@ import trio
 
 from .authorizer import Acl, Authorizer
 from .listeners import ListenerSpec, parse_listeners
+from .principal_rules import parse_rules
 from .store import ACLS, Credentials, StoreError, read_json, write_json
 from .tls import TlsContexts
 
@@ -68,6 +69,8 @@ class SecurityState:
         self.max_reauth_ms = config.connections_max_reauth_ms
         self.max_token_bytes = config.sasl_server_max_receive_size
         self.failures = FailureDelay(config.connection_failed_authentication_delay_ms)
+        # certificate subject -> principal name (checked when the config was read)
+        self.principal_rules = parse_rules(config.ssl_principal_mapping_rules)
         self._save_lock = trio.Lock()
 
     @classmethod
