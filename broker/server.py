@@ -141,6 +141,9 @@ class Connection:
         self.session = session if session is not None else Session(None, None)
         # sendfile needs the socket itself; a TLS stream gets the bytes through it instead
         self._send_region = sendfile_region if isinstance(stream, trio.SocketStream) else send_region_copy
+        # trio clock until which no further request is read (a client quota's throttle, KIP-219);
+        # 0.0 when not throttled, the one test the read loop makes per request
+        self.muted_until = 0.0
 
     async def serve(self) -> None:
         config = self.broker.config
@@ -189,6 +192,8 @@ class Connection:
             if frame is not None:
                 self._frame_started = None  # the frame being waited for is complete
             while frame is not None:
+                if self.muted_until:
+                    await self._wait_unmuted()
                 routed = self.router.route(frame)
                 if self.session.locked and not isinstance(routed, Reject):
                     routed = self._gate(routed)
@@ -208,7 +213,7 @@ class Connection:
                     slot.set(routed.data)
                 else:
                     ctx = RequestContext(self.broker, routed.header, peer=self.peer, connection_id=self.id,
-                                         session=self.session)
+                                         session=self.session, connection=self)
                     slot.header = routed.header
                     nursery.start_soon(self._run_handler, routed, ctx, slot)
                     if routed.spec.sequential:
@@ -227,6 +232,20 @@ class Connection:
                 # in the dispatch above (a full ring, a full pipeline) is the broker's, not the
                 # client's.
                 self._frame_begun()
+
+    def throttle(self, throttle_ms: int) -> None:
+        """Mute for `throttle_ms` from now (a longer mute already running stays)."""
+        until = trio.current_time() + throttle_ms / 1000
+        if until > self.muted_until:
+            self.muted_until = until
+
+    async def _wait_unmuted(self) -> None:
+        # The wait is the broker's doing, not the client's: the request read timeout starts
+        # after it (below), and with nothing in flight the idle clock restarts after it.
+        while trio.current_time() < self.muted_until:
+            await trio.sleep_until(self.muted_until)
+        self.muted_until = 0.0
+        self._last_active = trio.current_time()
 
     def _gate(self, routed: Dispatch | Immediate) -> Dispatch | Immediate | Reject:
         """Before SASL authentication (or after its session ended) only the SASL requests pass."""
@@ -249,7 +268,8 @@ class Connection:
         idle = _seconds(config.connections_max_idle_ms)
         # With a request in flight the connection is busy, however long that takes (a long-poll
         # fetch, a produce held by a full ring): look again one idle period from now.
-        due = (self._last_active if self.inflight == 0 else now) + idle
+        # Muted by a client quota: the wait is the broker's, not idleness.
+        due = (self._last_active if self.inflight == 0 and not self.muted_until else now) + idle
         if self._frame_started is not None:
             due = min(due, self._frame_started + _seconds(config.socket_request_read_timeout_ms))
         return due
@@ -259,7 +279,8 @@ class Connection:
         started = self._frame_started
         if started is not None and now - started >= _seconds(config.socket_request_read_timeout_ms):
             return SOCKET_REQUEST_READ_TIMEOUT
-        if self.inflight == 0 and now - self._last_active >= _seconds(config.connections_max_idle_ms):
+        if self.inflight == 0 and not self.muted_until and \
+                now - self._last_active >= _seconds(config.connections_max_idle_ms):
             return CONNECTIONS_MAX_IDLE
         return None
 
@@ -697,6 +718,7 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
         broker = Broker(config, logs, metadata, metrics=metrics, producer_states=states, rebuilt_batches=rebuilt)
         broker.security = security
         broker.authorizer = security.authorizer
+        broker.quotas.load(security.quota_entities)
         router = Router()
         async with trio.open_nursery() as root:
             conn_nursery_holder: list[trio.Nursery] = []

@@ -35,6 +35,7 @@ from ringlog.storage.errors import DecompressedTooLargeError, StorageError
 from ..errors import CloseConnection, KafkaError, error_code_for
 from ..ingest import PendingAppend, RingFull
 from ..logging_setup import event
+from ..quotas import PRODUCER_BYTE_RATE
 from ..security import authorizer as acl
 from . import RequestContext, handler, make, nested
 
@@ -162,6 +163,8 @@ async def produce(ctx: RequestContext, request) -> object:
         if failed:
             topic, res = failed[0]
             raise CloseConnection(f"acks=0 produce to {topic}-{res.index} failed: {res.error.name}")
+        if broker.quotas.produce_on:  # client quotas (broker.quotas): mute only, no answer
+            _quota_throttle(ctx, request)
         return _no_response()
 
     for topic, per_topic in results:
@@ -186,6 +189,8 @@ async def produce(ctx: RequestContext, request) -> object:
                 if broker.log_config_for(topic).message_timestamp_type == "LogAppendTime":
                     res.log_append_time = int(first.log_append_time)
 
+    if broker.quotas.produce_on:  # client quotas (broker.quotas)
+        throttle_ms = max(throttle_ms, _quota_throttle(ctx, request))
     Response = ctx.response_class()
     TopicResp = nested(Response, "TopicProduceResponse")
     PartResp = nested(Response, "PartitionProduceResponse")
@@ -215,6 +220,15 @@ async def produce(ctx: RequestContext, request) -> object:
         ),
         throttle_time=datetime.timedelta(milliseconds=throttle_ms),
     )
+
+
+def _quota_throttle(ctx: RequestContext, request) -> int:
+    """Count the request's record bytes against the client's producer_byte_rate; the throttle
+    time (the connection is muted for it)."""
+    size = sum(len(p.records) for t in request.topic_data for p in t.partition_data if p.records is not None)
+    throttle_ms = ctx.broker.quotas.record(PRODUCER_BYTE_RATE, ctx.principal, ctx.client_id, size, ctx.now_ms())
+    ctx.throttle(throttle_ms)
+    return throttle_ms
 
 
 # Inflated bytes a partition's compressed batches may reach and still be checked on the Trio
