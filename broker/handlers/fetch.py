@@ -14,6 +14,11 @@ Rules (Kafka's, KIP-74):
     partitions in request order; an incremental one reads the session's partitions and lists
     those with something new;
   * empty record sets are length 0, never null.
+  * client quotas (broker.quotas, when a consumer_byte_rate is set anywhere): max_bytes is cut
+    to what the client's quota lets through in one window; after the long poll the answer's
+    record bytes are counted, and over the quota the answer lists no partition, carries
+    throttle_time_ms, counts nothing, and mutes the connection (Kafka's throttled answer; an
+    incremental session moves to its next epoch).
 
 Response layout (v4-12; "flex" = v12: compact arrays/strings are uvarint N+1, tagged-field sections
 are one 0 byte)::

@@ -10,6 +10,10 @@ group commit (acks 1/all are the same on a single node: written, and fsynced und
 
 acks=0: no response at all; an error closes the connection (the only signal the client gets).
 
+Client quotas (broker.quotas): when a producer_byte_rate is set anywhere, the request's record
+bytes are counted against the client's quota once the answer is ready; over it, the answer
+carries throttle_time_ms and the connection reads nothing more for that long (acks=0 too).
+
 A partition whose records may take long to check is checked in a worker thread: inflating a
 compressed batch takes about a millisecond per MiB, up to the limit, and must not stall the
 other connections. What the codec headers say bounds that cost (storage.records.inflate_bound):
