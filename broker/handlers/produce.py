@@ -11,8 +11,8 @@ group commit (acks 1/all are the same on a single node: written, and fsynced und
 acks=0: no response at all; an error closes the connection (the only signal the client gets).
 
 Client quotas (broker.quotas): when a producer_byte_rate is set anywhere, the request's record
-bytes are counted against the client's quota once the answer is ready; over it, the answer
-carries throttle_time_ms and the connection reads nothing more for that long (acks=0 too).
+bytes are counted against the client's quota as the request is read; over it, the answer
+carries throttle_time_ms and the connection reads no further request for that long (acks=0 too).
 
 A partition whose records may take long to check is checked in a worker thread: inflating a
 compressed batch takes about a millisecond per MiB, up to the limit, and must not stall the
@@ -68,6 +68,10 @@ async def produce(ctx: RequestContext, request) -> object:
     throttle_ms = 0
     results: list[tuple[str, list[_Result]]] = []
     try:
+        if broker.quotas.produce_on:
+            # client quotas (broker.quotas): counted and muted before the next request is read
+            # (Kafka reads a connection's next request only after this one's answer)
+            throttle_ms = _quota_throttle(ctx, request)
         for topic_data in request.topic_data:
             name = topic_data.name
             info = broker.metadata.get(name)
@@ -146,7 +150,7 @@ async def produce(ctx: RequestContext, request) -> object:
                     part.abort_producers(entry.headers)
                     res.error = ErrorCode.not_enough_replicas
                     res.message = f"broker is busy, retry: {exc}"
-                    throttle_ms = broker.config.backpressure_throttle_ms
+                    throttle_ms = max(throttle_ms, broker.config.backpressure_throttle_ms)
                     continue
                 except KafkaError as exc:  # deleted while waiting for ring space
                     part.abort_producers(entry.headers)
@@ -167,8 +171,6 @@ async def produce(ctx: RequestContext, request) -> object:
         if failed:
             topic, res = failed[0]
             raise CloseConnection(f"acks=0 produce to {topic}-{res.index} failed: {res.error.name}")
-        if broker.quotas.produce_on:  # client quotas (broker.quotas): mute only, no answer
-            _quota_throttle(ctx, request)
         return _no_response()
 
     for topic, per_topic in results:
@@ -193,8 +195,6 @@ async def produce(ctx: RequestContext, request) -> object:
                 if broker.log_config_for(topic).message_timestamp_type == "LogAppendTime":
                     res.log_append_time = int(first.log_append_time)
 
-    if broker.quotas.produce_on:  # client quotas (broker.quotas)
-        throttle_ms = max(throttle_ms, _quota_throttle(ctx, request))
     Response = ctx.response_class()
     TopicResp = nested(Response, "TopicProduceResponse")
     PartResp = nested(Response, "PartitionProduceResponse")

@@ -126,7 +126,13 @@ async def _describe(bootstrap: str, entity=None, strict: bool = False):
 def broker(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("quotas") / "data")
     with BrokerThread(_config(data_dir)) as b:
+        _run(_create_topic, b.bootstrap)
         yield b
+
+
+async def _create_topic(bootstrap: str):
+    async with open_admin(bootstrap) as admin:
+        await admin.create_topics(["quota-topic"], exist_ok=True)
 
 
 def test_alter_and_describe_with_kafkas_rules(broker):
@@ -249,6 +255,51 @@ def test_a_consumer_is_held_near_its_byte_rate_across_fetch_sessions(broker):
         assert free_rate > 5 * LIMIT, free_rate
     finally:
         _run(_alter, bs, [({"user": "ANONYMOUS", "client-id": "slow-reader"}, {CONSUMER_BYTE_RATE: None})])
+
+
+async def _two_pipelined_produces(host: str, port: int, client_id: str, first_bytes: int):
+    """Two Produce requests written back to back on one connection (ringlog's client does not
+    hold back on throttle_time_ms): (first answer's throttle ms, seconds between the answers)."""
+    from ringlog.client.connection import ApiKey, open_connection
+    from ringlog.storage.records import build_batch
+
+    async with trio.open_nursery() as nursery:
+        conn = await open_connection(nursery, host, port, client_id=client_id)
+        try:
+            b = conn.make(ApiKey.PRODUCE)
+
+            def request(size: int):
+                batch = build_batch([(None, b"x" * size, (), 0)])
+                return b(transactional_id=None, acks=1, timeout=10_000, topic_data=(b(
+                    "TopicProduceData", name="quota-topic",
+                    partition_data=(b("PartitionProduceData", index=0, records=batch),)),))
+
+            first, second = conn.submit(request(first_bytes)), conn.submit(request(10))
+            answer = await conn.wait(first)
+            answered = trio.current_time()
+            await conn.wait(second)
+            gap = trio.current_time() - answered
+            throttle = int(answer.throttle_time.total_seconds() * 1000)
+            assert all(p.error_code == 0 for t in answer.responses for p in t.partition_responses)
+            return throttle, gap
+        finally:
+            await conn.aclose()
+            nursery.cancel_scope.cancel()
+
+
+def test_the_broker_reads_nothing_more_from_a_throttled_connection(broker):
+    _run(_alter, broker.bootstrap, [({"client-id": "pipelined"}, {PRODUCER_BYTE_RATE: LIMIT})])
+    try:
+        # 300 KB against 200 KB/s over at least one 1 s window: (300 - 200) / 200 * 1 s = 500 ms
+        throttle, gap = _run(_two_pipelined_produces, broker.host, broker.port, "pipelined", 300_000)
+        assert 400 <= throttle <= 600, throttle
+        # the second request, already sent, is read only once the throttle time has passed
+        assert gap >= throttle / 1000 - 0.05, (throttle, gap)
+        # another client id is not held back
+        throttle, gap = _run(_two_pipelined_produces, broker.host, broker.port, "unlimited", 300_000)
+        assert throttle == 0 and gap < 0.3
+    finally:
+        _run(_alter, broker.bootstrap, [({"client-id": "pipelined"}, {PRODUCER_BYTE_RATE: None})])
 
 
 def test_quotas_survive_a_restart(tmp_path):
