@@ -325,3 +325,23 @@ def test_quota_requests_need_cluster_config_acls(tmp_path):
             _run(_alter, b.bootstrap, [({"user": "alice"}, {PRODUCER_BYTE_RATE: 1.0})])
         assert info.value.code == 31  # CLUSTER_AUTHORIZATION_FAILED
         assert b.broker.quotas.entities == {}
+
+
+def test_the_quotas_command(broker, capsys):
+    from ringlog.client.cli import main
+
+    bs = ["--bootstrap", broker.bootstrap]
+    assert main(["quotas", "alter", *bs, "--user", "erin", "--default-client-id",
+                 "--set", "producer_byte_rate=1048576", "--set", "consumer_byte_rate=2048"]) == 0
+    assert main(["quotas", "describe", *bs, "--user", "erin"]) == 0
+    out = capsys.readouterr().out
+    assert "client-id=<default>,user=erin" in out and "producer_byte_rate=1048576" in out
+    # refusals are one line and a non-zero exit
+    assert main(["quotas", "alter", *bs, "--user", "erin", "--set", "producer_byte_rate=1.5"]) == 1
+    assert "cannot be a fractional value" in capsys.readouterr().err
+    assert main(["quotas", "alter", *bs, "--set", "producer_byte_rate=1"]) == 2
+    assert main(["quotas", "alter", *bs, "--user", "erin", "--default-client-id",
+                 "--delete", "producer_byte_rate", "--delete", "consumer_byte_rate"]) == 0
+    capsys.readouterr()
+    assert main(["quotas", "describe", *bs, "--user", "erin", "--json"]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
