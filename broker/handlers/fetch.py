@@ -189,6 +189,7 @@ def _quota_throttle(ctx: RequestContext, total: int) -> int:
     throttle_ms = quotas.record(CONSUMER_BYTE_RATE, ctx.principal, ctx.client_id, total, now)
     if throttle_ms:
         quotas.unrecord(CONSUMER_BYTE_RATE, ctx.principal, ctx.client_id, total, now)
+        ctx.broker.metrics.throttled(CONSUMER_BYTE_RATE, throttle_ms)
         ctx.throttle(throttle_ms)
     return throttle_ms
 

@@ -231,7 +231,9 @@ def _quota_throttle(ctx: RequestContext, request) -> int:
     time (the connection is muted for it)."""
     size = sum(len(p.records) for t in request.topic_data for p in t.partition_data if p.records is not None)
     throttle_ms = ctx.broker.quotas.record(PRODUCER_BYTE_RATE, ctx.principal, ctx.client_id, size, ctx.now_ms())
-    ctx.throttle(throttle_ms)
+    if throttle_ms:
+        ctx.broker.metrics.throttled(PRODUCER_BYTE_RATE, throttle_ms)
+        ctx.throttle(throttle_ms)
     return throttle_ms
 
 

@@ -295,6 +295,11 @@ def test_the_broker_reads_nothing_more_from_a_throttled_connection(broker):
         assert 400 <= throttle <= 600, throttle
         # the second request, already sent, is read only once the throttle time has passed
         assert gap >= throttle / 1000 - 0.05, (throttle, gap)
+        async def render():
+            return broker.broker.metrics.render().decode()
+
+        metrics = broker.call(render)
+        assert 'ringlog_quota_throttled_requests_total{quota="producer_byte_rate"}' in metrics
         # another client id is not held back
         throttle, gap = _run(_two_pipelined_produces, broker.host, broker.port, "unlimited", 300_000)
         assert throttle == 0 and gap < 0.3
