@@ -6,7 +6,8 @@ Quota entities and keys
 An entity names a `user` (the name of the connection's principal, "alice" for User:alice,
 "ANONYMOUS" without authentication), a `client-id`, or both; a name of None is the `<default>`
 of that type. Each entity holds values for `producer_byte_rate` and `consumer_byte_rate`
-(bytes/s, whole numbers) -- Kafka's keys for the same entities.
+(bytes/s, whole numbers) and `request_percentage` (the share of one thread's time the client's
+requests may take on the broker's Trio thread, 100 = all of it) -- Kafka's keys.
 
 Which quota applies (Kafka's order: the first entity that holds a value for the key wins):
 
@@ -28,8 +29,12 @@ still served, and the throttle time is what brings the rate back to the limit if
 came: (rate - limit) / limit * window span. The answer carries it as throttle_time_ms, and the
 connection reads no further request until it has passed (Kafka mutes the channel).
 
-Cost when nothing is configured: the produce and fetch handlers test one attribute
-(`produce_on`, `fetch_on`); no bucket exists.
+request_percentage counts the time each request's handler task runs on the Trio thread
+(TaskTime, a Trio instrument installed only while some request_percentage is set), as percent
+of a second, and bounds its throttle to one window, as Kafka does.
+
+Cost when nothing is configured: the produce and fetch handlers and the connection's request
+runner test one attribute each (`produce_on`, `fetch_on`, `request_on`); no bucket exists.
 
 The entities persist in the data dir as `security/quotas.json` (broker.security.store's
 atomic write), `{"version": 1, "quotas": [{"entity": {"user": "alice"}, "values":
@@ -38,15 +43,16 @@ atomic write), `{"version": 1, "quotas": [{"entity": {"user": "alice"}, "values"
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 PRODUCER_BYTE_RATE = "producer_byte_rate"
 CONSUMER_BYTE_RATE = "consumer_byte_rate"
-# Kafka's other keys for user/client-id entities, not enforced by this broker
 REQUEST_PERCENTAGE = "request_percentage"
+# Kafka's other key for user/client-id entities, not enforced by this broker
 CONTROLLER_MUTATION_RATE = "controller_mutation_rate"
-ENFORCED_KEYS = (PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE)
-KAFKA_KEYS = (*ENFORCED_KEYS, REQUEST_PERCENTAGE, CONTROLLER_MUTATION_RATE)
+ENFORCED_KEYS = (PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE, REQUEST_PERCENTAGE)
+KAFKA_KEYS = (*ENFORCED_KEYS, CONTROLLER_MUTATION_RATE)
 
 USER, CLIENT_ID, IP = "user", "client-id", "ip"
 ENTITY_TYPES = (USER, CLIENT_ID)
@@ -88,14 +94,19 @@ def make_entity(pairs: Any) -> Entity:
 
 
 def check_value(key: str, value: float) -> None:
-    """Kafka's checks of a value set by AlterClientQuotas (QuotaConfig's key types)."""
-    if key in (REQUEST_PERCENTAGE, CONTROLLER_MUTATION_RATE):
+    """Kafka's checks of a value set by AlterClientQuotas (QuotaConfig's key types: the byte
+    rates are LONGs, request_percentage a DOUBLE)."""
+    if key == CONTROLLER_MUTATION_RATE:
         raise QuotaError(f"{key} is not enforced by this broker; the quota keys it enforces are "
                          f"{', '.join(ENFORCED_KEYS)}")
     if key not in ENFORCED_KEYS:
         raise QuotaError(f"Invalid configuration key {key}")
     if not value > 0.0:  # NaN too
         raise QuotaError(f"Quota {key} must be greater than 0")
+    if key == REQUEST_PERCENTAGE:
+        if math.isinf(value):
+            raise QuotaError(f"Quota {key} must be finite")
+        return
     if value > 2**63 - 1:
         raise QuotaError(f"Proposed value for {key} is too large for a LONG.")
     if abs(math.fmod(value, 1.0)) > 1e-6:
@@ -168,6 +179,9 @@ class ClientQuotas:
         self._buckets: dict[tuple, Rate] = {}
         self.produce_on = False
         self.fetch_on = False
+        self.request_on = False
+        # the Trio instrument that times request handlers while request_on (broker.server)
+        self.task_time = TaskTime()
 
     # --- the table -------------------------------------------------------------------------
 
@@ -198,6 +212,7 @@ class ClientQuotas:
         self._resolved = {}
         self.produce_on = PRODUCER_BYTE_RATE in by_key
         self.fetch_on = CONSUMER_BYTE_RATE in by_key
+        self.request_on = REQUEST_PERCENTAGE in by_key
 
     def describe(self, components: list[tuple[str, int, str | None]], strict: bool) -> list[tuple[Entity, dict[str, float]]]:
         """The entities a DescribeClientQuotas filter matches (Kafka's ClientQuotasImage rules;
@@ -280,7 +295,9 @@ class ClientQuotas:
         return found[1] if found is not None else None
 
     def record(self, key: str, principal: str, client_id: str | None, value: float, now_ms: int) -> int:
-        """Count `value` bytes; the throttle time in ms (0 while within the quota)."""
+        """Count `value` (bytes; for request_percentage the percent of a second of handler
+        time); the throttle time in ms (0 while within the quota). A request_percentage
+        throttle is at most one window, as Kafka bounds it."""
         found = self._resolve(key, user_name(principal), client_id or "")
         if found is None:
             return 0
@@ -294,7 +311,8 @@ class ClientQuotas:
         observed = rate.measure(now_ms)
         if observed <= limit:
             return 0
-        return int(round((observed - limit) / limit * rate.window_size_ms(now_ms)))
+        throttle = int(round((observed - limit) / limit * rate.window_size_ms(now_ms)))
+        return min(throttle, self.window_ms) if key == REQUEST_PERCENTAGE else throttle
 
     def unrecord(self, key: str, principal: str, client_id: str | None, value: float, now_ms: int) -> None:
         """Take back what `record` counted (a throttled fetch is answered empty, as in Kafka)."""
@@ -312,6 +330,42 @@ class ClientQuotas:
 
     def _sweep(self, now_ms: int) -> None:
         self._buckets = {k: r for k, r in self._buckets.items() if now_ms - r.last_ms < _IDLE_BUCKET_MS}
+
+
+class TaskTime:
+    """A Trio instrument (trio.lowlevel.add_instrument) timing the steps of the tasks in
+    `watched`: the time a request's handler task runs on the Trio thread, not the time it waits
+    (Kafka's request_percentage counts the time of its request handler threads). One step runs
+    at a time on the one thread, so one slot holds the step being timed."""
+
+    def __init__(self) -> None:
+        self.watched: dict[Any, int] = {}  # task -> nanoseconds run
+        self.installed = False
+        self._step: tuple[Any, int] | None = None
+
+    def watch(self, task: Any) -> None:
+        """Time `task` from now (called from inside its current step)."""
+        self.watched[task] = 0
+        self._step = (task, time.perf_counter_ns())
+
+    def unwatch(self, task: Any) -> int:
+        """Stop timing `task` (called from inside its current step); the nanoseconds it ran."""
+        ran = self.watched.pop(task, 0)
+        step = self._step
+        if step is not None and step[0] is task:
+            self._step = None
+            ran += time.perf_counter_ns() - step[1]
+        return ran
+
+    def before_task_step(self, task: Any) -> None:
+        if task in self.watched:
+            self._step = (task, time.perf_counter_ns())
+
+    def after_task_step(self, task: Any) -> None:
+        step = self._step
+        if step is not None and step[0] is task:
+            self._step = None
+            self.watched[task] += time.perf_counter_ns() - step[1]
 
 
 class UnsupportedEntity(QuotaError):

@@ -18,6 +18,8 @@ accepting, stop reading requests, let the writer drain the rings and the in-flig
 """
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import errno
 import itertools
 import logging
@@ -43,8 +45,10 @@ from .core import Broker, load_producer_states
 from .errors import CloseConnection
 from .ingest import run_deferred
 from .handlers import NO_RESPONSE, RawResponse, RequestContext
+from .handlers.client_quotas import sync_task_time
 from .logging_setup import event
 from .metrics import BrokerMetrics
+from .quotas import REQUEST_PERCENTAGE
 from .metadata import TopicStore
 from .router import Dispatch, Immediate, Reject, Router
 from .security import serve as security_serve
@@ -322,8 +326,16 @@ class Connection:
 
     async def _run_handler(self, routed: Dispatch, ctx: RequestContext, slot: _Slot) -> None:
         started = time.perf_counter()
+        quotas = self.broker.quotas
+        timed = quotas.request_on  # request_percentage quotas: time this task's steps
+        if timed:
+            task = trio.lowlevel.current_task()
+            quotas.task_time.watch(task)
         try:
             result = await routed.spec.func(ctx, routed.request)
+            if timed:
+                timed = False
+                result = _request_quota(ctx, routed, result, quotas.task_time.unwatch(task))
             self.broker.metrics.handled(routed.spec.name, result, time.perf_counter() - started)
             if result is NO_RESPONSE or isinstance(result, RawResponse):
                 slot.set(result)
@@ -340,6 +352,8 @@ class Connection:
                           self.id, self.peer, routed.spec.name, ctx.api_version)
             slot.fail(repr(exc))
         finally:
+            if timed:
+                quotas.task_time.unwatch(task)
             ctx.release_reader()
             if not slot.done.is_set():  # cancelled
                 slot.fail("cancelled")
@@ -389,6 +403,34 @@ class Connection:
             await self._send_region(self.stream, chunk)
         if pending:
             await self.stream.send_all(pending)
+
+
+def _request_quota(ctx: RequestContext, routed: Dispatch, result: Any, ran_ns: int) -> Any:
+    """Count a request's handler time against the client's request_percentage (Kafka's request
+    quota: percent of a second per second); over it, the answer's throttle_time_ms (the larger
+    of it and a byte-rate throttle already there) and the mute. Exempt as in Kafka: Produce with
+    acks=0 (no answer) and followers' fetches."""
+    if result is NO_RESPONSE:
+        return result
+    if routed.header.api_key == 1 and int(getattr(routed.request, "replica_id", -1)) >= 0:
+        return result
+    broker = ctx.broker
+    throttle_ms = broker.quotas.record(REQUEST_PERCENTAGE, ctx.principal, ctx.client_id, ran_ns / 1e7, ctx.now_ms())
+    if not throttle_ms:
+        return result
+    broker.metrics.throttled(REQUEST_PERCENTAGE, throttle_ms)
+    ctx.throttle(throttle_ms)
+    if isinstance(result, RawResponse):  # Fetch: the body starts with throttle_time_ms
+        first = bytes(result.chunks[0])
+        current = int.from_bytes(first[:4], "big", signed=True)
+        if throttle_ms > current:
+            first = throttle_ms.to_bytes(4, "big", signed=True) + first[4:]
+            return attrs.evolve(result, chunks=[first, *result.chunks[1:]])
+        return result
+    current = getattr(result, "throttle_time", None)
+    if isinstance(current, datetime.timedelta) and current.total_seconds() * 1000 < throttle_ms:
+        return dataclasses.replace(result, throttle_time=datetime.timedelta(milliseconds=throttle_ms))
+    return result
 
 
 async def sendfile_region(stream: trio.SocketStream, region: Any) -> None:
@@ -719,6 +761,7 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
         broker.security = security
         broker.authorizer = security.authorizer
         broker.quotas.load(security.quota_entities)
+        sync_task_time(broker.quotas)
         router = Router()
         async with trio.open_nursery() as root:
             conn_nursery_holder: list[trio.Nursery] = []
@@ -766,6 +809,9 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
                 with trio.CancelScope(shield=True):
                     await _graceful_stop(broker, listener_scope)
                 root.cancel_scope.cancel()
+                if broker.quotas.task_time.installed:  # the instrument must not outlive the broker
+                    trio.lowlevel.remove_instrument(broker.quotas.task_time)
+                    broker.quotas.task_time.installed = False
         with trio.CancelScope(shield=True):
             await _close_producer_state(broker)
             await trio.to_thread.run_sync(logs.close)

@@ -269,7 +269,8 @@ class Admin(Lifetime):
 
     async def alter_client_quotas(self, alterations: Iterable[tuple[Mapping[str, str | None], Mapping[str, float | None]]],
                                   *, validate_only: bool = False) -> None:
-        """Set (a value) or remove (None) quota keys ("producer_byte_rate", "consumer_byte_rate")
+        """Set (a value) or remove (None) quota keys ("producer_byte_rate", "consumer_byte_rate",
+        "request_percentage")
         of entities ({"user": "alice"}, {"client-id": None} for the default client id, ...)."""
         conn = await self.cluster.any_connection()
         b = conn.make(ApiKey.ALTER_CLIENT_QUOTAS)

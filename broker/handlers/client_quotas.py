@@ -4,10 +4,11 @@ broker.quotas, managed by Kafka admin clients (`kafka-configs --entity-type user
 Describing needs DESCRIBE_CONFIGS on the cluster, altering ALTER_CONFIGS (when the authorizer is
 on), as in Kafka. A filter Kafka refuses is answered with its error and message for the whole
 request (INVALID_REQUEST, or UNSUPPORTED_VERSION for an unknown entity type); an alteration is
-checked per entity with Kafka's rules and messages (unknown or unenforced key, value not > 0 or
-fractional, empty or duplicate entity, a key twice), and an entity with a refused operation
-changes nothing. validate_only checks without changing. The changed table is saved to
-`security/quotas.json` in a worker thread before the answer leaves.
+checked per entity with Kafka's rules and messages (unknown or unenforced key, value not > 0,
+a fractional byte rate, empty or duplicate entity, a key twice), and an entity with a refused
+operation changes nothing. validate_only checks without changing. The changed table is saved to
+`security/quotas.json` in a worker thread before the answer leaves; a request_percentage quota
+installs the handler-time instrument (sync_task_time), the last one removed takes it out.
 """
 from __future__ import annotations
 
@@ -95,8 +96,23 @@ async def alter_client_quotas(ctx: RequestContext, request) -> object:
             log.info("%s altered the client quotas of %s: %s", ctx.principal, _show(entity),
                      ", ".join(f"{k}={'removed' if v is None else f'{v:g}'}" for k, v in ops.items()),
                      extra=event("client_quotas_altered", principal=ctx.principal, entity=_show(entity)))
+        sync_task_time(quotas)
         await ctx.broker.security.save_quotas(quotas.snapshot())
     return make(Response, throttle_time=ZERO, entries=tuple(results))
+
+
+def sync_task_time(quotas) -> None:
+    """Install the handler-time instrument (broker.quotas.TaskTime) while a request_percentage
+    quota exists, and remove it when none is left (it times every task step meanwhile)."""
+    import trio
+
+    timer = quotas.task_time
+    if quotas.request_on and not timer.installed:
+        trio.lowlevel.add_instrument(timer)
+        timer.installed = True
+    elif not quotas.request_on and timer.installed:
+        trio.lowlevel.remove_instrument(timer)
+        timer.installed = False
 
 
 def _show(entity) -> str:

@@ -19,7 +19,7 @@ from ._common import CONNECT_TIMEOUT
 def register(subparsers: argparse._SubParsersAction) -> None:
     quotas = subparsers.add_parser(
         "quotas", help="describe and alter client quotas",
-        description="The client quotas (producer_byte_rate, consumer_byte_rate) of a running broker.",
+        description="The client quotas (producer_byte_rate, consumer_byte_rate, request_percentage) of a running broker.",
     )
     sub = quotas.add_subparsers(dest="quotas_command", metavar="ACTION")
     sub.required = True

@@ -10,8 +10,8 @@ import pytest
 import trio
 
 from ringlog.broker.config import BrokerConfig
-from ringlog.broker.quotas import (CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE, ClientQuotas, QuotaError, Rate,
-                                   UnsupportedEntity, make_entity)
+from ringlog.broker.quotas import (CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE, REQUEST_PERCENTAGE, ClientQuotas,
+                                   QuotaError, Rate, TaskTime, UnsupportedEntity, check_value, make_entity)
 from ringlog.broker.testing import BrokerThread
 from ringlog.client.admin import open_admin
 from ringlog.client.errors import KafkaError
@@ -95,6 +95,38 @@ def test_kafkas_refusals_of_entities_filters_and_values():
         quotas.describe([("user", 2, None), ("user", 1, None)], False)
 
 
+def test_request_percentage_is_a_double_and_its_throttle_is_at_most_a_window():
+    check_value(REQUEST_PERCENTAGE, 12.5)  # Kafka's DOUBLE: fractions allowed
+    with pytest.raises(QuotaError, match="cannot be a fractional value"):
+        check_value(PRODUCER_BYTE_RATE, 12.5)
+    quotas = ClientQuotas(samples=11, window_seconds=1)
+    quotas.alter(make_entity([("user", None)]), {REQUEST_PERCENTAGE: 1.0})
+    assert quotas.request_on and not quotas.produce_on
+    # 500 % (5 s of handler time at once) against 1 %: far over, bounded to the 1 s window
+    assert quotas.record(REQUEST_PERCENTAGE, "User:alice", "c", 500.0, 1_000) == 1000
+
+
+def test_task_time_counts_running_not_waiting():
+    timer = TaskTime()
+
+    async def main():
+        trio.lowlevel.add_instrument(timer)
+        try:
+            task = trio.lowlevel.current_task()
+            timer.watch(task)
+            busy_until = time.perf_counter() + 0.03
+            while time.perf_counter() < busy_until:  # 30 ms running, in the first step
+                pass
+            await trio.sleep(0.1)                    # 100 ms waiting
+            ran = timer.unwatch(task)
+        finally:
+            trio.lowlevel.remove_instrument(timer)
+        return ran
+
+    ran_ms = trio.run(main) / 1e6
+    assert 30 <= ran_ms < 80, ran_ms
+
+
 # --- a real broker ---------------------------------------------------------------------------
 
 
@@ -154,7 +186,7 @@ def test_alter_and_describe_with_kafkas_rules(broker):
     for ops, message in [({"bytes_per_second": 1}, "Invalid configuration key bytes_per_second"),
                          ({PRODUCER_BYTE_RATE: 0}, "must be greater than 0"),
                          ({PRODUCER_BYTE_RATE: 10.5}, "cannot be a fractional value"),
-                         ({"request_percentage": 50}, "request_percentage is not enforced")]:
+                         ({"controller_mutation_rate": 5}, "controller_mutation_rate is not enforced")]:
         with pytest.raises(KafkaError) as info:
             _run(_alter, bs, [({"user": "dave"}, ops)])
         assert info.value.code == 42 and message in str(info.value)
@@ -305,6 +337,39 @@ def test_the_broker_reads_nothing_more_from_a_throttled_connection(broker):
         assert throttle == 0 and gap < 0.3
     finally:
         _run(_alter, broker.bootstrap, [({"client-id": "pipelined"}, {PRODUCER_BYTE_RATE: None})])
+
+
+async def _metadata_storm(host: str, port: int, client_id: str, seconds: float):
+    """Metadata requests one after another for `seconds`: (answers, largest throttle ms)."""
+    from ringlog.client.connection import ApiKey, open_connection
+
+    answers, throttle = 0, 0
+    async with trio.open_nursery() as nursery:
+        conn = await open_connection(nursery, host, port, client_id=client_id)
+        try:
+            b = conn.make(ApiKey.METADATA)
+            deadline = trio.current_time() + seconds
+            while trio.current_time() < deadline:
+                resp = await conn.request(b(topics=None, allow_auto_topic_creation=False))
+                answers += 1
+                throttle = max(throttle, int(resp.throttle_time.total_seconds() * 1000))
+        finally:
+            await conn.aclose()
+            nursery.cancel_scope.cancel()
+    return answers, throttle
+
+
+def test_request_percentage_holds_back_a_client_that_keeps_the_broker_busy(broker):
+    # 0.5 % of the Trio thread: a few ms of handler time per second
+    _run(_alter, broker.bootstrap, [({"client-id": "busy"}, {REQUEST_PERCENTAGE: 0.5})])
+    try:
+        busy, throttle = _run(_metadata_storm, broker.host, broker.port, "busy", 1.5)
+        free, free_throttle = _run(_metadata_storm, broker.host, broker.port, "idle", 1.5)
+        assert throttle > 0 and free_throttle == 0
+        assert busy * 3 < free, (busy, free)
+    finally:
+        _run(_alter, broker.bootstrap, [({"client-id": "busy"}, {REQUEST_PERCENTAGE: None})])
+    assert not broker.broker.quotas.task_time.installed  # removed with the last such quota
 
 
 def test_quotas_survive_a_restart(tmp_path):
