@@ -133,11 +133,8 @@ def test_task_time_counts_running_not_waiting():
 def _config(data_dir: str, **more) -> BrokerConfig:
     # 2 samples of 1 s: a new client's first burst counts as one second's worth (Kafka's 11 x 1 s
     # would let 10 s worth through first, longer than these tests run)
-    # would let 10 s worth through first, longer than these tests run). Segments of 1 MiB: an
-    # index growing past its first 4 KiB is allocated on the Trio thread today (the writer's
-    # append), which the blocking-call guard of tests/conftest.py refuses.
-    return BrokerConfig(data_dir=data_dir, listen_port=0, quota_window_num=2, quota_window_size_seconds=1,
-                        topic_defaults={"segment.bytes": str(1 << 20)}, **more)
+    # would let 10 s worth through first, longer than these tests run)
+    return BrokerConfig(data_dir=data_dir, listen_port=0, quota_window_num=2, quota_window_size_seconds=1, **more)
 
 
 def _run(coro_fn, *args):
