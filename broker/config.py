@@ -571,6 +571,14 @@ class BrokerConfig:
     allow_everyone_if_no_acl_found: bool = setting(
         "allow.everyone.if.no.acl.found", Boolean(), False,
         doc="With the authorizer on: whether a resource no ACL names is open to everyone.")
+    # client quotas (broker.quotas, set with AlterClientQuotas); Kafka's names and defaults
+    quota_window_num: int = setting(
+        "quota.window.num", Integer(1, bits=32), 11,
+        doc="Samples a client quota's byte rate is measured over; a new client's rate counts at least "
+            "(samples - 1) windows of time, so its first burst is not mistaken for a high rate.")
+    quota_window_size_seconds: int = setting(
+        "quota.window.size.seconds", Integer(1, bits=32), 1,
+        doc="Length of one client quota sample.")
 
     def log_config(self):
         """The default storage LogConfig: storage defaults, then topic_defaults, then fsync."""

@@ -174,6 +174,10 @@ class Broker:
 
         # the transaction coordinator; its task (load of __transaction_state, timers) too
         self.txn = TxnRuntime(self)
+        from .quotas import ClientQuotas
+
+        # client quotas (AlterClientQuotas; loaded from the data dir by broker.server)
+        self.quotas = ClientQuotas(config.quota_window_num, config.quota_window_size_seconds)
         self.metrics.attach(self)
 
     # --- small queries -------------------------------------------------------------------------

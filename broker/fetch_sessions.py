@@ -149,6 +149,17 @@ class FetchSessionCache:
             return topics, session.id if session is not None else INVALID_SESSION_ID
         return topics, INVALID_SESSION_ID
 
+    def throttled(self, plan: Plan) -> int:
+        """The session id of an answer throttled by a client quota, which lists no partition
+        (Kafka's getThrottledResponse): an incremental session moves on to its next epoch and
+        keeps what it was last told; a full fetch opens no session."""
+        if plan.incremental:
+            session = plan.session
+            assert session is not None
+            session.epoch = 1 if session.epoch >= 0x7FFFFFFF else session.epoch + 1
+            return session.id
+        return INVALID_SESSION_ID
+
     # --- the cache ---------------------------------------------------------------------------
 
     def _create(self, requested: tuple, topics: list) -> Session | None:

@@ -259,6 +259,7 @@ class BrokerMetrics:
         fsync(seconds, error=None)           one fsync round
         fetched(topics) -> first error code  one Fetch answer (bytes out per topic)
         backpressure(tp, mode)               a batch met a full ring
+        throttled(quota, ms)                 a client quota throttled an answer
         connection_accepted() / connection_refused(limit) / connection_closed(limit)
         storage_failed(operation, error)
     """
@@ -274,6 +275,8 @@ class BrokerMetrics:
         self.rejects: dict[str, int] = {}
         self.backpressure_events: dict[tuple[str, str, str], int] = {}
         self.storage_errors: dict[str, int] = {}
+        self.quota_throttled: dict[str, int] = {}        # quota key -> throttled answers
+        self.quota_throttle_seconds: dict[str, float] = {}
         self.connections_accepted = 0
         self.connections_refused: dict[str, int] = {}   # limit -> count
         self.connections_closed: dict[str, int] = {}    # limit -> count
@@ -365,6 +368,10 @@ class BrokerMetrics:
         key = (tp[0], str(tp[1]), mode)
         self.backpressure_events[key] = self.backpressure_events.get(key, 0) + 1
 
+    def throttled(self, quota: str, throttle_ms: int) -> None:
+        self.quota_throttled[quota] = self.quota_throttled.get(quota, 0) + 1
+        self.quota_throttle_seconds[quota] = self.quota_throttle_seconds.get(quota, 0.0) + throttle_ms / 1000
+
     def connection_accepted(self) -> None:
         self.connections_accepted += 1
 
@@ -401,6 +408,10 @@ class BrokerMetrics:
                        ["topic", "partition", "mode"], self.backpressure_events)
         yield _counter("ringlog_storage_errors", "Failed log appends, fsync rounds and topic deletions.",
                        ["operation"], self.storage_errors)
+        yield _counter("ringlog_quota_throttled_requests", "Answers throttled by a client quota (throttle_time_ms > 0).",
+                       ["quota"], {(k,): v for k, v in self.quota_throttled.items()})
+        yield _counter("ringlog_quota_throttle_seconds", "Throttle time handed out by client quotas.",
+                       ["quota"], {(k,): v for k, v in self.quota_throttle_seconds.items()})
         yield _counter("ringlog_connections_accepted", "Client connections accepted.", [], {(): self.connections_accepted})
         yield _counter("ringlog_connections_refused",
                        "Client connections closed at once because a connection limit was reached.",

@@ -18,6 +18,8 @@ accepting, stop reading requests, let the writer drain the rings and the in-flig
 """
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import errno
 import itertools
 import logging
@@ -43,8 +45,10 @@ from .core import Broker, load_producer_states
 from .errors import CloseConnection
 from .ingest import run_deferred
 from .handlers import NO_RESPONSE, RawResponse, RequestContext
+from .handlers.client_quotas import sync_task_time
 from .logging_setup import event
 from .metrics import BrokerMetrics
+from .quotas import REQUEST_PERCENTAGE
 from .metadata import TopicStore
 from .router import Dispatch, Immediate, Reject, Router
 from .security import serve as security_serve
@@ -144,6 +148,9 @@ class Connection:
         self.session = session if session is not None else Session(None, None)
         # sendfile needs the socket itself; a TLS stream gets the bytes through it instead
         self._send_region = sendfile_region if isinstance(stream, trio.SocketStream) else send_region_copy
+        # trio clock until which no further request is read (a client quota's throttle, KIP-219);
+        # 0.0 when not throttled, the one test the read loop makes per request
+        self.muted_until = 0.0
 
     async def serve(self) -> None:
         config = self.broker.config
@@ -192,6 +199,8 @@ class Connection:
             if frame is not None:
                 self._frame_started = None  # the frame being waited for is complete
             while frame is not None:
+                if self.muted_until:
+                    await self._wait_unmuted()
                 routed = self.router.route(frame)
                 if self.session.locked and not isinstance(routed, Reject):
                     routed = self._gate(routed)
@@ -211,7 +220,7 @@ class Connection:
                     slot.set(routed.data)
                 else:
                     ctx = RequestContext(self.broker, routed.header, peer=self.peer, connection_id=self.id,
-                                         session=self.session)
+                                         session=self.session, connection=self)
                     slot.header = routed.header
                     nursery.start_soon(self._run_handler, routed, ctx, slot)
                     if routed.spec.sequential:
@@ -230,6 +239,20 @@ class Connection:
                 # in the dispatch above (a full ring, a full pipeline) is the broker's, not the
                 # client's.
                 self._frame_begun()
+
+    def throttle(self, throttle_ms: int) -> None:
+        """Mute for `throttle_ms` from now (a longer mute already running stays)."""
+        until = trio.current_time() + throttle_ms / 1000
+        if until > self.muted_until:
+            self.muted_until = until
+
+    async def _wait_unmuted(self) -> None:
+        # The wait is the broker's doing, not the client's: the request read timeout starts
+        # after it (below), and with nothing in flight the idle clock restarts after it.
+        while trio.current_time() < self.muted_until:
+            await trio.sleep_until(self.muted_until)
+        self.muted_until = 0.0
+        self._last_active = trio.current_time()
 
     def _gate(self, routed: Dispatch | Immediate) -> Dispatch | Immediate | Reject:
         """Before SASL authentication (or after its session ended) only the SASL requests pass."""
@@ -252,7 +275,8 @@ class Connection:
         idle = _seconds(config.connections_max_idle_ms)
         # With a request in flight the connection is busy, however long that takes (a long-poll
         # fetch, a produce held by a full ring): look again one idle period from now.
-        due = (self._last_active if self.inflight == 0 else now) + idle
+        # Muted by a client quota: the wait is the broker's, not idleness.
+        due = (self._last_active if self.inflight == 0 and not self.muted_until else now) + idle
         if self._frame_started is not None:
             due = min(due, self._frame_started + _seconds(config.socket_request_read_timeout_ms))
         return due
@@ -262,7 +286,8 @@ class Connection:
         started = self._frame_started
         if started is not None and now - started >= _seconds(config.socket_request_read_timeout_ms):
             return SOCKET_REQUEST_READ_TIMEOUT
-        if self.inflight == 0 and now - self._last_active >= _seconds(config.connections_max_idle_ms):
+        if self.inflight == 0 and not self.muted_until and \
+                now - self._last_active >= _seconds(config.connections_max_idle_ms):
             return CONNECTIONS_MAX_IDLE
         return None
 
@@ -304,8 +329,16 @@ class Connection:
 
     async def _run_handler(self, routed: Dispatch, ctx: RequestContext, slot: _Slot) -> None:
         started = time.perf_counter()
+        quotas = self.broker.quotas
+        timed = quotas.request_on  # request_percentage quotas: time this task's steps
+        if timed:
+            task = trio.lowlevel.current_task()
+            quotas.task_time.watch(task)
         try:
             result = await routed.spec.func(ctx, routed.request)
+            if timed:
+                timed = False
+                result = _request_quota(ctx, routed, result, quotas.task_time.unwatch(task))
             self.broker.metrics.handled(routed.spec.name, result, time.perf_counter() - started)
             if result is NO_RESPONSE or isinstance(result, RawResponse):
                 slot.set(result)
@@ -322,6 +355,8 @@ class Connection:
                           self.id, self.peer, routed.spec.name, ctx.api_version)
             slot.fail(repr(exc))
         finally:
+            if timed:
+                quotas.task_time.unwatch(task)
             ctx.release_reader()
             if not slot.done.is_set():  # cancelled
                 slot.fail("cancelled")
@@ -380,6 +415,34 @@ class Connection:
             await self._send_region(self.stream, chunk)
         if pending:
             await self.stream.send_all(pending)
+
+
+def _request_quota(ctx: RequestContext, routed: Dispatch, result: Any, ran_ns: int) -> Any:
+    """Count a request's handler time against the client's request_percentage (Kafka's request
+    quota: percent of a second per second); over it, the answer's throttle_time_ms (the larger
+    of it and a byte-rate throttle already there) and the mute. Exempt as in Kafka: Produce with
+    acks=0 (no answer) and followers' fetches."""
+    if result is NO_RESPONSE:
+        return result
+    if routed.header.api_key == 1 and int(getattr(routed.request, "replica_id", -1)) >= 0:
+        return result
+    broker = ctx.broker
+    throttle_ms = broker.quotas.record(REQUEST_PERCENTAGE, ctx.principal, ctx.client_id, ran_ns / 1e7, ctx.now_ms())
+    if not throttle_ms:
+        return result
+    broker.metrics.throttled(REQUEST_PERCENTAGE, throttle_ms)
+    ctx.throttle(throttle_ms)
+    if isinstance(result, RawResponse):  # Fetch: the body starts with throttle_time_ms
+        first = bytes(result.chunks[0])
+        current = int.from_bytes(first[:4], "big", signed=True)
+        if throttle_ms > current:
+            first = throttle_ms.to_bytes(4, "big", signed=True) + first[4:]
+            return attrs.evolve(result, chunks=[first, *result.chunks[1:]])
+        return result
+    current = getattr(result, "throttle_time", None)
+    if isinstance(current, datetime.timedelta) and current.total_seconds() * 1000 < throttle_ms:
+        return dataclasses.replace(result, throttle_time=datetime.timedelta(milliseconds=throttle_ms))
+    return result
 
 
 async def sendfile_region(stream: trio.SocketStream, region: Any) -> None:
@@ -709,6 +772,8 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
         broker = Broker(config, logs, metadata, metrics=metrics, producer_states=states, rebuilt_batches=rebuilt)
         broker.security = security
         broker.authorizer = security.authorizer
+        broker.quotas.load(security.quota_entities)
+        sync_task_time(broker.quotas)
         router = Router()
         async with trio.open_nursery() as root:
             conn_nursery_holder: list[trio.Nursery] = []
@@ -756,6 +821,9 @@ async def _open_broker(config: BrokerConfig, metrics: BrokerMetrics) -> AsyncIte
                 with trio.CancelScope(shield=True):
                     await _graceful_stop(broker, listener_scope)
                 root.cancel_scope.cancel()
+                if broker.quotas.task_time.installed:  # the instrument must not outlive the broker
+                    trio.lowlevel.remove_instrument(broker.quotas.task_time)
+                    broker.quotas.task_time.installed = False
         with trio.CancelScope(shield=True):
             await _close_producer_state(broker)
             await trio.to_thread.run_sync(logs.close)

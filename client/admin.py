@@ -244,6 +244,43 @@ class Admin(Lifetime):
             if r.error_code:
                 raise KafkaError(r.error_code, getattr(r, "error_message", None) or name)
 
+    # --- client quotas (KIP-546)
+
+    async def describe_client_quotas(self, entity: Mapping[str, str | None] | None = None, *,
+                                     strict: bool = False) -> list[tuple[dict[str, str | None], dict[str, float]]]:
+        """(entity, {key: value}) of the quota entities that match: `entity` maps an entity type
+        ("user", "client-id") to a name, None for its <default>, or "*" for any name of that
+        type; strict leaves out entities with other types too. Nothing: every entity."""
+        conn = await self.cluster.any_connection()
+        b = conn.make(ApiKey.DESCRIBE_CLIENT_QUOTAS)
+        components = []
+        for entity_type, name in (entity or {}).items():
+            if name == "*":
+                components.append(b("ComponentData", entity_type=entity_type, match_type=2, match=None))
+            elif name is None:
+                components.append(b("ComponentData", entity_type=entity_type, match_type=1, match=None))
+            else:
+                components.append(b("ComponentData", entity_type=entity_type, match_type=0, match=name))
+        resp = await conn.request(b(components=components, strict=strict))
+        if resp.error_code:
+            raise KafkaError(resp.error_code, resp.error_message or "DescribeClientQuotas")
+        return [({e.entity_type: e.entity_name for e in entry.entity}, {v.key: float(v.value) for v in entry.values})
+                for entry in resp.entries or ()]
+
+    async def alter_client_quotas(self, alterations: Iterable[tuple[Mapping[str, str | None], Mapping[str, float | None]]],
+                                  *, validate_only: bool = False) -> None:
+        """Set (a value) or remove (None) quota keys ("producer_byte_rate", "consumer_byte_rate",
+        "request_percentage")
+        of entities ({"user": "alice"}, {"client-id": None} for the default client id, ...)."""
+        conn = await self.cluster.any_connection()
+        b = conn.make(ApiKey.ALTER_CLIENT_QUOTAS)
+        entries = [b("EntryData", entity=[b("EntityData", entity_type=t, entity_name=n) for t, n in entity.items()],
+                     ops=[b("OpData", key=k, value=float(v or 0.0), remove=v is None) for k, v in ops.items()])
+                   for entity, ops in alterations]
+        resp = await conn.request(b(entries=entries, validate_only=validate_only))
+        _raise_errors({tuple((e.entity_type, e.entity_name) for e in r.entity): KafkaError(r.error_code, r.error_message or "")
+                       for r in resp.entries if r.error_code})
+
     # --- groups
 
     async def list_groups(self) -> list[tuple[str, str]]:

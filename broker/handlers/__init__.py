@@ -53,6 +53,7 @@ What a handler receives: `RequestContext`
   ctx.now_ms()      wall clock in milliseconds
   ctx.response_class()  the kio response class of this API and version
   ctx.release_reader()  (sequential handlers) let the connection read its next request
+  ctx.throttle(ms)      read no further request from this connection for ms (client quotas)
   ctx.principal     "User:NAME" (SASL or client certificate), "User:ANONYMOUS" otherwise
   ctx.advertised    (host, port) of the listener the client connected to (Metadata's brokers)
   ctx.authorize(op, resource_type, name) / ctx.authorized(op, resource_type, names) /
@@ -184,6 +185,8 @@ class RequestContext:
     connection_id: int = 0
     # broker.security.session.Session of the connection: principal, listener (None: no connection)
     session: Any = None
+    # broker.server.Connection the request came on (None: no connection), for throttling
+    connection: Any = None
     _reader_released: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -206,6 +209,12 @@ class RequestContext:
 
     def release_reader(self) -> None:
         self._reader_released.set()
+
+    def throttle(self, throttle_ms: int) -> None:
+        """Read no further request from this connection for `throttle_ms` (a client quota was
+        exceeded: KIP-219, Kafka mutes the channel once the answer with throttle_time_ms is sent)."""
+        if throttle_ms > 0 and self.connection is not None:
+            self.connection.throttle(throttle_ms)
 
     # --- security (broker.security): cheap when the authorizer is off (one attribute test) ---
 

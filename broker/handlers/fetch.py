@@ -14,6 +14,11 @@ Rules (Kafka's, KIP-74):
     partitions in request order; an incremental one reads the session's partitions and lists
     those with something new;
   * empty record sets are length 0, never null.
+  * client quotas (broker.quotas, when a consumer_byte_rate is set anywhere): max_bytes is cut
+    to what the client's quota lets through in one window; after the long poll the answer's
+    record bytes are counted, and over the quota the answer lists no partition, carries
+    throttle_time_ms, counts nothing, and mutes the connection (Kafka's throttled answer; an
+    incremental session moves to its next epoch).
 
 Response layout (v4-12; "flex" = v12: compact arrays/strings are uvarint N+1, tagged-field sections
 are one 0 byte)::
@@ -46,6 +51,7 @@ from ringlog.storage.errors import OffsetOutOfRangeError, StorageError
 
 from .. import fetch_sessions
 from ..errors import error_code_for
+from ..quotas import CONSUMER_BYTE_RATE
 from ..security import authorizer as acl
 from . import RawResponse, RequestContext, handler
 
@@ -68,13 +74,15 @@ class PartitionSlice:
     aborted: tuple = ()  # (producer id, first offset) of aborted transactions (read_committed)
 
 
-def plan_fetch(broker: Any, request: Any, denied: frozenset[str] = frozenset()
+def plan_fetch(broker: Any, request: Any, denied: frozenset[str] = frozenset(), max_bytes: int | None = None
                ) -> tuple[list[tuple[str, list[PartitionSlice]]], int, bool]:
     """Read every requested partition's slice; (topics, total bytes, any error). Topics in
-    `denied` (no READ) get TOPIC_AUTHORIZATION_FAILED."""
+    `denied` (no READ) get TOPIC_AUTHORIZATION_FAILED; `max_bytes` lowers the request's."""
     remaining = int(request.max_bytes) if request.max_bytes is not None else 0x7FFFFFFF
     if remaining <= 0:
         remaining = 0x7FFFFFFF
+    if max_bytes is not None:
+        remaining = min(remaining, max_bytes)
     total = 0
     any_error = False
     topics = []
@@ -172,6 +180,20 @@ def encode_fetch(version: int, topics: list[tuple[str, list[PartitionSlice]]], *
     return chunks
 
 
+def _quota_throttle(ctx: RequestContext, total: int) -> int:
+    """Count an answer's record bytes against the client's consumer_byte_rate. Over the quota:
+    the bytes are taken back (the answer will carry none, as in Kafka), the connection is muted,
+    and the throttle time is returned."""
+    quotas = ctx.broker.quotas
+    now = ctx.now_ms()
+    throttle_ms = quotas.record(CONSUMER_BYTE_RATE, ctx.principal, ctx.client_id, total, now)
+    if throttle_ms:
+        quotas.unrecord(CONSUMER_BYTE_RATE, ctx.principal, ctx.client_id, total, now)
+        ctx.broker.metrics.throttled(CONSUMER_BYTE_RATE, throttle_ms)
+        ctx.throttle(throttle_ms)
+    return throttle_ms
+
+
 def _array_len(n: int, flex: bool) -> bytes:
     return write_unsigned_varint(n + 1) if flex else _I32.pack(n)
 
@@ -200,8 +222,15 @@ async def fetch(ctx: RequestContext, request) -> RawResponse:
     deadline = trio.current_time() + max_wait_s
     denied = (frozenset(t.topic for t in request.topics) if follower_denied
               else ctx.denied(acl.READ, acl.TOPIC, (t.topic for t in request.topics)))
+    quota_bytes = None
+    if broker.quotas.fetch_on:
+        # Kafka: no more than the quota lets through in one window, or the answer would be
+        # throttled whatever came before it
+        quota_bytes = broker.quotas.max_bytes_in_window(CONSUMER_BYTE_RATE, ctx.principal, ctx.client_id)
+        if quota_bytes is not None:
+            min_bytes = min(min_bytes, quota_bytes)
     while True:
-        topics, total, any_error = plan_fetch(broker, request, denied)
+        topics, total, any_error = plan_fetch(broker, request, denied, quota_bytes)
         if total >= min_bytes or any_error or trio.current_time() >= deadline:
             break
         # Long-poll: one event registered with every requested partition; the writer sets it on
@@ -224,6 +253,12 @@ async def fetch(ctx: RequestContext, request) -> RawResponse:
             finally:
                 for state in states:
                     state.waiters.discard(event)
+    if quota_bytes is not None:  # client quotas (broker.quotas)
+        throttle_ms = _quota_throttle(ctx, total)
+        if throttle_ms:
+            # Kafka's throttled answer: no partitions, the session kept (its epoch moves on)
+            return RawResponse(encode_fetch(ctx.api_version, [], throttle_ms=throttle_ms,
+                                            session_id=sessions.throttled(session_plan)))
     topics, session_id = sessions.finish(session_plan, topics)
     return RawResponse(encode_fetch(ctx.api_version, topics, session_id=session_id),
                        error_code=broker.metrics.fetched(topics))

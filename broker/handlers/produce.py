@@ -10,6 +10,10 @@ group commit (acks 1/all are the same on a single node: written, and fsynced und
 
 acks=0: no response at all; an error closes the connection (the only signal the client gets).
 
+Client quotas (broker.quotas): when a producer_byte_rate is set anywhere, the request's record
+bytes are counted against the client's quota as the request is read; over it, the answer
+carries throttle_time_ms and the connection reads no further request for that long (acks=0 too).
+
 A partition whose records may take long to check is checked in a worker thread: inflating a
 compressed batch takes about a millisecond per MiB, up to the limit, and must not stall the
 other connections. What the codec headers say bounds that cost (storage.records.inflate_bound):
@@ -35,6 +39,7 @@ from ringlog.storage.errors import DecompressedTooLargeError, StorageError
 from ..errors import CloseConnection, KafkaError, error_code_for
 from ..ingest import PendingAppend, RingFull
 from ..logging_setup import event
+from ..quotas import PRODUCER_BYTE_RATE
 from ..security import authorizer as acl
 from . import RequestContext, handler, make, nested
 
@@ -63,6 +68,10 @@ async def produce(ctx: RequestContext, request) -> object:
     throttle_ms = 0
     results: list[tuple[str, list[_Result]]] = []
     try:
+        if broker.quotas.produce_on:
+            # client quotas (broker.quotas): counted and muted before the next request is read
+            # (Kafka reads a connection's next request only after this one's answer)
+            throttle_ms = _quota_throttle(ctx, request)
         for topic_data in request.topic_data:
             name = topic_data.name
             info = broker.metadata.get(name)
@@ -141,7 +150,7 @@ async def produce(ctx: RequestContext, request) -> object:
                     part.abort_producers(entry.headers)
                     res.error = ErrorCode.not_enough_replicas
                     res.message = f"broker is busy, retry: {exc}"
-                    throttle_ms = broker.config.backpressure_throttle_ms
+                    throttle_ms = max(throttle_ms, broker.config.backpressure_throttle_ms)
                     continue
                 except KafkaError as exc:  # deleted while waiting for ring space
                     part.abort_producers(entry.headers)
@@ -215,6 +224,17 @@ async def produce(ctx: RequestContext, request) -> object:
         ),
         throttle_time=datetime.timedelta(milliseconds=throttle_ms),
     )
+
+
+def _quota_throttle(ctx: RequestContext, request) -> int:
+    """Count the request's record bytes against the client's producer_byte_rate; the throttle
+    time (the connection is muted for it)."""
+    size = sum(len(p.records) for t in request.topic_data for p in t.partition_data if p.records is not None)
+    throttle_ms = ctx.broker.quotas.record(PRODUCER_BYTE_RATE, ctx.principal, ctx.client_id, size, ctx.now_ms())
+    if throttle_ms:
+        ctx.broker.metrics.throttled(PRODUCER_BYTE_RATE, throttle_ms)
+        ctx.throttle(throttle_ms)
+    return throttle_ms
 
 
 # Inflated bytes a partition's compressed batches may reach and still be checked on the Trio

@@ -13,7 +13,7 @@ import trio
 from .authorizer import Acl, Authorizer
 from .listeners import ListenerSpec, parse_listeners
 from .principal_rules import parse_rules
-from .store import ACLS, Credentials, StoreError, read_json, write_json
+from .store import ACLS, QUOTAS, Credentials, StoreError, read_json, write_json
 from .tls import TlsContexts
 
 log = logging.getLogger("ringlog.security")
@@ -58,7 +58,8 @@ class FailureDelay:
 
 class SecurityState:
     def __init__(self, config: Any, listeners: list[ListenerSpec], credentials: Credentials,
-                 tls: TlsContexts | None, authorizer: Authorizer | None) -> None:
+                 tls: TlsContexts | None, authorizer: Authorizer | None,
+                 quota_entities: dict | None = None) -> None:
         self.config = config
         self.data_dir = config.data_dir
         self.listeners = listeners
@@ -71,6 +72,8 @@ class SecurityState:
         self.failures = FailureDelay(config.connection_failed_authentication_delay_ms)
         # certificate subject -> principal name (checked when the config was read)
         self.principal_rules = parse_rules(config.ssl_principal_mapping_rules)
+        # the client quota entities of quotas.json (broker.quotas), handed to broker.quotas at start
+        self.quota_entities = quota_entities or {}
         self._save_lock = trio.Lock()
 
     @classmethod
@@ -83,12 +86,17 @@ class SecurityState:
         if config.authorizer_enabled:
             authorizer = Authorizer(load_acls(config.data_dir), super_users(config.super_users),
                                     config.allow_everyone_if_no_acl_found)
-        return cls(config, listeners, credentials, tls, authorizer)
+        return cls(config, listeners, credentials, tls, authorizer, load_quotas(config.data_dir))
 
     async def save_credentials(self) -> None:
         snapshot = self.credentials.snapshot()
         async with self._save_lock:
             await trio.to_thread.run_sync(self.credentials.save, self.data_dir, snapshot)
+
+    async def save_quotas(self, snapshot: dict[str, Any]) -> None:
+        """quotas.json from broker.quotas.ClientQuotas.snapshot(), in a worker thread."""
+        async with self._save_lock:
+            await trio.to_thread.run_sync(write_json, self.data_dir, QUOTAS, snapshot)
 
     async def save_acls(self) -> None:
         assert self.authorizer is not None
@@ -112,6 +120,16 @@ def load_acls(data_dir: str) -> list[Acl]:
         return [Acl.from_json(d) for d in data["acls"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise StoreError(f"{data_dir}/security/{ACLS}: a binding cannot be read: {exc}") from None
+
+
+def load_quotas(data_dir: str) -> dict:
+    from ..quotas import from_json
+
+    data = read_json(data_dir, QUOTAS, {"version": 1, "quotas": []})
+    try:
+        return from_json(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StoreError(f"{data_dir}/security/{QUOTAS}: a quota entry cannot be read: {exc}") from None
 
 
 def config_problem(config: Any) -> str | None:

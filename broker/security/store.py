@@ -1,4 +1,5 @@
-"""The security state kept in the data dir: `security/credentials.json` and `security/acls.json`.
+"""The security state kept in the data dir: `security/credentials.json`, `security/acls.json` and
+`security/quotas.json` (the client quotas, broker.quotas).
 
 Each file is rewritten whole, atomically (a temporary file, fsync, rename, fsync of the
 directory), so a crash leaves the old or the new version, never half of one. The broker writes
@@ -16,6 +17,7 @@ from .scram import MECHANISMS, ScramCredential, check_plain, make_credential, ma
 SUBDIR = "security"
 CREDENTIALS = "credentials.json"
 ACLS = "acls.json"
+QUOTAS = "quotas.json"
 USER_MECHANISMS = (*MECHANISMS, "PLAIN")
 
 

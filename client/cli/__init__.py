@@ -7,7 +7,7 @@ import sys
 
 
 # Each module has register(subparsers), adding its subcommand with `func` set.
-COMMAND_MODULES: list[str] = ["log", "broker", "topics", "produce", "consume", "groups", "bench", "users", "acls", "cluster"]
+COMMAND_MODULES: list[str] = ["log", "broker", "topics", "produce", "consume", "groups", "bench", "users", "acls", "quotas", "cluster"]
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -53,6 +53,7 @@ SCENARIOS = [
     "admin_configs",
     "admin_offsets_delete_records",
     "admin_cluster",
+    "admin_client_quotas",
     "admin_groups",
     "admin_log_dirs_producers",
     "streams_word_count",
@@ -409,6 +410,17 @@ def test_admin_offsets_delete_records(java_run) -> None:
     assert r["earliest_after_delete"]["0"]["offset"] == 20
     assert r["consumer_position_after_delete"] == 20 and r["consumer_first_offset_after_delete"] == 20
     assert java_run.broker.broker.partition_log(r["topic"], 0).log_start_offset == 20
+
+
+def test_admin_client_quotas(java_run) -> None:
+    r = java_run.result("admin_client_quotas")
+    alice = {"entity": {"user": "alice"}, "values": {"consumer_byte_rate": 2097152.0, "producer_byte_rate": 1048576.0}}
+    default_client = {"entity": {"client-id": None}, "values": {"consumer_byte_rate": 4096.0}}
+    assert sorted(r["all"], key=repr) == sorted([alice, default_client], key=repr)  # carol was validate_only
+    assert r["alice_strict"] == [alice]
+    assert r["default_client"] == [default_client]
+    assert r["unknown_key"] == "InvalidRequestException: Invalid configuration key bytes_per_second"
+    assert r["after_removal"] == []
 
 
 def test_admin_cluster(java_run) -> None:

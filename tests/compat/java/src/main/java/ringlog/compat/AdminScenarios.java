@@ -45,6 +45,11 @@ import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
 import org.apache.kafka.common.acl.AclOperation;
 import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.quota.ClientQuotaAlteration;
+import org.apache.kafka.common.quota.ClientQuotaEntity;
+import org.apache.kafka.common.quota.ClientQuotaFilter;
+import org.apache.kafka.common.quota.ClientQuotaFilterComponent;
+import org.apache.kafka.clients.admin.AlterClientQuotasOptions;
 
 /** AdminClient scenarios: every admin API ringlog serves, results reported for the Python side. */
 final class AdminScenarios {
@@ -221,6 +226,58 @@ final class AdminScenarios {
             ListOffsetsResult.ListOffsetsResultInfo info = all.get(tp);
             out.put(String.valueOf(tp.partition()), map("offset", info.offset(), "timestamp", info.timestamp()));
         }
+        return out;
+    }
+
+    /**
+     * Client quotas (KIP-546): alter a user quota and a default client-id quota, describe them
+     * (all, one user strictly, the default client id), a validateOnly alteration that changes
+     * nothing, an unknown key's failure, then remove everything.
+     */
+    static Map<String, Object> clientQuotas(Ctx ctx) throws Exception {
+        Map<String, Object> result = new LinkedHashMap<>();
+        try (Admin admin = ctx.admin()) {
+            ClientQuotaEntity alice = new ClientQuotaEntity(Map.of(ClientQuotaEntity.USER, "alice"));
+            Map<String, String> defaultClient = new HashMap<>();
+            defaultClient.put(ClientQuotaEntity.CLIENT_ID, null);
+            ClientQuotaEntity anyClient = new ClientQuotaEntity(defaultClient);
+            get(admin.alterClientQuotas(List.of(
+                    new ClientQuotaAlteration(alice, List.of(new ClientQuotaAlteration.Op("producer_byte_rate", 1048576.0),
+                            new ClientQuotaAlteration.Op("consumer_byte_rate", 2097152.0))),
+                    new ClientQuotaAlteration(anyClient, List.of(new ClientQuotaAlteration.Op("consumer_byte_rate", 4096.0)))))
+                    .all());
+            get(admin.alterClientQuotas(List.of(new ClientQuotaAlteration(
+                    new ClientQuotaEntity(Map.of(ClientQuotaEntity.USER, "carol")),
+                    List.of(new ClientQuotaAlteration.Op("producer_byte_rate", 1.0)))),
+                    new AlterClientQuotasOptions().validateOnly(true)).all());
+            result.put("all", quotas(get(admin.describeClientQuotas(ClientQuotaFilter.all()).entities())));
+            result.put("alice_strict", quotas(get(admin.describeClientQuotas(ClientQuotaFilter.containsOnly(
+                    List.of(ClientQuotaFilterComponent.ofEntity(ClientQuotaEntity.USER, "alice")))).entities())));
+            result.put("default_client", quotas(get(admin.describeClientQuotas(ClientQuotaFilter.contains(
+                    List.of(ClientQuotaFilterComponent.ofDefaultEntity(ClientQuotaEntity.CLIENT_ID)))).entities())));
+            try {
+                get(admin.alterClientQuotas(List.of(new ClientQuotaAlteration(alice,
+                        List.of(new ClientQuotaAlteration.Op("bytes_per_second", 1.0))))).all());
+                result.put("unknown_key", null);
+            } catch (ExecutionException e) {
+                result.put("unknown_key", e.getCause().getClass().getSimpleName() + ": " + e.getCause().getMessage());
+            }
+            get(admin.alterClientQuotas(List.of(
+                    new ClientQuotaAlteration(alice, List.of(new ClientQuotaAlteration.Op("producer_byte_rate", null),
+                            new ClientQuotaAlteration.Op("consumer_byte_rate", null))),
+                    new ClientQuotaAlteration(anyClient, List.of(new ClientQuotaAlteration.Op("consumer_byte_rate", null)))))
+                    .all());
+            result.put("after_removal", quotas(get(admin.describeClientQuotas(ClientQuotaFilter.all()).entities())));
+        }
+        return result;
+    }
+
+    private static List<Object> quotas(Map<ClientQuotaEntity, Map<String, Double>> found) {
+        List<Object> out = new ArrayList<>();
+        for (Map.Entry<ClientQuotaEntity, Map<String, Double>> e : found.entrySet()) {
+            out.add(map("entity", new java.util.TreeMap<>(e.getKey().entries()), "values", new java.util.TreeMap<>(e.getValue())));
+        }
+        out.sort(java.util.Comparator.comparing(Object::toString));
         return out;
     }
 

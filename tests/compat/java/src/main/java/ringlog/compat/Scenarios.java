@@ -25,6 +25,7 @@ final class Scenarios {
         ALL.put("admin_configs", AdminScenarios::configs);
         ALL.put("admin_offsets_delete_records", AdminScenarios::offsetsAndDeleteRecords);
         ALL.put("admin_cluster", AdminScenarios::cluster);
+        ALL.put("admin_client_quotas", AdminScenarios::clientQuotas);
         ALL.put("admin_groups", AdminScenarios::groups);
         ALL.put("admin_log_dirs_producers", AdminScenarios::logDirsAndProducers);
         ALL.put("streams_word_count", StreamsScenarios::wordCount);
