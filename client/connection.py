@@ -22,8 +22,11 @@ SASL_PLAINTEXT or SASL_SSL, SaslHandshake v1 and SaslAuthenticate follow ApiVers
 refusal is SaslAuthenticationFailedError (58) with the broker's message, and the connection is
 not used. A SaslAuthenticate v1+ answer with a session lifetime (KIP-368,
 connections.max.reauth.ms) starts a task that authenticates again on the same connection at a
-random point between 85% and 95% of it, as the Java client does; requests keep flowing meanwhile
-(the broker serves them until the session ends). A failed re-authentication closes the connection.
+random point between 85% and 95% of it, as the Java client does. Requests submitted during the
+exchange are held and written after it (the session may end while an earlier long-poll Fetch
+delays the SASL answers, and a broker closes a connection that sends anything but SASL after
+its session ended); requests already written are answered as usual. A failed re-authentication
+closes the connection.
 
 The reader and writer tasks run in a nursery the caller passes in (the owning client's), so the connection
 never outlives its client. `aclose()` cancels it and closes the socket.
@@ -133,6 +136,7 @@ API_WINDOWS: dict[int, tuple[int, int]] = {
 }
 
 _UNSUPPORTED_VERSION = 35
+_SASL_APIS = frozenset({ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE})
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +293,8 @@ class Connection:
         self.session_lifetime_ms = 0  # of the SASL session, 0: it does not end
         self.reauthentications = 0
         self._reauth_scope: trio.CancelScope | None = None
+        self._holding = False  # re-authenticating: frames other than SASL wait in _held
+        self._held: list[bytes] = []
 
     def __repr__(self) -> str:
         return f"<Connection {self.host}:{self.port} node={self.node_id}>"
@@ -424,8 +430,12 @@ class Connection:
         api_key = int(request.__api_key__)
         version = int(request.__version__)
         cid = next(self._ids) & 0x7FFFFFFF
-        self._outbox.append(encode_request(request, cid, self.client_id))
-        self._outbox_lot.unpark_all()
+        frame = encode_request(request, cid, self.client_id)
+        if self._holding and api_key not in _SASL_APIS:
+            self._held.append(frame)
+        else:
+            self._outbox.append(frame)
+            self._outbox_lot.unpark_all()
         if not expect_response:
             return None
         p = _Pending(api_key, version)
@@ -510,12 +520,19 @@ class Connection:
             task_status.started()
             while self.session_lifetime_ms > 0:
                 await trio.sleep(self.session_lifetime_ms / 1000 * random.uniform(0.85, 0.95))
+                self._holding = True
                 try:
                     await self.authenticate(security)
                 except (KafkaError, ConnectionLost, RequestTimedOut, UnsupportedApi) as exc:
                     log.warning("%s: re-authentication failed, closing the connection: %s", self, exc)
                     self._fail(ConnectionLost(f"{self.host}:{self.port}: re-authentication failed: {exc}"))
                     return
+                finally:
+                    self._holding = False
+                    if self._held and self._closed_error is None:
+                        self._outbox += self._held
+                        self._outbox_lot.unpark_all()
+                    self._held = []
                 self.reauthentications += 1
 
 
@@ -555,7 +572,7 @@ async def open_connection(
                 raise SslAuthenticationError(_tls_message(host, port, tls)) from exc
             if isinstance(exc, trio.BrokenResourceError):
                 raise ConnectionLost(f"{host}:{port} closed the connection during the TLS handshake "
-                                     f"(is this a TLS listener?)") from exc
+                                     f"(security.protocol: is it a TLS listener?)") from exc
             raise
     conn = Connection(stream, host, port, node_id=node_id, client_id=client_id, request_timeout=request_timeout)
     try:
@@ -571,5 +588,9 @@ async def open_connection(
         if conn.tls_error is not None and isinstance(exc, (ConnectionLost, RequestTimedOut)):
             # the broker refused our certificate (TLS 1.3 says so after the handshake)
             raise SslAuthenticationError(_tls_message(host, port, conn.tls_error)) from exc
+        if isinstance(exc, ConnectionLost) and not conn._answered and not isinstance(stream, trio.SSLStream):
+            # a TLS listener reads our ApiVersions as a broken handshake and closes
+            raise ConnectionLost(f"{host}:{port} closed the connection before answering ApiVersions "
+                                 f"(security.protocol: is it a TLS listener?)") from exc
         raise
     return conn

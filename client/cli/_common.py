@@ -35,6 +35,7 @@ import functools
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -531,6 +532,9 @@ def _reason(exc: BaseException) -> str:
             e = e.exceptions[0]
             continue
         e = e.__cause__ or e.__context__
+    hint = re.search(r"closed the connection [^(]*\(security\.protocol[^)]*\)", str(exc))
+    if hint is not None:
+        best = hint[0]
     text = str(exc).lower()
     if best is None and "refused" in text:
         best = "connection refused"
