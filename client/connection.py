@@ -83,9 +83,9 @@ class ApiKey:
     ADD_OFFSETS_TO_TXN = 25
     END_TXN = 26
     TXN_OFFSET_COMMIT = 28
-    SASL_AUTHENTICATE = 36
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
+    SASL_AUTHENTICATE = 36
     CREATE_PARTITIONS = 37
     DELETE_GROUPS = 42
     INCREMENTAL_ALTER_CONFIGS = 44
@@ -153,7 +153,14 @@ def tls_failure(exc: BaseException | None) -> ssl.SSLError | None:
     return None
 
 
-def _tls_message(host: str, port: int, exc: ssl.SSLError) -> str:
+_CLOSED_AFTER_HANDSHAKE = ("the broker closed the connection right after the TLS handshake: it did not accept "
+                           "this client (ssl.client.auth needs a client certificate from a CA it trusts: "
+                           "ssl.certificate.location)")
+
+
+def _tls_message(host: str, port: int, exc: ssl.SSLError | str) -> str:
+    if isinstance(exc, str):
+        return f"TLS with {host}:{port} failed: {exc}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS handshake with {host}:{port} failed: the broker's certificate is not trusted: {exc.verify_message}"
     reason = exc.reason or str(exc)
@@ -288,7 +295,7 @@ class Connection:
         self.closed = trio.Event()
         self.broker_versions: dict[int, tuple[int, int]] = {}
         self._versions: dict[int, int] = {}
-        self.tls_error: ssl.SSLError | None = None  # what broke a TLS stream, when TLS did
+        self.tls_error: ssl.SSLError | str | None = None  # what broke a TLS stream, when TLS did
         self._answered = False  # a response has arrived
         self.session_lifetime_ms = 0  # of the SASL session, 0: it does not end
         self.reauthentications = 0
@@ -373,14 +380,11 @@ class Connection:
                             p.frame = f
                             p.event.set()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, FrameTooLarge, ConnectionLost) as exc:
-                tls = tls_failure(exc)
+                tls: ssl.SSLError | str | None = tls_failure(exc)
                 if tls is None and isinstance(self._stream, trio.SSLStream) and not self._answered:
-                    # closed right after the handshake: a broker that checks client certificates
-                    # sends its alert (TLS 1.3) or just closes (ringlog sends no alert)
-                    tls = ssl.SSLError(1, "the broker closed the connection right after the TLS handshake; it "
-                                          "did not accept this client (ssl.client.auth needs a client "
-                                          "certificate from a CA it trusts: ssl.certificate.location)")
-                    tls.reason = tls.args[1]
+                    # closed before any answer: a broker that refuses the client's certificate
+                    # sends an alert (TLS 1.3: after the handshake) or just closes
+                    tls = _CLOSED_AFTER_HANDSHAKE
                 if tls is not None:
                     self.tls_error = tls
                     err = ConnectionLost(_tls_message(self.host, self.port, tls))
