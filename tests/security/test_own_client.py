@@ -101,7 +101,7 @@ def limited(tmp_path_factory, pki):
     enable PLAIN."""
     data_dir = str(tmp_path_factory.mktemp("limited") / "data")
     os.makedirs(data_dir)
-    add_users(data_dir, {USER: PASSWORD})
+    add_users(data_dir, {USER: PASSWORD, "bob": "bob-secret"})
     config = attrs.evolve(secured_config(data_dir, pki), sasl_enabled_mechanisms="SCRAM-SHA-256,SCRAM-SHA-512",
                           connections_max_reauth_ms=1000)
     with BrokerThread(config) as broker:
@@ -141,6 +141,27 @@ async def test_session_lifetime_is_renewed(limited, pki):
                 assert conns and all(c.session_lifetime_ms == 1000 and not c.is_closed for c in conns)
                 assert max(c.reauthentications for c in conns) >= 2
     assert got == [b"%d" % i for i in range(12)]
+
+
+async def test_password_changed_while_connected(limited, pki):
+    """bob's password changes on the broker: the next re-authentication fails and closes the
+    connection, and connecting again raises the refusal instead of retrying."""
+    bootstrap = address(limited, "SASL_PLAINTEXT")
+    options = dict(_options("SASL_PLAINTEXT", pki, "SCRAM-SHA-512"), sasl_username="bob", sasl_password="bob-secret")
+
+    async def change_password():
+        limited.broker.security.credentials.add_password("bob", "SCRAM-SHA-512", "changed", 4096)
+
+    with trio.fail_after(10):
+        async with Admin(bootstrap, **options) as admin:
+            conns = [c for c in admin.cluster._conns.values() if not c.is_closed]
+            assert conns
+            await trio.to_thread.run_sync(limited.call, change_password)
+            for conn in conns:
+                await conn.closed.wait()  # within a session lifetime (1 s)
+            assert all(c.reauthentications == 0 for c in conns)
+            with pytest.raises(SaslAuthenticationFailedError):
+                await admin.list_topics()
 
 
 def test_scram_client_refuses_a_wrong_server_signature():
