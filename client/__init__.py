@@ -31,6 +31,11 @@ _EXPORTS = {
     "ClientClosed": "errors",
     "CorruptRecord": "errors",
     "UnsupportedApi": "errors",
+    "AuthenticationError": "errors",
+    "SaslAuthenticationFailedError": "errors",
+    "SslAuthenticationError": "errors",
+    "InvalidClientConfig": "errors",
+    "SecurityConfig": "security",
     "murmur2": "partitioner",
     "murmur2_partition": "partitioner",
 }

@@ -27,6 +27,7 @@ from .cluster import BrokerInfo, Cluster, TopicInfo
 from .connection import ApiKey
 from .consumer import TopicPartition
 from .errors import ConnectionLost, KafkaError, NoBrokersAvailable, RequestTimedOut, UnsupportedApi
+from .security import SecurityConfig
 
 __all__ = ["Admin", "ClusterDescription", "GroupDescription", "GroupMember", "NewTopic", "open_admin"]
 
@@ -83,7 +84,11 @@ def _raise_errors(errors: dict[Any, KafkaError]) -> None:
 
 class Admin(Lifetime):
     def __init__(self, bootstrap_servers: str | Iterable[str] = "127.0.0.1:9092", *, client_id: str = "ringlog-admin",
-                 request_timeout_ms: float = 30000, retry_backoff_ms: float = 100, connect_timeout_ms: float = 10000) -> None:
+                 request_timeout_ms: float = 30000, retry_backoff_ms: float = 100, connect_timeout_ms: float = 10000,
+                 **security: Any) -> None:
+        """Config: client_id, request_timeout_ms, retry_backoff_ms, connect_timeout_ms, and the
+        security options of client.security (security_protocol, sasl_mechanism, ...)."""
+        self._security = SecurityConfig.from_options(security, "Admin")
         self._bootstrap = bootstrap_servers
         self.client_id = client_id
         self.request_timeout = request_timeout_ms / 1000
@@ -100,7 +105,7 @@ class Admin(Lifetime):
                 self.cluster = Cluster(nursery, self._bootstrap, client_id=self.client_id,
                                        request_timeout=self.request_timeout, connect_timeout=self.connect_timeout,
                                        retry_backoff=self.retry_backoff, allow_auto_topic_creation=False,
-                                       logger=log)
+                                       logger=log, security=self._security)
                 await self.cluster.refresh()
                 yield self
                 # Nothing is left to do on a normal exit, so a cancellation that arrived in the

@@ -18,6 +18,15 @@ every `UNREACHABLE_LOG_INTERVAL` seconds while it keeps failing (each attempt at
 INFO line once a connection succeeds again. Clients retry quietly otherwise, so without this a
 consumer whose broker is gone would just stop receiving records with nothing said. Failures while
 bootstrapping are only DEBUG: the caller gets NoBrokersAvailable for them.
+
+Security (client/security.py): every connection is opened with the client's SecurityConfig; the
+TLS context is loaded from its files once, in a worker thread, on the first TLS connection. An
+authentication failure (AuthenticationError: TLS or SASL) is not turned into ConnectionLost: it
+reaches the caller, so a client that cannot authenticate while starting raises it at once
+instead of trying the next address or again. Later (a reconnect, another broker) the same
+address is tried again no sooner than AUTH_RETRY_BACKOFF seconds after it refused, so a client
+whose password was changed does not hammer the broker; the failure is logged like an unreachable
+broker, and the requests waiting for that broker fail by their own timeouts.
 """
 from __future__ import annotations
 
@@ -31,12 +40,15 @@ import attrs
 import trio
 
 from .connection import ApiKey, Connection, open_connection
-from .errors import ConnectionLost, KafkaError, NoBrokersAvailable, RequestTimedOut
+from .errors import AuthenticationError, ConnectionLost, KafkaError, NoBrokersAvailable, RequestTimedOut
+from .security import SecurityConfig, load_ssl_context
 
 __all__ = ["BrokerInfo", "Cluster", "PartitionInfo", "TopicInfo", "parse_bootstrap"]
 
 # Seconds between repeated warnings about one broker address that keeps refusing connections.
 UNREACHABLE_LOG_INTERVAL = 30.0
+# Seconds before an address that failed authentication is tried again.
+AUTH_RETRY_BACKOFF = 1.0
 
 # Errors that mean "the metadata you used is stale": refresh and retry.
 LEADERSHIP_ERRORS = frozenset({3, 5, 6, 9, 74, 75, 76})  # +FENCED/UNKNOWN_LEADER_EPOCH, NOT_LEADER
@@ -104,6 +116,7 @@ class Cluster:
         retry_backoff: float = 0.1,
         allow_auto_topic_creation: bool = True,
         logger: logging.Logger | None = None,
+        security: SecurityConfig | None = None,
     ) -> None:
         self._nursery = nursery
         self.log = logger if logger is not None else logging.getLogger(__name__)
@@ -132,6 +145,19 @@ class Cluster:
         self._closed = False
         # (host, port) -> [first failure time, failed attempts, time of the last warning]
         self._outages: dict[tuple[str, int], list] = {}
+        self.security = security if security is not None else SecurityConfig()
+        self._ssl_context = None
+        self._ssl_lock = trio.Lock()
+        # (host, port) -> when it last failed authentication
+        self._auth_failed: dict[tuple[str, int], float] = {}
+
+    async def _tls_context(self):
+        if not self.security.tls:
+            return None
+        async with self._ssl_lock:
+            if self._ssl_context is None:
+                self._ssl_context = await trio.to_thread.run_sync(load_ssl_context, self.security)
+        return self._ssl_context
 
     # --- connections
 
@@ -146,6 +172,9 @@ class Cluster:
             await ev.wait()
         ev = self._connecting[key] = trio.Event()
         try:
+            failed_at = self._auth_failed.get((host, port))
+            if failed_at is not None:
+                await trio.sleep_until(failed_at + AUTH_RETRY_BACKOFF)
             conn = await open_connection(
                 self._nursery,
                 host,
@@ -154,12 +183,19 @@ class Cluster:
                 client_id=self.client_id,
                 request_timeout=self.request_timeout,
                 connect_timeout=self.connect_timeout,
+                security=self.security,
+                ssl_context=await self._tls_context(),
             )
+        except AuthenticationError as exc:
+            self._auth_failed[(host, port)] = trio.current_time()
+            self._connect_failed(host, port, node_id, exc)
+            raise
         except (OSError, trio.TooSlowError, ConnectionLost, RequestTimedOut) as exc:
             self._connect_failed(host, port, node_id, exc)
             raise ConnectionLost(f"cannot connect to {host}:{port}: {exc!r}") from exc
         else:
             self._conns[key] = conn
+            self._auth_failed.pop((host, port), None)
             self._connect_succeeded(host, port, node_id)
             return conn
         finally:
@@ -217,7 +253,7 @@ class Cluster:
         notice the node stays unconnected and refresh metadata)."""
         try:
             await self.connection(node_id)
-        except (ConnectionLost, NoBrokersAvailable, RequestTimedOut, KafkaError):
+        except (ConnectionLost, NoBrokersAvailable, RequestTimedOut, KafkaError, AuthenticationError):
             pass
 
     async def any_connection(self) -> Connection:

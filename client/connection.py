@@ -14,6 +14,20 @@ What happens on the socket:
   lost), which fails every other pending request with ConnectionLost.
 - Produce with acks=0 has no response: `request(..., expect_response=False)` returns after the write.
 
+Security (client/security.py): with SSL or SASL_SSL the TCP stream is wrapped in a trio.SSLStream
+and the handshake finishes before anything else is sent; a certificate the context does not trust
+(or that does not name the host) fails as SslAuthenticationError, and so does a broker that
+refuses the client's certificate (under TLS 1.3 that alert arrives with the first answer). With
+SASL_PLAINTEXT or SASL_SSL, SaslHandshake v1 and SaslAuthenticate follow ApiVersions (KIP-152); a
+refusal is SaslAuthenticationFailedError (58) with the broker's message, and the connection is
+not used. A SaslAuthenticate v1+ answer with a session lifetime (KIP-368,
+connections.max.reauth.ms) starts a task that authenticates again on the same connection at a
+random point between 85% and 95% of it, as the Java client does. Requests submitted during the
+exchange are held and written after it (the session may end while an earlier long-poll Fetch
+delays the SASL answers, and a broker closes a connection that sends anything but SASL after
+its session ended); requests already written are answered as usual. A failed re-authentication
+closes the connection.
+
 The reader and writer tasks run in a nursery the caller passes in (the owning client's), so the connection
 never outlives its client. `aclose()` cancels it and closes the socket.
 
@@ -28,12 +42,16 @@ import dataclasses
 import datetime
 import functools
 import itertools
+import logging
+import random
+import ssl
 import sys
 from typing import Any
 
 import trio
 
-from .errors import ConnectionLost, KafkaError, RequestTimedOut, UnsupportedApi
+from .errors import ConnectionLost, KafkaError, RequestTimedOut, SslAuthenticationError, UnsupportedApi
+from .security import ScramClient, SecurityConfig, sasl_client
 from .wire import FrameDecoder, FrameTooLarge, decode_response, encode_request, request_class
 from .wire.protocol import InvalidRequest, UnsupportedVersion
 
@@ -54,6 +72,7 @@ class ApiKey:
     SYNC_GROUP = 14
     DESCRIBE_GROUPS = 15
     LIST_GROUPS = 16
+    SASL_HANDSHAKE = 17
     API_VERSIONS = 18
     CREATE_TOPICS = 19
     DELETE_TOPICS = 20
@@ -66,6 +85,7 @@ class ApiKey:
     TXN_OFFSET_COMMIT = 28
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
+    SASL_AUTHENTICATE = 36
     CREATE_PARTITIONS = 37
     DELETE_GROUPS = 42
     INCREMENTAL_ALTER_CONFIGS = 44
@@ -94,6 +114,9 @@ API_WINDOWS: dict[int, tuple[int, int]] = {
     ApiKey.DESCRIBE_GROUPS: (0, 5),
     ApiKey.LIST_GROUPS: (0, 4),
     ApiKey.API_VERSIONS: (0, 3),
+    # SaslHandshake v0 sends the tokens as bare frames: only v1 (tokens in SaslAuthenticate)
+    ApiKey.SASL_HANDSHAKE: (1, 1),
+    ApiKey.SASL_AUTHENTICATE: (0, 2),
     ApiKey.CREATE_TOPICS: (2, 7),
     ApiKey.DELETE_TOPICS: (1, 5),
     ApiKey.DELETE_RECORDS: (0, 2),
@@ -117,6 +140,37 @@ API_WINDOWS: dict[int, tuple[int, int]] = {
 }
 
 _UNSUPPORTED_VERSION = 35
+_SASL_APIS = frozenset({ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE})
+
+log = logging.getLogger(__name__)
+
+
+def tls_failure(exc: BaseException | None) -> ssl.SSLError | None:
+    """The TLS error behind a failed stream operation (trio wraps it in BrokenResourceError), or
+    None; an EOF in the middle of TLS is a lost connection, not a TLS failure."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, ssl.SSLError) and not isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+_CLOSED_AFTER_HANDSHAKE = ("the broker closed the connection right after the TLS handshake: it did not accept "
+                           "this client (ssl.client.auth needs a client certificate from a CA it trusts: "
+                           "ssl.certificate.location)")
+
+
+def _tls_message(host: str, port: int, exc: ssl.SSLError | str) -> str:
+    if isinstance(exc, str):
+        return f"TLS with {host}:{port} failed: {exc}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS handshake with {host}:{port} failed: the broker's certificate is not trusted: {exc.verify_message}"
+    reason = exc.reason or str(exc)
+    if reason.isupper():  # OpenSSL's code: TLSV13_ALERT_CERTIFICATE_REQUIRED
+        reason = reason.lower().replace("_", " ")
+    return f"TLS with {host}:{port} failed: {reason}"
 
 
 # --- request builders ------------------------------------------------------------------------
@@ -245,6 +299,13 @@ class Connection:
         self.closed = trio.Event()
         self.broker_versions: dict[int, tuple[int, int]] = {}
         self._versions: dict[int, int] = {}
+        self.tls_error: ssl.SSLError | str | None = None  # what broke a TLS stream, when TLS did
+        self._answered = False  # a response has arrived
+        self.session_lifetime_ms = 0  # of the SASL session, 0: it does not end
+        self.reauthentications = 0
+        self._reauth_scope: trio.CancelScope | None = None
+        self._holding = False  # re-authenticating: frames other than SASL wait in _held
+        self._held: list[bytes] = []
 
     def __repr__(self) -> str:
         return f"<Connection {self.host}:{self.port} node={self.node_id}>"
@@ -316,13 +377,23 @@ class Connection:
                     decoder = self._decoder
                     decoder.feed(data)
                     while (f := decoder.next_frame()) is not None:
+                        self._answered = True
                         cid = int.from_bytes(f[:4], "big", signed=True)
                         p = self._pending.pop(cid, None)
                         if p is not None:
                             p.frame = f
                             p.event.set()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, FrameTooLarge, ConnectionLost) as exc:
-                err = exc if isinstance(exc, ConnectionLost) else ConnectionLost(f"{self.host}:{self.port}: {exc!r}")
+                tls: ssl.SSLError | str | None = tls_failure(exc)
+                if tls is None and isinstance(self._stream, trio.SSLStream) and not self._answered:
+                    # closed before any answer: a broker that refuses the client's certificate
+                    # sends an alert (TLS 1.3: after the handshake) or just closes
+                    tls = _CLOSED_AFTER_HANDSHAKE
+                if tls is not None:
+                    self.tls_error = tls
+                    err = ConnectionLost(_tls_message(self.host, self.port, tls))
+                else:
+                    err = exc if isinstance(exc, ConnectionLost) else ConnectionLost(f"{self.host}:{self.port}: {exc!r}")
                 self._fail(err)
                 return
         # cancelled: the client is shutting down
@@ -339,6 +410,8 @@ class Connection:
             self._reader_scope.cancel()
         if self._writer_scope is not None:
             self._writer_scope.cancel()
+        if self._reauth_scope is not None:
+            self._reauth_scope.cancel()
         self.closed.set()
 
     async def _writer(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -365,8 +438,12 @@ class Connection:
         api_key = int(request.__api_key__)
         version = int(request.__version__)
         cid = next(self._ids) & 0x7FFFFFFF
-        self._outbox.append(encode_request(request, cid, self.client_id))
-        self._outbox_lot.unpark_all()
+        frame = encode_request(request, cid, self.client_id)
+        if self._holding and api_key not in _SASL_APIS:
+            self._held.append(frame)
+        else:
+            self._outbox.append(frame)
+            self._outbox_lot.unpark_all()
         if not expect_response:
             return None
         p = _Pending(api_key, version)
@@ -408,7 +485,63 @@ class Connection:
     async def aclose(self) -> None:
         self._fail(ConnectionLost(f"{self.host}:{self.port}: connection closed"))
         with trio.CancelScope(shield=True):
-            await self._stream.aclose()
+            if isinstance(self._stream, trio.SSLStream):
+                # no close_notify exchange: the reader or writer may still be inside the stream
+                await trio.aclose_forcefully(self._stream)
+            else:
+                await self._stream.aclose()
+
+    # --- SASL (KIP-152, KIP-368)
+
+    async def authenticate(self, security: SecurityConfig) -> None:
+        """SaslHandshake v1, then SaslAuthenticate until the mechanism is done; the error the
+        broker answered (or the SCRAM check's) otherwise."""
+        mechanism = security.sasl_mechanism
+        if not self.supports(ApiKey.SASL_HANDSHAKE) or not self.supports(ApiKey.SASL_AUTHENTICATE):
+            raise UnsupportedApi(ApiKey.SASL_AUTHENTICATE, self.broker_versions.get(ApiKey.SASL_AUTHENTICATE))
+        resp = await self.request(self.make(ApiKey.SASL_HANDSHAKE)(mechanism=mechanism))
+        if resp.error_code:
+            offered = ", ".join(resp.mechanisms) or "none"
+            raise KafkaError(resp.error_code, f"{self.host}:{self.port} does not enable SASL mechanism {mechanism} "
+                                              f"(it enables: {offered})" if resp.error_code == 33 else
+                             f"{self.host}:{self.port}: SaslHandshake refused (is this a SASL listener?)")
+        client = sasl_client(security)
+        resp = await self._sasl_step(client.first())
+        if isinstance(client, ScramClient):
+            salt, iterations = client.server_first(resp.auth_bytes)
+            salted = await trio.to_thread.run_sync(client.salted_password, salt, iterations)
+            resp = await self._sasl_step(client.final(salted))
+            client.verify(resp.auth_bytes)
+        lifetime = getattr(resp, "session_lifetime", None)
+        self.session_lifetime_ms = td_ms(lifetime) if lifetime is not None else 0
+
+    async def _sasl_step(self, token: bytes) -> Any:
+        resp = await self.request(self.make(ApiKey.SASL_AUTHENTICATE)(auth_bytes=token))
+        if resp.error_code:
+            raise KafkaError(resp.error_code, resp.error_message or f"{self.host}:{self.port} refused the SASL exchange")
+        return resp
+
+    async def _reauthenticate(self, security: SecurityConfig, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Authenticate again before each session ends; a failure closes the connection."""
+        with trio.CancelScope() as scope:
+            self._reauth_scope = scope
+            task_status.started()
+            while self.session_lifetime_ms > 0:
+                await trio.sleep(self.session_lifetime_ms / 1000 * random.uniform(0.85, 0.95))
+                self._holding = True
+                try:
+                    await self.authenticate(security)
+                except (KafkaError, ConnectionLost, RequestTimedOut, UnsupportedApi) as exc:
+                    log.warning("%s: re-authentication failed, closing the connection: %s", self, exc)
+                    self._fail(ConnectionLost(f"{self.host}:{self.port}: re-authentication failed: {exc}"))
+                    return
+                finally:
+                    self._holding = False
+                    if self._held and self._closed_error is None:
+                        self._outbox += self._held
+                        self._outbox_lot.unpark_all()
+                    self._held = []
+                self.reauthentications += 1
 
 
 async def open_connection(
@@ -420,10 +553,13 @@ async def open_connection(
     client_id: str | None = "ringlog",
     request_timeout: float = 30.0,
     connect_timeout: float = 10.0,
+    security: SecurityConfig | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Connection:
-    """Connect, start the reader task in `nursery` and negotiate API versions."""
+    """Connect (TLS when `security` says so, with `ssl_context`), start the reader task in
+    `nursery`, negotiate API versions and authenticate (SASL)."""
     with trio.fail_after(connect_timeout):
-        stream = await trio.open_tcp_stream(host, port)
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
     try:
         sock = stream.socket
         import socket as _socket
@@ -431,12 +567,38 @@ async def open_connection(
         sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
     except (AttributeError, OSError):
         pass
+    if security is not None and security.tls:
+        assert ssl_context is not None
+        stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
+        try:
+            with trio.fail_after(connect_timeout):
+                await stream.do_handshake()
+        except BaseException as exc:
+            await trio.aclose_forcefully(stream)
+            tls = tls_failure(exc)
+            if tls is not None:
+                raise SslAuthenticationError(_tls_message(host, port, tls)) from exc
+            if isinstance(exc, trio.BrokenResourceError):
+                raise ConnectionLost(f"{host}:{port} closed the connection during the TLS handshake "
+                                     f"(security.protocol: is it a TLS listener?)") from exc
+            raise
     conn = Connection(stream, host, port, node_id=node_id, client_id=client_id, request_timeout=request_timeout)
     try:
         await nursery.start(conn._reader)
         await nursery.start(conn._writer)
         await conn._negotiate()
-    except BaseException:
+        if security is not None and security.sasl:
+            await conn.authenticate(security)
+            if conn.session_lifetime_ms > 0:
+                await nursery.start(conn._reauthenticate, security)
+    except BaseException as exc:
         await conn.aclose()
+        if conn.tls_error is not None and isinstance(exc, (ConnectionLost, RequestTimedOut)):
+            # the broker refused our certificate (TLS 1.3 says so after the handshake)
+            raise SslAuthenticationError(_tls_message(host, port, conn.tls_error)) from exc
+        if isinstance(exc, ConnectionLost) and not conn._answered and not isinstance(stream, trio.SSLStream):
+            # a TLS listener reads our ApiVersions as a broken handshake and closes
+            raise ConnectionLost(f"{host}:{port} closed the connection before answering ApiVersions "
+                                 f"(security.protocol: is it a TLS listener?)") from exc
         raise
     return conn

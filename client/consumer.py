@@ -53,6 +53,7 @@ from ._lifetime import Lifetime, open_owned_nursery
 from .cluster import LEADERSHIP_ERRORS, Cluster
 from .connection import ApiKey
 from .errors import (
+    AuthenticationError,
     ClientClosed,
     ConnectionLost,
     CorruptRecord,
@@ -60,6 +61,7 @@ from .errors import (
     NoBrokersAvailable,
     RequestTimedOut,
 )
+from .security import SecurityConfig
 
 __all__ = ["ConsumerRecord", "Consumer", "OffsetAndTimestamp", "TopicPartition", "open_consumer"]
 
@@ -259,7 +261,9 @@ class Consumer(Lifetime):
     preference order), check_crcs, key_deserializer, value_deserializer, request_timeout_ms,
     retry_backoff_ms, metadata_max_age_ms, max_decompressed_bytes (the most a fetched batch's
     compressed records may inflate to; a batch beyond it raises CorruptRecord, so a broken or
-    hostile broker cannot make the consumer allocate gigabytes).
+    hostile broker cannot make the consumer allocate gigabytes), and the security options of
+    client.security (security_protocol, sasl_mechanism, sasl_username, sasl_password,
+    ssl_ca_location, ...).
     """
 
     def __init__(
@@ -290,7 +294,9 @@ class Consumer(Lifetime):
         connect_timeout_ms: float = 10000,
         rebalance_listener=None,
         max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED,
+        **security: Any,
     ) -> None:
+        self._security = SecurityConfig.from_options(security, "Consumer")
         self._bootstrap = bootstrap_servers
         self.client_id = client_id
         self.group_id = group_id
@@ -373,7 +379,7 @@ class Consumer(Lifetime):
                     nursery, self._bootstrap, client_id=self.client_id,
                     request_timeout=self.request_timeout, connect_timeout=self.connect_timeout,
                     metadata_max_age=self.metadata_max_age, retry_backoff=self.retry_backoff,
-                    allow_auto_topic_creation=False, logger=log,
+                    allow_auto_topic_creation=False, logger=log, security=self._security,
                 )
                 await self.cluster.refresh()
                 nursery.start_soon(self._fetcher)
@@ -787,6 +793,12 @@ class Consumer(Lifetime):
         except (ConnectionLost, RequestTimedOut, NoBrokersAvailable):
             backoff = True
             self._nursery.start_soon(self._refresh_quietly, None)
+        except AuthenticationError as exc:
+            # the leader's broker refused our credentials: poll raises it, and the fetch is
+            # tried again no sooner than the cluster's backoff for that address
+            backoff = True
+            self._fetch_error = exc
+            self._data_lot.unpark_all()
         finally:
             for tp in scheduled:
                 ps = self._parts.get(tp)

@@ -221,4 +221,39 @@ class CorruptRecord(ClientError):
         return f"{self.topic}-{self.partition}: {self.reason}"
 
 
-__all__ += ["ClientError"]
+class InvalidClientConfig(ClientError, ValueError):
+    """A client setting has a bad value, or a file it names cannot be used; the message names
+    the Kafka property."""
+
+
+# --- authentication ----------------------------------------------------------------------------
+
+
+class AuthenticationError(ClientError):
+    """The broker and the client could not authenticate each other (TLS or SASL). Not
+    retriable: the same settings fail the same way, so a client that meets it while starting
+    raises it instead of trying again."""
+
+
+class SaslAuthenticationFailedError(KafkaError, AuthenticationError, codes=(ErrorCode.sasl_authentication_failed,)):
+    """Kafka error 58 (SASL_AUTHENTICATION_FAILED): wrong user or password, or (SCRAM) a broker
+    whose signature shows it does not know the password. The message is the broker's."""
+
+
+class UnsupportedSaslMechanismError(KafkaError, AuthenticationError, codes=(ErrorCode.unsupported_sasl_mechanism,)):
+    """Kafka error 33 (UNSUPPORTED_SASL_MECHANISM): the listener does not enable sasl.mechanism."""
+
+
+class IllegalSaslStateError(KafkaError, AuthenticationError, codes=(ErrorCode.illegal_sasl_state,)):
+    """Kafka error 34 (ILLEGAL_SASL_STATE): SASL on a listener without it (a SASL_* client talking
+    to a PLAINTEXT or SSL listener)."""
+
+
+class SslAuthenticationError(AuthenticationError):
+    """The TLS handshake failed: the broker's certificate is not trusted (ssl.ca.location) or does
+    not name the host (ssl.endpoint.identification.algorithm), or the broker refused the client's
+    certificate. The message says which, in OpenSSL's words."""
+
+
+__all__ += ["AuthenticationError", "ClientError", "IllegalSaslStateError", "InvalidClientConfig",
+            "SaslAuthenticationFailedError", "SslAuthenticationError", "UnsupportedSaslMechanismError"]

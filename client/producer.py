@@ -70,6 +70,7 @@ from .errors import (
     UnsupportedApi,
 )
 from .partitioner import DefaultPartitioner
+from .security import SecurityConfig
 
 _time_ns = time.time_ns
 _new_handle = object.__new__
@@ -342,7 +343,8 @@ class Producer(Lifetime):
     (max.in.flight.requests.per.connection, <= 5 with idempotence), retries, retry_backoff_ms,
     request_timeout_ms, delivery_timeout_ms, metadata_max_age_ms, partitioner (a function
     ``(key_bytes, num_partitions) -> partition`` for keyed records), key_serializer,
-    value_serializer.
+    value_serializer, and the security options of client.security (security_protocol,
+    sasl_mechanism, sasl_username, sasl_password, ssl_ca_location, ...).
     """
 
     def __init__(
@@ -369,7 +371,9 @@ class Producer(Lifetime):
         value_serializer: Callable[[Any], bytes] | None = None,
         transactional_id: str | None = None,
         transaction_timeout_ms: int = 60000,
+        **security: Any,
     ) -> None:
+        self._security = SecurityConfig.from_options(security, "Producer")
         self._bootstrap = bootstrap_servers
         if transactional_id is not None and enable_idempotence is False:
             raise ValueError("a transactional producer is idempotent")
@@ -458,6 +462,7 @@ class Producer(Lifetime):
                     metadata_max_age=self.metadata_max_age,
                     retry_backoff=self.retry_backoff,
                     logger=log,
+                    security=self._security,
                 )
                 await self.cluster.refresh()
                 if self.idempotent:

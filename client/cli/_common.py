@@ -2,6 +2,13 @@
 
 * `--bootstrap HOST:PORT[,HOST:PORT...]`: default from the environment variable RINGLOG_BOOTSTRAP,
   else 127.0.0.1:9092.
+* security, for every command that connects: `--command-config FILE` (a Java properties file, as
+  Kafka's tools take it) and `-X KEY=VALUE` (kcat style, repeatable, applied after the file) set
+  Kafka's client properties of client/security.py (security.protocol, sasl.mechanism,
+  sasl.username, sasl.password, sasl.jaas.config, ssl.ca.location, ...). They are read and
+  checked before the command starts (`command` puts the keyword options in `args.security`);
+  an unreadable file, a malformed line, an unknown property or a bad value is one line and
+  exit 2.
 * errors: a user mistake or a failed operation is ONE line on stderr, ``ringlog <cmd>: <what>``,
   and an exit code, never a traceback:
 
@@ -28,6 +35,7 @@ import functools
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -83,6 +91,97 @@ def add_bootstrap(p: argparse.ArgumentParser) -> None:
         "--bootstrap", "-b", metavar="HOST:PORT", default=None,
         help=f"broker address(es), comma-separated (default ${ENV_BOOTSTRAP} or {DEFAULT_BOOTSTRAP})",
     )
+    add_security(p)
+
+
+def add_security(p: argparse.ArgumentParser) -> None:
+    """--command-config and -X: Kafka client properties for TLS and SASL."""
+    p.add_argument(
+        "--command-config", metavar="FILE", default=None,
+        help="Kafka client properties (key=value lines, # comments) such as security.protocol, "
+             "sasl.mechanism, sasl.username, sasl.password, ssl.ca.location",
+    )
+    p.add_argument(
+        "-X", dest="client_properties", action="append", type=key_value, default=[], metavar="KEY=VALUE",
+        help="one client property (repeatable; after --command-config), e.g. -X security.protocol=SASL_SSL",
+    )
+
+
+def _unescape(text: str, where: str) -> str:
+    out, i = [], 0
+    simple = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
+    while i < len(text):
+        c = text[i]
+        if c != "\\" or i + 1 == len(text):
+            out.append(c)
+            i += 1
+            continue
+        n = text[i + 1]
+        if n == "u":
+            code = text[i + 2:i + 6]
+            if len(code) != 4 or any(h not in "0123456789abcdefABCDEF" for h in code):
+                raise UsageError(f"{where}: malformed \\u escape")
+            out.append(chr(int(code, 16)))
+            i += 6
+            continue
+        out.append(simple.get(n, n))
+        i += 2
+    return "".join(out)
+
+
+def parse_properties(text: str, name: str) -> dict[str, str]:
+    """A Java properties file: `key=value`, `key: value` or `key value` lines, `#` and `!`
+    comments, a backslash at the end of a line continues it, backslash escapes. A line with a
+    key but no value is a mistake here (a client property always has one), not an empty value."""
+    props: dict[str, str] = {}
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        number = i + 1
+        line = lines[i].lstrip()
+        i += 1
+        if not line or line[0] in "#!":
+            continue
+        # continuation: an odd number of backslashes at the end
+        while (len(line) - len(line.rstrip("\\"))) % 2 == 1 and i < len(lines):
+            line = line[:-1] + lines[i].lstrip()
+            i += 1
+        where = f"{name} line {number}"
+        j = 0
+        while j < len(line) and line[j] not in "=: \t\f":
+            j += 2 if line[j] == "\\" else 1
+        key = _unescape(line[:j], where)
+        rest = line[j:].lstrip(" \t\f")
+        if rest[:1] in ("=", ":"):
+            rest = rest[1:].lstrip(" \t\f")
+        elif not rest:
+            raise UsageError(f"{where}: expected KEY=VALUE, got {lines[number - 1].strip()!r}")
+        props[key] = _unescape(rest, where)
+    return props
+
+
+def security_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The clients' security keyword options from --command-config and -X (checked; files are
+    read here, before the command's event loop starts)."""
+    from ringlog.client.errors import InvalidClientConfig
+    from ringlog.client.security import SecurityConfig
+
+    props: dict[str, str] = {}
+    path = getattr(args, "command_config", None)
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise UsageError(f"--command-config {path}: {reason}") from None
+        props.update(parse_properties(text, f"--command-config {path}"))
+    props.update(dict(getattr(args, "client_properties", None) or ()))
+    try:
+        return SecurityConfig.from_properties(props).options()
+    except InvalidClientConfig as exc:
+        source = " (--command-config / -X)" if props else ""
+        raise UsageError(f"{exc}{source}") from None
 
 
 def bootstrap_of(args: argparse.Namespace) -> str:
@@ -369,12 +468,15 @@ def describe_failure(exc: BaseException, bootstrap: str | None) -> tuple[str, in
     import trio
 
     from ringlog.client.errors import (
+        AuthenticationError,
         ClientClosed,
         ConnectionLost,
         CorruptRecord,
+        InvalidClientConfig,
         KafkaError,
         NoBrokersAvailable,
         RequestTimedOut,
+        SslAuthenticationError,
         UnsupportedApi,
     )
 
@@ -391,6 +493,12 @@ def describe_failure(exc: BaseException, bootstrap: str | None) -> tuple[str, in
         return f"cannot reach a broker{where}: {exc.strerror or exc}", EXIT_UNREACHABLE
     if isinstance(exc, FileNotFoundError):
         return f"{exc.filename}: no such file or directory", EXIT_USAGE
+    if isinstance(exc, InvalidClientConfig):
+        return str(exc), EXIT_USAGE
+    if isinstance(exc, SslAuthenticationError):
+        return f"{exc}", EXIT_FAILED
+    if isinstance(exc, AuthenticationError):  # the SASL ones, with the broker's message
+        return f"authentication failed{where}: {exc.name}" + (f" ({exc.message})" if getattr(exc, "message", None) else ""), EXIT_FAILED
     if isinstance(exc, UnsupportedApi):
         name = API_NAMES.get(exc.api_key, f"API {exc.api_key}")
         return f"the broker{where} does not support {name}", EXIT_FAILED
@@ -424,6 +532,9 @@ def _reason(exc: BaseException) -> str:
             e = e.exceptions[0]
             continue
         e = e.__cause__ or e.__context__
+    hint = re.search(r"closed the connection [^(]*\(security\.protocol[^)]*\)", str(exc))
+    if hint is not None:
+        best = hint[0]
     text = str(exc).lower()
     if best is None and "refused" in text:
         best = "connection refused"
@@ -488,6 +599,7 @@ def command(prog: str, *, interrupt_code: int = EXIT_INTERRUPTED) -> Callable:
             bootstrap = None
             try:
                 bootstrap = bootstrap_of(args) if hasattr(args, "bootstrap") else None
+                args.security = security_of(args)
                 return int(trio.run(fn, args) or 0)
             except KeyboardInterrupt:
                 return interrupt_code

@@ -262,6 +262,7 @@ async def _consume(args: argparse.Namespace) -> int:
             connect_timeout_ms=CONNECT_TIMEOUT * 1000,
             request_timeout_ms=15000,
             fetch_max_wait_ms=200,
+            **args.security,
         )) as consumer:
             partitions = await check_topic(consumer, args.topic)
             if args.group is not None:

@@ -470,7 +470,7 @@ stderr); a damaged batch stops the replay with exit 1 after everything before it
 
 
 def _register_replay(sub) -> None:
-    from ._common import add_json, add_progress
+    from ._common import add_json, add_progress, add_security
 
     replay = sub.add_parser(
         "replay",
@@ -490,6 +490,7 @@ def _register_replay(sub) -> None:
     replay.add_argument("--to", dest="bootstrap", required=True, metavar="HOST:PORT",
                         help="the target broker's bootstrap address(es)")
     replay.add_argument("--to-topic", metavar="TOPIC", help="target topic (default: the same name)")
+    add_security(replay)
     replay.add_argument("--by-key", action="store_true",
                         help="partition by key in the target instead of keeping partition numbers")
     replay.add_argument("--no-create", action="store_true",
@@ -558,7 +559,8 @@ def _run_replay(args: argparse.Namespace) -> int:
     return command("ringlog log replay")(_replay_async)(args)
 
 
-async def _target_partitions(bootstrap: str, topic: str, want: int, create: bool) -> tuple[int, bool]:
+async def _target_partitions(bootstrap: str, topic: str, want: int, create: bool,
+                             security: dict) -> tuple[int, bool]:
     """(partition count of the target topic, created?); creates it with `want` partitions when
     it is missing and `create`."""
     from ringlog.client.admin import Admin
@@ -566,7 +568,8 @@ async def _target_partitions(bootstrap: str, topic: str, want: int, create: bool
 
     from ._common import CliError, connected, CONNECT_TIMEOUT
 
-    async with connected(Admin(bootstrap, client_id="ringlog-cli", connect_timeout_ms=CONNECT_TIMEOUT * 1000)) as admin:
+    async with connected(Admin(bootstrap, client_id="ringlog-cli", connect_timeout_ms=CONNECT_TIMEOUT * 1000,
+                               **security)) as admin:
         info = await _describe_one(admin, topic)
         if info is not None:
             return len(info), False
@@ -626,7 +629,7 @@ async def _replay_async(args: argparse.Namespace) -> int:
     sources: list[PartitionDir] = args._sources
     target_topic = args.to_topic or args.topic
     need = max(p.partition for p in sources) + 1
-    count, created = await _target_partitions(bootstrap, target_topic, need, not args.no_create)
+    count, created = await _target_partitions(bootstrap, target_topic, need, not args.no_create, args.security)
     if created:
         print(f"ringlog log replay: created topic {target_topic!r} with {count} partition"
               f"{'s' if count != 1 else ''} at {bootstrap}", file=sys.stderr)
@@ -665,6 +668,7 @@ async def _replay_async(args: argparse.Namespace) -> int:
         request_timeout_ms=15000,
         delivery_timeout_ms=120000,
         retries=50,
+        **args.security,
     )) as producer:
         for part in sources:
             r = _Replayed(part.partition, target_of(part.partition))

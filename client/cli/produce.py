@@ -184,6 +184,7 @@ async def _produce(args: argparse.Namespace) -> int:
             request_timeout_ms=15000,
             delivery_timeout_ms=60000,
             retries=20,
+            **args.security,
         )) as producer:
             partitions = await check_topic(producer, args.topic)
             if args.partition is not None and args.partition not in partitions:

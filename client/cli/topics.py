@@ -95,7 +95,7 @@ def open_admin(args: argparse.Namespace):
     from ringlog.client.admin import Admin
 
     return connected(Admin(bootstrap_of(args), client_id="ringlog-cli", request_timeout_ms=15000,
-                           connect_timeout_ms=CONNECT_TIMEOUT * 1000))
+                           connect_timeout_ms=CONNECT_TIMEOUT * 1000, **args.security))
 
 
 def _kafka_code(exc: BaseException) -> int | None:
