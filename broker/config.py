@@ -470,6 +470,14 @@ class BrokerConfig:
     offsets_topic_num_partitions: int = setting(
         "offsets.topic.num.partitions", Integer(1, bits=32), 1,
         doc="Partitions of __consumer_offsets when it is first created; at most max.partitions.per.topic.")
+    offsets_topic_replication_factor: int = setting(
+        "offsets.topic.replication.factor", Integer(1, 1000), 3,
+        doc="Cluster mode: replicas of each __consumer_offsets partition. Like Kafka, the topic is not created "
+            "(FindCoordinator answers COORDINATOR_NOT_AVAILABLE) until this many brokers are alive.")
+    offsets_commit_timeout_ms: int = setting(
+        "offsets.commit.timeout.ms", Integer(1, bits=32), 5000,
+        doc="Cluster mode: how long a group write (offset commit, group state) waits for the ISR of its "
+            "__consumer_offsets partition before it is answered REQUEST_TIMED_OUT.")
     # Kafka's default: segments of __consumer_offsets roll, and so get compacted, at 100 MiB
     offsets_topic_segment_bytes: int = setting(
         "offsets.topic.segment.bytes", Integer(14, MAX_SEGMENT_POSITION, bits=32), 100 * _MIB,

@@ -17,6 +17,22 @@ cleanup.policy=compact) is created if missing, then every partition is replayed 
 to its high watermark; requests meanwhile get COORDINATOR_LOAD_IN_PROGRESS. A group lives in
 partition `javaHash(group) % partitions` (Kafka's placement; with one node it only spreads load).
 
+Cluster mode (etcd): `__consumer_offsets` is a cluster topic, replicated like any other (created
+in etcd by the first broker a FindCoordinator reaches, once offsets.topic.replication.factor
+brokers are alive), and this runtime serves only the groups whose partition this broker leads:
+  * becoming leader of partition p (epoch e): p is loading (its groups answer
+    COORDINATOR_LOAD_IN_PROGRESS) while its local replica is replayed from log start to log end (a
+    new leader's log is the truth), then its groups are served;
+  * no longer leader: p's groups leave memory, the requests waiting on them (JoinGroup, SyncGroup)
+    and the writes not yet replicated are answered NOT_COORDINATOR, and every later request for
+    them is too, so clients find the new coordinator;
+  * every write is acknowledged only once the partition's ISR holds it (acks=all, with
+    min.insync.replicas), waiting at most offsets.commit.timeout.ms; a failure is answered with
+    Kafka's mapping (GroupMetadataManager): NOT_LEADER_OR_FOLLOWER -> NOT_COORDINATOR,
+    NOT_ENOUGH_REPLICAS(_AFTER_APPEND) -> COORDINATOR_NOT_AVAILABLE, REQUEST_TIMED_OUT as is.
+Outcomes finish in log order per partition (an outcome waiting for one partition's ISR does not
+hold up another partition's groups).
+
 Lives outside broker/coordinator/ because that package is kept free of Trio.
 """
 from __future__ import annotations
@@ -48,6 +64,20 @@ log = logging.getLogger("ringlog.coordinator")
 
 READ_CHUNK = 1 << 20
 MAX_TICK_S = 1.0
+LOADING, LOADED = "loading", "loaded"
+
+
+def replication_error(code: ErrorCode) -> ErrorCode:
+    """The group error for a write of `__consumer_offsets` that failed with `code` (Kafka's
+    mapping in GroupMetadataManager.storeOffsets / storeGroup)."""
+    if code in (ErrorCode.not_leader_or_follower, ErrorCode.kafka_storage_error):
+        return ErrorCode.not_coordinator
+    if code in (ErrorCode.unknown_topic_or_partition, ErrorCode.not_enough_replicas,
+                ErrorCode.not_enough_replicas_after_append):
+        return ErrorCode.coordinator_not_available
+    if code in (ErrorCode.message_too_large, ErrorCode.record_list_too_large, ErrorCode.invalid_fetch_size):
+        return ErrorCode.invalid_commit_offset_size
+    return code
 
 
 def java_string_hash(s: str) -> int:
@@ -94,12 +124,19 @@ class _Waiter:
 class _InFlight:
     outcome: Outcome
     entries: list[PendingAppend]
+    # cluster mode: set once every entry is on the ISR or failed (replication_error set then)
+    replicated: bool = True
+    replication_error: ErrorCode | None = None
+
+    @property
+    def partitions(self) -> set[int]:
+        return {e.tp[1] for e in self.entries}
 
     def done(self) -> bool:
-        return all(e.done.is_set() for e in self.entries)
+        return self.replicated and all(e.done.is_set() for e in self.entries)
 
     def ok(self) -> bool:
-        return all(e.error is None for e in self.entries)
+        return self.replication_error is None and all(e.error is None for e in self.entries)
 
 
 class CoordinatorRuntime:
@@ -117,20 +154,36 @@ class CoordinatorRuntime:
         self.load_error: BaseException | None = None
         self._group_log = GroupChangeLog(log)
         self._consumer_group_log = GroupChangeLog(log)  # consumer-protocol groups: epochs as generations
+        # cluster mode: offsets partition -> (LOADING | LOADED, leader epoch) for those this broker leads
+        self.cluster_mode = bool(broker.config.etcd_endpoints)
+        self.owned: dict[int, tuple[str, int]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._create_lock = trio.Lock()
 
     # --- start-up -------------------------------------------------------------------------------
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Create/replay `__consumer_offsets`, then drive the timers until cancelled."""
-        task_status.started()
-        try:
-            await self._load()
-        except Exception as exc:  # the broker keeps serving data; groups answer "not available"
-            self.load_error = exc
-            log.exception("loading %s failed; group coordination is unavailable", OFFSETS_TOPIC)
-            raise
-        finally:
-            self.loaded.set()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            if self.cluster_mode:
+                # no partition is served until this broker leads it (on_role loads it then)
+                self.state.owner = self._owner
+                self.state.load_complete(self.broker.now_ms())
+                self.loaded.set()
+            else:
+                try:
+                    await self._load()
+                except Exception as exc:  # the broker keeps serving data; groups answer "not available"
+                    self.load_error = exc
+                    log.exception("loading %s failed; group coordination is unavailable", OFFSETS_TOPIC)
+                    raise
+                finally:
+                    self.loaded.set()
+            await self._serve_timers()
+
+    async def _serve_timers(self) -> None:
         while True:
             # A fresh event before reading the next deadline: changes made from here on wake us,
             # earlier ones are already in next_deadline(). (Renewing it after the tick instead
@@ -178,6 +231,98 @@ class CoordinatorRuntime:
         self.state.load_complete(broker.now_ms())
         log.info("group coordinator loaded %d records: %d groups", count, len(self.state.groups))
 
+    # --- cluster mode: which groups this broker serves ------------------------------------------
+
+    def _owner(self, group_id: str) -> ErrorCode | None:
+        cluster = self.broker.cluster
+        record = cluster.topics.get(OFFSETS_TOPIC) if cluster is not None else None
+        if record is None:
+            return ErrorCode.not_coordinator
+        status = self.owned.get(partition_for(group_id, record.partitions))
+        if status is None:
+            return ErrorCode.not_coordinator
+        return ErrorCode.coordinator_load_in_progress if status[0] == LOADING else None
+
+    def any_loading(self) -> bool:
+        return any(status == LOADING for status, _ in self.owned.values())
+
+    def on_role(self, partition: int, leader: bool, epoch: int) -> None:
+        """The cluster gave this broker's replica of `__consumer_offsets`-`partition` a role."""
+        current = self.owned.get(partition)
+        if leader and current is not None and current[1] == epoch:
+            return
+        if current is not None:
+            self._unload(partition)
+        if leader:
+            self.owned[partition] = (LOADING, epoch)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._load_partition, partition, epoch)
+
+    async def _load_partition(self, p: int, epoch: int) -> None:
+        started = trio.current_time()
+        open_txns: dict[int, list[rec.Record]] = {}
+        try:
+            plog = self.broker.partition_log(OFFSETS_TOPIC, p)
+            records = await read_partition(self.broker, OFFSETS_TOPIC, p, open_txns,
+                                           end=plog.log_end_offset if plog is not None else None)
+        except Exception:
+            log.exception("loading %s-%d failed; its groups stay unavailable here", OFFSETS_TOPIC, p)
+            return
+        async with self._lock:
+            if self.owned.get(p) != (LOADING, epoch):
+                return  # leadership moved on meanwhile
+            for key, value in records:
+                try:
+                    self.state.replay(key, value)
+                except rec.RecordFormatError as exc:
+                    log.warning("%s-%d: skipping an unreadable record: %s", OFFSETS_TOPIC, p, exc)
+            self.state.load_complete(self.broker.now_ms())
+            self.owned[p] = (LOADED, epoch)
+            groups = sum(1 for g in self.state.groups if self._partition_of(g) == p)
+        self._wake.set()
+        log.info("%s-%d: coordinator of its groups (leader epoch %d): loaded %d records, %d groups in %.2f s",
+                 OFFSETS_TOPIC, p, epoch, len(records), groups, trio.current_time() - started)
+
+    def _partition_of(self, group_id: str) -> int:
+        cluster = self.broker.cluster
+        record = cluster.topics.get(OFFSETS_TOPIC) if cluster is not None else None
+        return partition_for(group_id, record.partitions if record is not None else self.num_partitions)
+
+    def _unload(self, p: int) -> None:
+        """Stop serving partition p's groups: the writes not yet finished and the requests waiting
+        on those groups are answered NOT_COORDINATOR, and the groups leave memory."""
+        self.owned.pop(p, None)
+        for flight in [f for f in self._inflight if p in f.partitions]:
+            self._inflight.remove(flight)
+            self._resolve(self.state.finish(flight.outcome, False, ErrorCode.not_coordinator))
+        self._resolve(self.state.unload(lambda gid: self._partition_of(gid) == p))
+        log.info("%s-%d: no longer its coordinator; its groups left memory", OFFSETS_TOPIC, p)
+
+    async def ensure_offsets_topic(self) -> str | None:
+        """Cluster mode: create `__consumer_offsets` in etcd if it is not there yet (the first
+        broker asked wins the create-if-absent txn). None when it exists, else why not yet."""
+        cluster = self.broker.cluster
+        if cluster is None or OFFSETS_TOPIC in cluster.topics:
+            return None
+        config = self.broker.config
+        rf = config.offsets_topic_replication_factor
+        live = len(cluster.live_brokers())
+        if live < rf:
+            return (f"{OFFSETS_TOPIC} is not created until {rf} broker(s) are alive "
+                    f"(offsets.topic.replication.factor); {live} are")
+        async with self._create_lock:
+            if OFFSETS_TOPIC in cluster.topics:
+                return None
+            try:
+                await cluster.create_topic(OFFSETS_TOPIC, self.num_partitions, {
+                    "cleanup.policy": "compact", "segment.bytes": str(config.offsets_topic_segment_bytes),
+                }, rf, validate_only=False)
+            except KafkaError as exc:
+                if exc.code != ErrorCode.topic_already_exists:
+                    log.warning("creating %s failed: %s", OFFSETS_TOPIC, exc.message)
+                    return f"creating {OFFSETS_TOPIC} failed: {exc.message}"
+        return None
+
     # --- operations -----------------------------------------------------------------------------
 
     async def execute(self, operation: Callable[..., Outcome], *args: Any, **kwargs: Any) -> Any:
@@ -189,6 +334,10 @@ class CoordinatorRuntime:
             if outcome.records:
                 flight = _InFlight(outcome, await self._append(outcome.records, outcome.txn_producer))
                 self._inflight.append(flight)
+                if self.cluster_mode:
+                    flight.replicated = False
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._replicate, flight)
             else:
                 flight = None
                 self._resolve(self.state.finish(outcome, True))
@@ -203,11 +352,44 @@ class CoordinatorRuntime:
         finally:
             self._waiters.pop(outcome.token, None)
 
+    async def _replicate(self, flight: _InFlight) -> None:
+        """Cluster mode: wait until the ISR holds the flight's records (acks=all), in a task of the
+        runtime (not the request's, which its client may cancel)."""
+        cluster = self.broker.cluster
+        timeout = self.broker.config.offsets_commit_timeout_ms / 1000
+        try:
+            for entry in flight.entries:
+                await entry.done.wait()
+            for entry in flight.entries:
+                part = self.broker.partition(*entry.tp)
+                if entry.error is not None or entry.infos is None:
+                    continue
+                if part is None:
+                    flight.replication_error = ErrorCode.coordinator_not_available
+                    break
+                code = await cluster.wait_replicated(part, entry.infos[-1].last_offset + 1, timeout)
+                if code is not None:
+                    flight.replication_error = replication_error(code)
+                    break
+        finally:
+            flight.replicated = True
+            self._drain()
+            self._wake.set()
+
     def _drain(self) -> None:
-        # outcomes with records finish strictly in log order
-        while self._inflight and self._inflight[0].done():
-            flight = self._inflight.popleft()
+        # outcomes with records finish in log order per partition of __consumer_offsets
+        blocked: set[int] = set()
+        for flight in list(self._inflight):
+            parts = flight.partitions
+            if not flight.done() or parts & blocked:
+                blocked |= parts
+                continue
+            self._inflight.remove(flight)
             ok = flight.ok()
+            if flight.replication_error is not None:
+                log.warning("a write to %s was not replicated: %s", OFFSETS_TOPIC, flight.replication_error.name)
+                self._resolve(self.state.finish(flight.outcome, False, flight.replication_error))
+                continue
             if not ok:
                 errors = [e.error for e in flight.entries if e.error is not None]
                 log.error("appending to %s failed: %r", OFFSETS_TOPIC, errors[0])
@@ -227,7 +409,7 @@ class CoordinatorRuntime:
         by_partition: dict[int, list[rec.Record]] = {}
         for key, value in records:
             k = rec.decode_key(key)
-            by_partition.setdefault(partition_for(k.group, self.num_partitions), []).append((key, value))
+            by_partition.setdefault(self._partition_of(k.group), []).append((key, value))
         now = self.broker.now_ms()
         entries = []
         for p, items in sorted(by_partition.items()):
@@ -239,8 +421,12 @@ class CoordinatorRuntime:
             header = validate_batch(batch, from_client=False)
             entry = PendingAppend((OFFSETS_TOPIC, p), [batch], [header], len(batch))
             part = self.broker.partition(OFFSETS_TOPIC, p)
+            refusal = self.broker.cluster.produce_refusal(part, -1) \
+                if self.cluster_mode and part is not None and self.broker.cluster is not None else None
             if part is None:
                 entry.finish(error=KafkaError(ErrorCode.coordinator_not_available, f"{OFFSETS_TOPIC}-{p} is missing"))
+            elif refusal is not None:  # not the leader any more, or the ISR below min.insync.replicas
+                entry.finish(error=KafkaError(refusal, f"{OFFSETS_TOPIC}-{p}: {refusal.name}"))
             else:
                 await part.submit(entry, block=True)
             entries.append(entry)
@@ -259,13 +445,15 @@ def describe_group_lag(broker: Broker, group_id: str) -> list[tuple[str, int, in
 
 
 async def read_partition(broker: Broker, topic: str, p: int,
-                         open_txns: dict[int, list[rec.Record]] | None = None) -> list[rec.Record]:
-    """Every (key, value) of an internal topic's partition up to its high watermark, read in a
-    worker thread under the log lock (see _read_all); [] when the partition is missing."""
+                         open_txns: dict[int, list[rec.Record]] | None = None,
+                         end: int | None = None) -> list[rec.Record]:
+    """Every (key, value) of an internal topic's partition up to its high watermark (or `end`),
+    read in a worker thread under the log lock (see _read_all); [] when the partition is missing."""
     plog = broker.partition_log(topic, p)
     if plog is None:
         return []
-    end = broker.high_watermark(topic, p)
+    if end is None:
+        end = broker.high_watermark(topic, p)
     async with broker.log_lock:
         return await trio.to_thread.run_sync(_read_all, plog, end, open_txns)
 

@@ -19,7 +19,9 @@
 Topics are created in etcd by the broker that gets the CreateTopics (or the auto-creation), with a
 round-robin assignment over the live brokers (what ZooKeeper-era Kafka's admin path does); the
 call returns once this broker has applied the topic and the controller its partition states.
-Internal topics (__consumer_offsets) stay local to each broker.
+`__consumer_offsets` is a cluster topic too (created by the group coordinator, see
+broker.coordinator_runtime; `coordinator_of` answers FindCoordinator); the leadership of its
+partitions is handed to the coordinator as it changes. `__transaction_state` stays local.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from kio.schema.errors import ErrorCode
 
+from ..coordinator import OFFSETS_TOPIC
 from ..errors import KafkaError
 from ..logging_setup import event
 from ..metadata import TopicInfo, is_internal
@@ -149,6 +152,22 @@ class ClusterNode:
         offline = tuple(r for r in state.replicas if r not in self.brokers and r != self.node_id)
         error = ErrorCode.leader_not_available if state.leader == NO_LEADER else ErrorCode.none
         return error, state.leader, state.leader_epoch, state.replicas, state.isr, offline
+
+    def coordinator_of(self, group_id: str, listener: str | None) -> tuple[int, str, int] | None:
+        """(node id, host, port) of the leader of the group's `__consumer_offsets` partition, its
+        group coordinator; None while that partition has no live leader (or the topic is missing)."""
+        from ..coordinator_runtime import partition_for
+
+        record = self.topics.get(OFFSETS_TOPIC)
+        if record is None:
+            return None
+        state = self.states.get((OFFSETS_TOPIC, partition_for(group_id, record.partitions)))
+        if state is None or state.leader == NO_LEADER:
+            return None
+        for b, host, port in self.live_brokers(listener):
+            if b == state.leader:
+                return b, host, port
+        return None
 
     def topic_setting(self, topic: str, key: str, default: str) -> str:
         record = self.topics.get(topic)
@@ -426,6 +445,8 @@ class ClusterNode:
             await self.replicas.become_leader(part, state)
         else:
             self.replicas.become_follower(part, state)
+        if tp[0] == OFFSETS_TOPIC:  # the group coordinator moves with the partition's leadership
+            self.broker.coordinator.on_role(tp[1], state.leader == self.node_id, state.leader_epoch)
 
     # --- the controller ----------------------------------------------------------------------------
 

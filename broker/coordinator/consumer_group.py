@@ -162,6 +162,12 @@ class HeartbeatError(Exception):
         self.message = message
 
 
+_REFUSALS = {
+    ErrorCode.coordinator_load_in_progress: "The coordinator is loading.",
+    ErrorCode.not_coordinator: "This is not the correct coordinator.",
+}
+
+
 @attrs.define(eq=False)
 class ConsumerGroup:
     group_id: str
@@ -299,8 +305,8 @@ class ConsumerGroupCoordinator:
             )
 
     def _heartbeat(self, now: int, req: HeartbeatRequest, topics: Topics) -> HeartbeatReply:
-        if self.classic.loading:
-            raise HeartbeatError(ErrorCode.coordinator_load_in_progress, "The coordinator is loading.")
+        if (refusal := self.classic.refused(req.group_id)) is not None:
+            raise HeartbeatError(refusal, _REFUSALS.get(refusal, "The coordinator is loading."))
         self._validate(req)
         if req.member_epoch in (LEAVE_EPOCH, STATIC_LEAVE_EPOCH):
             return self._leave(now, req, topics)
@@ -642,8 +648,8 @@ class ConsumerGroupCoordinator:
     def describe(self, group_ids: Iterable[str]) -> list[GroupDescription]:
         out = []
         for gid in group_ids:
-            if self.classic.loading:
-                out.append(GroupDescription(gid, ErrorCode.coordinator_load_in_progress, "The coordinator is loading."))
+            if (refusal := self.classic.refused(gid)) is not None:
+                out.append(GroupDescription(gid, refusal, _REFUSALS.get(refusal, "The coordinator is loading.")))
                 continue
             g = self.groups.get(gid)
             if g is None:

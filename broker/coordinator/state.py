@@ -359,6 +359,11 @@ class GroupCoordinator:
         # group -> (topic, partition) -> number of commits written but not yet finished
         self.inflight_commits: dict[str, dict[tuple[str, int], int]] = {}
         self.loading = loading
+        # cluster mode: group id -> why this broker does not serve the group now (NOT_COORDINATOR,
+        # COORDINATOR_LOAD_IN_PROGRESS), None when it does; set by the runtime
+        self.owner: Callable[[str], ErrorCode | None] | None = None
+        # the error a failed append answers (set by finish from the append's error)
+        self.persist_error = PERSIST_ERROR
         self._new_member_id = member_id_factory
         self._tokens = 0
         self._last_expiry_check = 0
@@ -556,8 +561,8 @@ class GroupCoordinator:
             out.reply = JoinReply(error=error, member_id=member_id or req.member_id)
             return out
 
-        if self.loading:
-            return fail(ErrorCode.coordinator_load_in_progress)
+        if (refusal := self.refused(req.group_id)) is not None:
+            return fail(refusal)
         if not req.group_id:
             return fail(ErrorCode.invalid_group_id)
         cfg = self.config
@@ -679,7 +684,7 @@ class GroupCoordinator:
                     if ok or g.generation != generation:
                         replies[out.token] = reply
                     else:
-                        replies[out.token] = JoinReply(error=PERSIST_ERROR, member_id=new_id)
+                        replies[out.token] = JoinReply(error=self.persist_error, member_id=new_id)
 
                 out.after.append(after)
                 out.reply = None
@@ -744,8 +749,8 @@ class GroupCoordinator:
 
     def sync(self, now: int, req: SyncRequest) -> Outcome:
         out = self._outcome()
-        if self.loading:
-            out.reply = SyncReply(error=ErrorCode.coordinator_load_in_progress)
+        if (refusal := self.refused(req.group_id)) is not None:
+            out.reply = SyncReply(error=refusal)
             return out
         g = self.groups.get(req.group_id)
         if g is None:
@@ -800,7 +805,7 @@ class GroupCoordinator:
                         g.transition(STABLE, now)
                     else:
                         tmp = Outcome(0)
-                        self._reset_and_propagate(g, PERSIST_ERROR, tmp)
+                        self._reset_and_propagate(g, self.persist_error, tmp)
                         self._prepare_rebalance(g, now, tmp)
                         replies.update(tmp.completions)
 
@@ -826,8 +831,8 @@ class GroupCoordinator:
         return out
 
     def _heartbeat(self, now: int, req: HeartbeatRequest) -> ErrorCode:
-        if self.loading:
-            return ErrorCode.coordinator_load_in_progress
+        if (refusal := self.refused(req.group_id)) is not None:
+            return refusal
         g = self.groups.get(req.group_id)
         if g is None:
             return ErrorCode.unknown_member_id
@@ -847,8 +852,8 @@ class GroupCoordinator:
 
     def leave(self, now: int, group_id: str, members: Sequence[LeaveMember]) -> Outcome:
         out = self._outcome()
-        if self.loading:
-            out.reply = LeaveReply(error=ErrorCode.coordinator_load_in_progress)
+        if (refusal := self.refused(group_id)) is not None:
+            out.reply = LeaveReply(error=refusal)
             return out
         g = self.groups.get(group_id)
         if g is None:
@@ -895,8 +900,8 @@ class GroupCoordinator:
             out.reply = CommitReply(error, tuple((e.topic, e.partition, error) for e in req.offsets))
             return out
 
-        if self.loading:
-            return all_fail(ErrorCode.coordinator_load_in_progress)
+        if (refusal := self.refused(req.group_id)) is not None:
+            return all_fail(refusal)
         if not req.group_id:
             return all_fail(ErrorCode.invalid_group_id)
         g = self.groups.get(req.group_id)
@@ -964,8 +969,8 @@ class GroupCoordinator:
                 replies[out.token] = reply
             else:
                 replies[out.token] = CommitReply(
-                    PERSIST_ERROR,
-                    tuple((t, p, PERSIST_ERROR if err == ErrorCode.none else err) for t, p, err in results),
+                    self.persist_error,
+                    tuple((t, p, self.persist_error if err == ErrorCode.none else err) for t, p, err in results),
                 )
 
         out.after.append(after)
@@ -975,8 +980,8 @@ class GroupCoordinator:
         self, group_id: str, partitions: Iterable[tuple[str, int]] | None = None
     ) -> tuple[ErrorCode, dict[tuple[str, int], CommittedOffset | None]]:
         """OffsetFetch: committed offsets (None = nothing committed). partitions None: all."""
-        if self.loading:
-            return ErrorCode.coordinator_load_in_progress, {}
+        if (refusal := self.refused(group_id)) is not None:
+            return refusal, {}
         stored = self.offsets.get(group_id, {})
         if partitions is None:
             return ErrorCode.none, dict(sorted(stored.items()))
@@ -997,8 +1002,8 @@ class GroupCoordinator:
         return sorted(out)
 
     def describe(self, group_id: str) -> GroupSummary:
-        if self.loading:
-            return GroupSummary(group_id, ErrorCode.coordinator_load_in_progress, "", "", "")
+        if (refusal := self.refused(group_id)) is not None:
+            return GroupSummary(group_id, refusal, "", "", "")
         g = self.groups.get(group_id)
         if g is None:
             return GroupSummary(group_id, ErrorCode.none, DEAD, "", "")
@@ -1021,8 +1026,8 @@ class GroupCoordinator:
         results: list[tuple[str, ErrorCode]] = []
         deleted: list[tuple[Group, str]] = []
         for gid in group_ids:
-            if self.loading:
-                results.append((gid, ErrorCode.coordinator_load_in_progress))
+            if (refusal := self.refused(gid)) is not None:
+                results.append((gid, refusal))
                 continue
             g = self.groups.get(gid)
             if g is None or g.state == DEAD:
@@ -1045,7 +1050,7 @@ class GroupCoordinator:
                         del self.groups[g.group_id]
                 else:
                     g.transition(previous, now)
-                    final = [(gid, PERSIST_ERROR if gid == g.group_id else e) for gid, e in final]
+                    final = [(gid, self.persist_error if gid == g.group_id else e) for gid, e in final]
             replies[out.token] = tuple(final)
 
         if out.records:
@@ -1057,8 +1062,8 @@ class GroupCoordinator:
     def delete_offsets(self, now: int, group_id: str, partitions: Sequence[tuple[str, int]]) -> Outcome:
         """OffsetDelete: reply is (group error, ((topic, partition, error), ...))."""
         out = self._outcome()
-        if self.loading:
-            out.reply = (ErrorCode.coordinator_load_in_progress, ())
+        if (refusal := self.refused(group_id)) is not None:
+            out.reply = (refusal, ())
             return out
         g = self.groups.get(group_id)
         consumer_group = self.consumer_groups.get(group_id)
@@ -1086,7 +1091,7 @@ class GroupCoordinator:
         reply = (ErrorCode.none, tuple(results))
         if out.records:
             def after(ok: bool, replies: dict[int, Any]) -> None:
-                replies[out.token] = reply if ok else (PERSIST_ERROR, ())
+                replies[out.token] = reply if ok else (self.persist_error, ())
             out.after.append(after)
         else:
             out.reply = reply
@@ -1201,9 +1206,17 @@ class GroupCoordinator:
 
     # --- persistence ----------------------------------------------------------------------------
 
-    def finish(self, outcome: Outcome, ok: bool = True) -> dict[int, Any]:
-        """Apply `outcome` after its records were appended (`ok`) or failed; return the replies
-        now known: token -> reply (this request's and any earlier deferred ones')."""
+    def refused(self, group_id: str) -> ErrorCode | None:
+        """Why this coordinator does not serve `group_id` now (None: it does)."""
+        if self.loading:
+            return ErrorCode.coordinator_load_in_progress
+        return self.owner(group_id) if self.owner is not None else None
+
+    def finish(self, outcome: Outcome, ok: bool = True, error: ErrorCode = PERSIST_ERROR) -> dict[int, Any]:
+        """Apply `outcome` after its records were appended (`ok`) or failed (answering `error`,
+        already mapped to a group error); return the replies now known: token -> reply (this
+        request's and any earlier deferred ones')."""
+        self.persist_error = error
         if outcome.finished:
             raise RuntimeError("outcome finished twice")
         outcome.finished = True
@@ -1305,6 +1318,23 @@ class GroupCoordinator:
         self._loaded_groups.clear()
         self._last_expiry_check = now
         self.loading = False
+
+    def unload(self, belongs: Callable[[str], bool]) -> dict[int, Any]:
+        """Forget every group for which `belongs(group_id)` (this broker stopped leading their
+        partition of `__consumer_offsets`): their groups, offsets and KIP-848 groups leave memory,
+        and the requests still waiting on them (JoinGroup, SyncGroup) get NOT_COORDINATOR; the
+        returned replies are token -> reply, as finish() returns them."""
+        replies: dict[int, Any] = {}
+        for gid in [gid for gid in self.groups if belongs(gid)]:
+            for m in self.groups.pop(gid).members.values():
+                if m.join_token is not None:
+                    replies[m.join_token] = JoinReply(error=ErrorCode.not_coordinator, member_id=m.member_id)
+                if m.sync_token is not None:
+                    replies[m.sync_token] = SyncReply(error=ErrorCode.not_coordinator)
+        for table in (self.offsets, self.inflight_commits, self.consumer_groups, self._loaded_groups):
+            for gid in [gid for gid in table if belongs(gid)]:
+                del table[gid]
+        return replies
 
     # --- lag --------------------------------------------------------------------------------------
 

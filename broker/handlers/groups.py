@@ -4,7 +4,10 @@ FindCoordinator (10) v0-3, JoinGroup (11) v0-5, Heartbeat (12) v0-3, LeaveGroup 
 SyncGroup (14) v0-3, OffsetCommit (8) v2-9, OffsetFetch (9) v1-9, DescribeGroups (15) v0-6,
 ListGroups (16) v0-5, DeleteGroups (42) v0-2, OffsetDelete (47) v0.
 
-Single node: this broker coordinates every group (FindCoordinator always names it). The work and
+Single node: this broker coordinates every group (FindCoordinator always names it). Cluster
+mode: FindCoordinator names the leader of the group's `__consumer_offsets` partition, and the
+coordinator answers NOT_COORDINATOR for the groups of partitions it does not lead
+(broker.coordinator_runtime). The work and
 the Kafka semantics live in broker.coordinator (state machine) and broker.coordinator_runtime
 (persistence in `__consumer_offsets`, timers); these handlers only convert.
 """
@@ -67,6 +70,16 @@ async def find_coordinator(ctx: RequestContext, request) -> object:
     if broker.coordinator.load_error is not None:
         return make(Response, throttle_time=ZERO, error_code=ErrorCode.coordinator_not_available,
                     error_message="group coordinator failed to load", node_id=-1, host="", port=-1)
+    if key_type == KEY_TYPE_GROUP and broker.cluster is not None:
+        # the leader of the group's __consumer_offsets partition (created here if it is missing)
+        why = await broker.coordinator.ensure_offsets_topic()
+        found = broker.cluster.coordinator_of(request.key, ctx.listener_name) if why is None else None
+        if found is None:
+            return make(Response, throttle_time=ZERO, error_code=ErrorCode.coordinator_not_available,
+                        error_message=why or "the group's __consumer_offsets partition has no leader yet",
+                        node_id=-1, host="", port=-1)
+        return make(Response, throttle_time=ZERO, error_code=ErrorCode.none, error_message=None,
+                    node_id=found[0], host=found[1], port=found[2])
     return make(Response, throttle_time=ZERO, error_code=ErrorCode.none, error_message=None,
                 node_id=broker.node_id, host=ctx.advertised[0], port=ctx.advertised[1])
 
@@ -276,7 +289,7 @@ async def list_groups(ctx: RequestContext, request) -> object:
     Response = ctx.response_class()
     Listed = nested(Response, "ListedGroup")
     coordinator = ctx.broker.coordinator
-    if coordinator.state.loading:
+    if coordinator.state.loading or coordinator.any_loading():
         return make(Response, throttle_time=ZERO, error_code=ErrorCode.coordinator_load_in_progress, groups=())
     states = getattr(request, "states_filter", None) or None
     types = {t.lower() for t in (getattr(request, "types_filter", None) or ())}

@@ -1,0 +1,122 @@
+"""Consumer groups in cluster mode: `__consumer_offsets` is replicated like any topic, FindCoordinator
+names the leader of the group's partition, and when that broker is killed with -9 the group moves
+to the new leader, which rebuilds it from its replica: the committed offsets survive. Three broker
+processes on a real etcd, confluent-kafka and kafka-python as the clients."""
+from __future__ import annotations
+
+import time
+
+from kio.schema.errors import ErrorCode
+from kio.schema.find_coordinator.v3.request import FindCoordinatorRequest
+from kio.schema.offset_fetch.v6.request import OffsetFetchRequest, OffsetFetchRequestTopic
+
+from .conftest import create_replicated, describe, wait_until
+from .test_isr import call
+
+TOPIC = "orders"
+GROUP = "billing"
+PARTITIONS = 2
+RECORDS = 200
+OFFSETS = "__consumer_offsets"
+
+
+def find_coordinator(bootstrap: str) -> tuple[int, int]:
+    """(error code, node id) of FindCoordinator for GROUP, asked of the first broker listed."""
+    r = call(bootstrap.split(",")[0], FindCoordinatorRequest(key=GROUP, key_type=0))
+    return int(r.error_code), int(r.node_id)
+
+
+def offset_fetch(address: str) -> tuple[int, dict[int, int]]:
+    """(error code, partition -> committed offset) of GROUP, asked of one broker."""
+    r = call(address, OffsetFetchRequest(group_id=GROUP, topics=(
+        OffsetFetchRequestTopic(name=TOPIC, partition_indexes=tuple(range(PARTITIONS))),)))
+    return int(r.error_code), {int(p.partition_index): int(p.committed_offset) for t in r.topics for p in t.partitions}
+
+
+def consume(bootstrap: str, count: int, commit: bool) -> dict[int, list[int]]:
+    """A confluent-kafka member of GROUP reads `count` records (offsets per partition), commits
+    synchronously what it read, and leaves."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP, "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest", "topic.metadata.refresh.interval.ms": 1000,
+                         "session.timeout.ms": 6000})
+    seen: dict[int, list[int]] = {p: [] for p in range(PARTITIONS)}
+    consumer.subscribe([TOPIC])
+    try:
+        deadline = time.monotonic() + 60
+        got = 0
+        while got < count:
+            assert time.monotonic() < deadline, f"consumed {got} of {count}"
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            seen[msg.partition()].append(msg.offset())
+            got += 1
+        if commit:
+            consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    return seen
+
+
+def test_group_offsets_survive_the_coordinators_death(cluster):
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient
+
+    create_replicated(cluster.bootstrap, TOPIC, PARTITIONS)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    for i in range(RECORDS):
+        producer.produce(TOPIC, value=str(i).encode(), partition=i % PARTITIONS)
+    assert producer.flush(30) == 0
+
+    first = consume(cluster.bootstrap, RECORDS // 2, commit=True)
+    committed = {p: offsets[-1] + 1 if offsets else -1 for p, offsets in first.items()}
+    assert sum(len(v) for v in first.values()) == RECORDS // 2
+
+    # __consumer_offsets is a cluster topic: RF 3 (offsets.topic.replication.factor), all in sync
+    offsets_topic = describe(cluster.bootstrap, OFFSETS)
+    assert all(len(replicas) == 3 and len(isr) == 3 for _, replicas, isr in offsets_topic.values())
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    described = admin.describe_consumer_groups([GROUP])[GROUP].result(15)
+    victim = described.coordinator.id
+    error, coordinator = find_coordinator(cluster.bootstrap)
+    assert (error, coordinator) == (0, victim)
+    assert victim == next(iter(offsets_topic.values()))[0]  # the leader of its (only) partition
+    # the other brokers do not serve the group
+    for node, broker in cluster.brokers.items():
+        error, offsets = offset_fetch(broker.bootstrap)
+        if node == victim:
+            assert (error, offsets) == (0, committed)
+        else:
+            assert error == ErrorCode.not_coordinator
+
+    cluster.brokers[victim].kill()
+    survivors = cluster.bootstrap
+
+    def moved():
+        error, node = find_coordinator(survivors)
+        return error == 0 and node != victim and node
+
+    new = wait_until(moved, timeout=20, what="a new group coordinator")
+    assert new == describe(survivors, OFFSETS)[0][0]
+    # the new coordinator rebuilt the group from its replica (answering LOAD_IN_PROGRESS meanwhile)
+    address = cluster.brokers[new].bootstrap
+    wait_until(lambda: offset_fetch(address)[0] == 0, timeout=10, what="the group loaded on the new coordinator")
+    assert offset_fetch(address) == (0, committed)
+
+    # a new member resumes from the commits: nothing below them is read again
+    rest = consume(survivors, RECORDS - RECORDS // 2, commit=True)
+    for p, offsets in rest.items():
+        assert offsets == list(range(max(committed[p], 0), RECORDS // PARTITIONS)), p
+
+    # a second client library finds the moved coordinator and reads the new commits
+    from kafka import KafkaConsumer, TopicPartition
+
+    other = KafkaConsumer(bootstrap_servers=survivors.split(","), group_id=GROUP, enable_auto_commit=False,
+                          request_timeout_ms=20000)
+    try:
+        assert {p: other.committed(TopicPartition(TOPIC, p)) for p in range(PARTITIONS)} == \
+            {p: RECORDS // PARTITIONS for p in range(PARTITIONS)}
+    finally:
+        other.close()
