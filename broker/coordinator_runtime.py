@@ -53,7 +53,8 @@ from .coordinator import OFFSETS_TOPIC, CoordinatorConfig, GroupCoordinator, Out
 from .coordinator import records as rec
 from .coordinator.consumer_group import ConsumerGroupConfig, ConsumerGroupCoordinator
 from .coordinator.server_assignors import assignor_names
-from .errors import KafkaError
+from .coordinator.state import PERSIST_ERROR
+from .errors import KafkaError, error_code_for
 from .ingest import PendingAppend
 from .logging_setup import GroupChangeLog
 
@@ -77,7 +78,9 @@ def replication_error(code: ErrorCode) -> ErrorCode:
         return ErrorCode.coordinator_not_available
     if code in (ErrorCode.message_too_large, ErrorCode.record_list_too_large, ErrorCode.invalid_fetch_size):
         return ErrorCode.invalid_commit_offset_size
-    return code
+    # REQUEST_TIMED_OUT as is (Kafka's clients retry it at a re-found coordinator); anything else
+    # as a single node answers a failed append
+    return code if code == ErrorCode.request_timed_out else PERSIST_ERROR
 
 
 def java_string_hash(s: str) -> int:
@@ -262,9 +265,7 @@ class CoordinatorRuntime:
         started = trio.current_time()
         open_txns: dict[int, list[rec.Record]] = {}
         try:
-            plog = self.broker.partition_log(OFFSETS_TOPIC, p)
-            records = await read_partition(self.broker, OFFSETS_TOPIC, p, open_txns,
-                                           end=plog.log_end_offset if plog is not None else None)
+            records = await read_partition(self.broker, OFFSETS_TOPIC, p, open_txns, to_log_end=True)
         except Exception:
             log.exception("loading %s-%d failed; its groups stay unavailable here", OFFSETS_TOPIC, p)
             return
@@ -392,6 +393,10 @@ class CoordinatorRuntime:
                 continue
             if not ok:
                 errors = [e.error for e in flight.entries if e.error is not None]
+                if self.cluster_mode:  # e.g. not the leader any more: answered as Kafka maps it
+                    log.warning("appending to %s failed: %r", OFFSETS_TOPIC, errors[0])
+                    self._resolve(self.state.finish(flight.outcome, False, replication_error(error_code_for(errors[0]))))
+                    continue
                 log.error("appending to %s failed: %r", OFFSETS_TOPIC, errors[0])
             self._resolve(self.state.finish(flight.outcome, ok))
 
@@ -446,15 +451,17 @@ def describe_group_lag(broker: Broker, group_id: str) -> list[tuple[str, int, in
 
 async def read_partition(broker: Broker, topic: str, p: int,
                          open_txns: dict[int, list[rec.Record]] | None = None,
-                         end: int | None = None) -> list[rec.Record]:
-    """Every (key, value) of an internal topic's partition up to its high watermark (or `end`),
-    read in a worker thread under the log lock (see _read_all); [] when the partition is missing."""
+                         to_log_end: bool = False) -> list[rec.Record]:
+    """Every (key, value) of an internal topic's partition up to its high watermark (or, with
+    `to_log_end`, its log end as of taking the lock), read in a worker thread under the log lock
+    (see _read_all); [] when the partition is missing."""
     plog = broker.partition_log(topic, p)
     if plog is None:
         return []
-    if end is None:
-        end = broker.high_watermark(topic, p)
+    end = broker.high_watermark(topic, p)
     async with broker.log_lock:
+        if to_log_end:
+            end = plog.log_end_offset
         return await trio.to_thread.run_sync(_read_all, plog, end, open_txns)
 
 

@@ -6,7 +6,8 @@ offline (no leader). Exit 0 when every partition is fully replicated, 1 when som
 
 `dev-cluster --brokers N [--data-dir D]` runs, in the foreground, a local etcd and N brokers on
 loopback ports (node ids 1..N, each its own data directory under D), prints the bootstrap list
-once every broker is ready, and stops them all on Ctrl-C (or when one of them exits).
+once every broker is ready, and stops them all on Ctrl-C (or when one of them exits). Its brokers
+set offsets.topic.replication.factor to min(N, 3), so consumer groups work with one or two brokers.
 """
 from __future__ import annotations
 
@@ -86,9 +87,12 @@ async def _status(args: argparse.Namespace) -> int:
     return EXIT_FAILED if under or offline else EXIT_OK
 
 
-def _broker_command(node: int, data_dir: str, etcd_url: str, name: str, port: int) -> list[str]:
+def _broker_command(node: int, data_dir: str, etcd_url: str, name: str, port: int, brokers: int) -> list[str]:
+    # __consumer_offsets gets as many replicas as there are brokers, up to Kafka's default of 3
+    # (a cluster smaller than offsets.topic.replication.factor would never create it)
     return [sys.executable, "-m", "ringlog.client.cli", "broker", "--node-id", str(node), "--etcd", etcd_url,
-            "--cluster-name", name, "--data-dir", data_dir, "--listen", f"127.0.0.1:{port}"]
+            "--cluster-name", name, "--data-dir", data_dir, "--listen", f"127.0.0.1:{port}",
+            "--set", f"offsets.topic.replication.factor={min(brokers, 3)}"]
 
 
 def _dev_cluster(args: argparse.Namespace) -> int:
@@ -114,7 +118,7 @@ def _dev_cluster(args: argparse.Namespace) -> int:
             logs.append(log_path)
             with open(log_path, "ab") as out:
                 procs.append(subprocess.Popen(_broker_command(i, os.path.join(root, f"broker-{i}"), etcd.url,
-                                                              args.cluster_name, port),
+                                                              args.cluster_name, port, args.brokers),
                                               stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
         ready = set()
         deadline = time.monotonic() + 120

@@ -10,7 +10,7 @@ from kio.schema.errors import ErrorCode
 from kio.schema.find_coordinator.v3.request import FindCoordinatorRequest
 from kio.schema.offset_fetch.v6.request import OffsetFetchRequest, OffsetFetchRequestTopic
 
-from .conftest import create_replicated, describe, wait_until
+from .conftest import Cluster, create_replicated, describe, wait_until
 from .test_isr import call
 
 TOPIC = "orders"
@@ -60,9 +60,23 @@ def consume(bootstrap: str, count: int, commit: bool) -> dict[int, list[int]]:
     return seen
 
 
-def test_group_offsets_survive_the_coordinators_death(cluster):
+def test_group_offsets_survive_the_coordinators_death(etcd, tmp_path):
+    cluster = Cluster(etcd, tmp_path)
+    try:
+        run(cluster)
+    finally:
+        cluster.stop()
+
+
+def run(cluster: Cluster) -> None:
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient
+
+    # as in Kafka, __consumer_offsets waits for offsets.topic.replication.factor (3) live brokers
+    cluster.start(1, 2)
+    r = call(cluster.bootstrap.split(",")[0], FindCoordinatorRequest(key=GROUP, key_type=0))
+    assert r.error_code == ErrorCode.coordinator_not_available and "3 broker(s)" in r.error_message
+    cluster.start(3)
 
     create_replicated(cluster.bootstrap, TOPIC, PARTITIONS)
     producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
