@@ -17,6 +17,7 @@ TOPIC = "orders"
 GROUP = "billing"
 PARTITIONS = 2
 RECORDS = 200
+EXTRA = 40
 OFFSETS = "__consumer_offsets"
 
 
@@ -31,6 +32,18 @@ def offset_fetch(address: str) -> tuple[int, dict[int, int]]:
     r = call(address, OffsetFetchRequest(group_id=GROUP, topics=(
         OffsetFetchRequestTopic(name=TOPIC, partition_indexes=tuple(range(PARTITIONS))),)))
     return int(r.error_code), {int(p.partition_index): int(p.committed_offset) for t in r.topics for p in t.partitions}
+
+
+def poll(consumer, count: int) -> list[tuple[int, int]]:
+    """(partition, offset) of the next `count` records."""
+    out: list[tuple[int, int]] = []
+    deadline = time.monotonic() + 60
+    while len(out) < count:
+        assert time.monotonic() < deadline, f"consumed {len(out)} of {count}"
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            out.append((msg.partition(), msg.offset()))
+    return out
 
 
 def consume(bootstrap: str, count: int, commit: bool) -> dict[int, list[int]]:
@@ -134,3 +147,29 @@ def run(cluster: Cluster) -> None:
             {p: RECORDS // PARTITIONS for p in range(PARTITIONS)}
     finally:
         other.close()
+
+    # a member that stays through a move keeps its generation and assignment (the group's state
+    # is replicated too): no rebalance, nothing read twice, its commit lands at the last broker
+    from confluent_kafka import Consumer
+
+    for i in range(EXTRA):
+        producer.produce(TOPIC, value=b"x", partition=i % PARTITIONS)
+    assert producer.flush(30) == 0
+    assigned = []
+    member = Consumer({"bootstrap.servers": survivors, "group.id": GROUP, "enable.auto.commit": False,
+                       "session.timeout.ms": 10000, "topic.metadata.refresh.interval.ms": 1000})
+    member.subscribe([TOPIC], on_assign=lambda c, parts: assigned.append(len(parts)))
+    try:
+        read = poll(member, EXTRA // 2)
+        member.commit(asynchronous=False)
+        cluster.brokers[new].kill()
+        last = next(n for n in cluster.brokers if n not in (victim, new))
+        wait_until(lambda: find_coordinator(cluster.bootstrap) == (0, last), timeout=20, what="the last coordinator")
+        read += poll(member, EXTRA - EXTRA // 2)
+        member.commit(asynchronous=False)
+        assert assigned == [PARTITIONS]
+    finally:
+        member.close()
+    ends = RECORDS // PARTITIONS + EXTRA // PARTITIONS
+    assert sorted(read) == sorted((p, o) for p in range(PARTITIONS) for o in range(RECORDS // PARTITIONS, ends))
+    assert offset_fetch(cluster.brokers[last].bootstrap) == (0, {p: ends for p in range(PARTITIONS)})
