@@ -8,6 +8,7 @@ from ringlog.broker.coordinator import (
     EMPTY,
     PREPARING_REBALANCE,
     STABLE,
+    CommitEntry,
     CommitRequest,
     GroupCoordinator,
     JoinRequest,
@@ -293,3 +294,35 @@ def test_rebalance_during_completing_answers_waiting_syncs() -> None:
     s.join(client_id="c")  # a third member arrives before the leader syncs
     assert s.reply(fb).error == ErrorCode.rebalance_in_progress
     assert s.c.group("g").state == PREPARING_REBALANCE
+
+
+def test_cluster_owner_check_and_unload() -> None:
+    """Cluster mode: the runtime says which groups this broker serves (owner), and unload()
+    forgets a partition's groups, answering the requests that wait on them NOT_COORDINATOR."""
+    s = Sim()
+    serving = {"g": None, "other": None}
+    s.c.owner = lambda gid: serving.get(gid, ErrorCode.not_coordinator)
+    s.commit({("t", 0): 5}, group="other")
+    ra = s.reply(s.join(client_id="a"))
+    s.sync(ra.member_id, 1, assignments=s.leader_assign(ra))
+    waiting = s.join(client_id="b")  # deferred: a must rejoin first
+    assert s.reply(waiting) is None
+    # a group of a partition this broker does not lead, or one still loading
+    assert s.reply(s.join(group="elsewhere")).error == ErrorCode.not_coordinator
+    assert s.c.fetch_offsets("elsewhere")[0] == ErrorCode.not_coordinator
+    serving["other"] = ErrorCode.coordinator_load_in_progress
+    assert s.c.fetch_offsets("other")[0] == ErrorCode.coordinator_load_in_progress
+    assert s.commit({("t", 0): 6}, group="other").partitions[0][2] == ErrorCode.coordinator_load_in_progress
+    # leadership of g's partition lost: the waiting JoinGroup is answered, g leaves memory
+    serving["g"] = ErrorCode.not_coordinator
+    replies = s.c.unload(lambda gid: gid == "g")
+    assert replies[waiting].error == ErrorCode.not_coordinator
+    assert s.c.group("g") is None and "g" not in s.c.offsets
+    assert s.heartbeat(ra.member_id, 2) == ErrorCode.not_coordinator
+    assert "other" in s.c.offsets  # another partition's groups stay
+    # a write that failed to replicate is answered with the error it was given
+    serving["other"] = None
+    out = s.c.commit(s.now, CommitRequest("other", -1, "", None, (CommitEntry("t", 0, 7, -1, ""),), 8))
+    reply = s.c.finish(out, False, ErrorCode.not_coordinator)[out.token]
+    assert reply.error == ErrorCode.not_coordinator and reply.partitions[0][2] == ErrorCode.not_coordinator
+    assert s.c.fetch_offsets("other", [("t", 0)])[1][("t", 0)].offset == 5
