@@ -18,6 +18,7 @@ GROUP = "billing"
 PARTITIONS = 2
 RECORDS = 200
 EXTRA = 40
+KIP848 = "billing-kip848"
 OFFSETS = "__consumer_offsets"
 
 
@@ -27,9 +28,9 @@ def find_coordinator(bootstrap: str) -> tuple[int, int]:
     return int(r.error_code), int(r.node_id)
 
 
-def offset_fetch(address: str) -> tuple[int, dict[int, int]]:
-    """(error code, partition -> committed offset) of GROUP, asked of one broker."""
-    r = call(address, OffsetFetchRequest(group_id=GROUP, topics=(
+def offset_fetch(address: str, group: str = GROUP) -> tuple[int, dict[int, int]]:
+    """(error code, partition -> committed offset) of a group, asked of one broker."""
+    r = call(address, OffsetFetchRequest(group_id=group, topics=(
         OffsetFetchRequestTopic(name=TOPIC, partition_indexes=tuple(range(PARTITIONS))),)))
     return int(r.error_code), {int(p.partition_index): int(p.committed_offset) for t in r.topics for p in t.partitions}
 
@@ -73,8 +74,16 @@ def consume(bootstrap: str, count: int, commit: bool) -> dict[int, list[int]]:
     return seen
 
 
+class GroupCluster(Cluster):
+    # KIP-848 members heartbeat every second, so they notice a moved coordinator quickly
+    def _process(self, node: int):
+        b = super()._process(node)
+        b.args += ["--set", "group.consumer.heartbeat.interval.ms=1000"]
+        return b
+
+
 def test_group_offsets_survive_the_coordinators_death(etcd, tmp_path):
-    cluster = Cluster(etcd, tmp_path)
+    cluster = GroupCluster(etcd, tmp_path)
     try:
         run(cluster)
     finally:
@@ -100,6 +109,16 @@ def run(cluster: Cluster) -> None:
     first = consume(cluster.bootstrap, RECORDS // 2, commit=True)
     committed = {p: offsets[-1] + 1 if offsets else -1 for p, offsets in first.items()}
     assert sum(len(v) for v in first.values()) == RECORDS // 2
+
+    # a KIP-848 member (group.protocol=consumer) reads half of the records and stays in its group
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    kip848 = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": KIP848, "group.protocol": "consumer",
+                       "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                       "topic.metadata.refresh.interval.ms": 1000})
+    kip848.subscribe([TOPIC])
+    kip848_read = poll(kip848, RECORDS // 2)
+    kip848.commit(asynchronous=False)
 
     # __consumer_offsets is a cluster topic: RF 3 (offsets.topic.replication.factor), all in sync
     offsets_topic = describe(cluster.bootstrap, OFFSETS)
@@ -132,26 +151,53 @@ def run(cluster: Cluster) -> None:
     wait_until(lambda: offset_fetch(address)[0] == 0, timeout=10, what="the group loaded on the new coordinator")
     assert offset_fetch(address) == (0, committed)
 
+    # the KIP-848 member's membership was in memory: the new coordinator answers its commits
+    # UNKNOWN_MEMBER_ID until it has rejoined (epoch 0), after which it goes on from its commits:
+    # every record read, none below a commit read twice
+    kip848_commit = {p: max((o + 1 for q, o in kip848_read if q == p), default=-1) for p in range(PARTITIONS)}
+    assert offset_fetch(address, KIP848) == (0, kip848_commit)
+    ends = [TopicPartition(TOPIC, p, RECORDS // PARTITIONS) for p in range(PARTITIONS)]
+
+    def read_all_and_committed():
+        msg = kip848.poll(0.2)
+        if msg is not None and msg.error() is None:
+            kip848_read.append((msg.partition(), msg.offset()))
+        if len(set(kip848_read)) < RECORDS:
+            return False
+        try:
+            kip848.commit(offsets=ends, asynchronous=False)
+        except KafkaException:
+            return False  # not rejoined yet
+        return True
+
+    try:
+        wait_until(read_all_and_committed, timeout=30, interval=0, what="the KIP-848 member's rejoin and commit")
+    finally:
+        kip848.close()
+    assert sorted(set(kip848_read)) == [(p, o) for p in range(PARTITIONS) for o in range(RECORDS // PARTITIONS)]
+    again = [(p, o) for p, o in set(kip848_read) if kip848_read.count((p, o)) > 1]
+    assert all(o >= kip848_commit[p] for p, o in again)
+    assert offset_fetch(address, KIP848) == (0, {p: RECORDS // PARTITIONS for p in range(PARTITIONS)})
+
     # a new member resumes from the commits: nothing below them is read again
     rest = consume(survivors, RECORDS - RECORDS // 2, commit=True)
     for p, offsets in rest.items():
         assert offsets == list(range(max(committed[p], 0), RECORDS // PARTITIONS)), p
 
     # a second client library finds the moved coordinator and reads the new commits
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KafkaPythonTopicPartition
 
     other = KafkaConsumer(bootstrap_servers=survivors.split(","), group_id=GROUP, enable_auto_commit=False,
                           request_timeout_ms=20000)
     try:
-        assert {p: other.committed(TopicPartition(TOPIC, p)) for p in range(PARTITIONS)} == \
+        assert {p: other.committed(KafkaPythonTopicPartition(TOPIC, p)) for p in range(PARTITIONS)} == \
             {p: RECORDS // PARTITIONS for p in range(PARTITIONS)}
     finally:
         other.close()
 
     # a member that stays through a move keeps its generation and assignment (the group's state
     # is replicated too): no rebalance, nothing read twice, its commit lands at the last broker
-    from confluent_kafka import Consumer
-
     for i in range(EXTRA):
         producer.produce(TOPIC, value=b"x", partition=i % PARTITIONS)
     assert producer.flush(30) == 0
