@@ -166,25 +166,28 @@ class CoordinatorRuntime:
     # --- start-up -------------------------------------------------------------------------------
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Create/replay `__consumer_offsets`, then drive the timers until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            if self.cluster_mode:
+        """Create/replay `__consumer_offsets` (single node; in a cluster each partition is loaded
+        when this broker becomes its leader), then drive the timers until cancelled."""
+        if self.cluster_mode:
+            async with trio.open_nursery() as nursery:  # partition loads, replication waits
+                self._nursery = nursery
                 # no partition is served until this broker leads it (on_role loads it then)
                 self.state.owner = self._owner
                 self.state.load_complete(self.broker.now_ms())
                 self.loaded.set()
-            else:
-                try:
-                    await self._load()
-                except Exception as exc:  # the broker keeps serving data; groups answer "not available"
-                    self.load_error = exc
-                    log.exception("loading %s failed; group coordination is unavailable", OFFSETS_TOPIC)
-                    raise
-                finally:
-                    self.loaded.set()
-            await self._serve_timers()
+                task_status.started()
+                await self._serve_timers()
+            return
+        task_status.started()
+        try:
+            await self._load()
+        except Exception as exc:  # the broker keeps serving data; groups answer "not available"
+            self.load_error = exc
+            log.exception("loading %s failed; group coordination is unavailable", OFFSETS_TOPIC)
+            raise
+        finally:
+            self.loaded.set()
+        await self._serve_timers()
 
     async def _serve_timers(self) -> None:
         while True:
