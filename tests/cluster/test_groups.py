@@ -1,13 +1,21 @@
 """Consumer groups in cluster mode: `__consumer_offsets` is replicated like any topic, FindCoordinator
 names the leader of the group's partition, and when that broker is killed with -9 the group moves
-to the new leader, which rebuilds it from its replica: the committed offsets survive. Three broker
-processes on a real etcd, confluent-kafka and kafka-python as the clients."""
+to the new leader, which rebuilds it from its replica: the committed offsets survive. A commit is
+acknowledged only once the ISR of its partition holds it. Three broker processes on a real etcd,
+confluent-kafka and kafka-python as the clients."""
 from __future__ import annotations
 
+import datetime
+import signal
 import time
 
 from kio.schema.errors import ErrorCode
 from kio.schema.find_coordinator.v3.request import FindCoordinatorRequest
+from kio.schema.offset_commit.v2.request import (
+    OffsetCommitRequest,
+    OffsetCommitRequestPartition,
+    OffsetCommitRequestTopic,
+)
 from kio.schema.offset_fetch.v6.request import OffsetFetchRequest, OffsetFetchRequestTopic
 
 from .conftest import Cluster, create_replicated, describe, wait_until
@@ -219,3 +227,54 @@ def run(cluster: Cluster) -> None:
     ends = RECORDS // PARTITIONS + EXTRA // PARTITIONS
     assert sorted(read) == sorted((p, o) for p in range(PARTITIONS) for o in range(RECORDS // PARTITIONS, ends))
     assert offset_fetch(cluster.brokers[last].bootstrap) == (0, {p: ends for p in range(PARTITIONS)})
+
+
+class SlowLeaseCluster(Cluster):
+    # leases of 6 s outlast a 3 s pause: the ISR shrinks by the leader's lag rule
+    # (replica.lag.time.max.ms=2000), not by the paused brokers' deaths
+    def _process(self, node: int):
+        b = super()._process(node)
+        b.args += ["--set", "broker.session.timeout.ms=6000", "--set", "offsets.commit.timeout.ms=1000"]
+        return b
+
+
+def commit(address: str, group: str, offset: int) -> int:
+    """A simple (generation -1) OffsetCommit v2 of `offset` for partition 0: its error code."""
+    r = call(address, OffsetCommitRequest(
+        group_id=group, generation_id_or_member_epoch=-1, member_id="",
+        retention_time=datetime.timedelta(milliseconds=-1), topics=(OffsetCommitRequestTopic(
+            name=TOPIC, partitions=(OffsetCommitRequestPartition(partition_index=0, committed_offset=offset,
+                                                                 committed_metadata=""),)),)))
+    return int(r.topics[0].partitions[0].error_code)
+
+
+def test_a_commit_is_acknowledged_only_once_the_isr_holds_it(etcd, tmp_path):
+    cluster = SlowLeaseCluster(etcd, tmp_path)
+    try:
+        cluster.start()
+        create_replicated(cluster.bootstrap, TOPIC, 1, min_isr=1)
+        group = "paused"
+        error, leader = wait_until(lambda: (r := call(cluster.bootstrap.split(",")[0], FindCoordinatorRequest(
+            key=group, key_type=0))).error_code == 0 and (0, int(r.node_id)), what="a coordinator")
+        address = cluster.brokers[leader].bootstrap
+        wait_until(lambda: len(describe(address, OFFSETS)[0][2]) == 3, what="__consumer_offsets in sync")
+        assert commit(address, group, 5) == ErrorCode.none
+        followers = [n for n in cluster.brokers if n != leader]
+        for n in followers:
+            cluster.brokers[n].proc.send_signal(signal.SIGSTOP)
+        try:
+            # the ISR still counts the paused followers: the commit is written by the leader but
+            # not acknowledged, and not visible
+            started = time.monotonic()
+            assert commit(address, group, 9) == ErrorCode.request_timed_out
+            assert time.monotonic() - started >= 0.9
+            assert offset_fetch(address, group)[1][0] == 5
+            # once the leader has shrunk the ISR to itself (min.insync.replicas 1) commits go on
+            wait_until(lambda: describe(address, OFFSETS)[0][2] == [leader], timeout=10, what="the ISR shrink")
+            assert commit(address, group, 11) == ErrorCode.none
+            assert offset_fetch(address, group)[1][0] == 11
+        finally:
+            for n in followers:
+                cluster.brokers[n].proc.send_signal(signal.SIGCONT)
+    finally:
+        cluster.stop()
