@@ -66,6 +66,7 @@ log = logging.getLogger("ringlog.coordinator")
 READ_CHUNK = 1 << 20
 MAX_TICK_S = 1.0
 LOADING, LOADED = "loading", "loaded"
+LOAD_RETRY_S = 5.0
 
 
 def replication_error(code: ErrorCode) -> ErrorCode:
@@ -266,12 +267,16 @@ class CoordinatorRuntime:
 
     async def _load_partition(self, p: int, epoch: int) -> None:
         started = trio.current_time()
-        open_txns: dict[int, list[rec.Record]] = {}
-        try:
-            records = await read_partition(self.broker, OFFSETS_TOPIC, p, open_txns, to_log_end=True)
-        except Exception:
-            log.exception("loading %s-%d failed; its groups stay unavailable here", OFFSETS_TOPIC, p)
-            return
+        while True:
+            open_txns: dict[int, list[rec.Record]] = {}
+            try:
+                records = await read_partition(self.broker, OFFSETS_TOPIC, p, open_txns, to_log_end=True)
+                break
+            except Exception:  # e.g. a read error: its groups stay LOAD_IN_PROGRESS, and it is tried again
+                log.exception("loading %s-%d failed; trying again in %.0f s", OFFSETS_TOPIC, p, LOAD_RETRY_S)
+            await trio.sleep(LOAD_RETRY_S)
+            if self.owned.get(p) != (LOADING, epoch):
+                return
         async with self._lock:
             if self.owned.get(p) != (LOADING, epoch):
                 return  # leadership moved on meanwhile
