@@ -16,7 +16,7 @@ from kio.schema.errors import ErrorCode
 from ..coordinator.consumer_group import HeartbeatRequest, partitions_by_topic
 from ..security import authorizer as acl
 from . import RequestContext, _authorized, handler, make, nested
-from .groups import ZERO, _host, _ms
+from .groups import UNAUTHORIZED, ZERO, _host, _ms, describable_offsets
 
 
 def _topics(ctx: RequestContext) -> dict:
@@ -146,10 +146,16 @@ def offset_fetch_groups(ctx: RequestContext, request) -> object:
         offsets: dict = {}
         if error is None:
             error, offsets = state.fetch_offsets(g.group_id, wanted)
+            offsets = describable_offsets(ctx, offsets, named=wanted is not None)
         # require_stable: a partition with a transactional commit still open is retried later
         unstable = state.pending_txn_partitions(g.group_id) if getattr(request, "require_stable", False) else ()
         by_topic: dict[str, list] = {}
         for (topic, partition), c in offsets.items():
+            if c is UNAUTHORIZED:
+                by_topic.setdefault(topic, []).append(make(
+                    Partition, partition_index=partition, committed_offset=-1, committed_leader_epoch=-1, metadata="",
+                    error_code=ErrorCode.topic_authorization_failed))
+                continue
             by_topic.setdefault(topic, []).append(make(
                 Partition, partition_index=partition, committed_offset=-1 if c is None else c.offset,
                 committed_leader_epoch=-1 if c is None else c.leader_epoch, metadata="" if c is None else c.metadata,

@@ -205,6 +205,9 @@ async def offset_commit(ctx: RequestContext, request) -> object:
     Response = ctx.response_class()
     Topic = nested(Response, "OffsetCommitResponseTopic")
     Partition = nested(Response, "OffsetCommitResponsePartition")
+    # Kafka: READ on each topic too; a denied topic's partitions are answered
+    # TOPIC_AUTHORIZATION_FAILED and the others committed
+    denied = ctx.denied(acl.READ, acl.TOPIC, (t.name for t in request.topics))
     entries = tuple(
         CommitEntry(
             topic=t.name,
@@ -214,8 +217,11 @@ async def offset_commit(ctx: RequestContext, request) -> object:
             metadata=p.committed_metadata,
         )
         for t in request.topics
+        if t.name not in denied
         for p in t.partitions
     )
+    refused = [(t.name, int(p.partition_index), ErrorCode.topic_authorization_failed)
+               for t in request.topics if t.name in denied for p in t.partitions]
     req = CommitRequest(
         group_id=request.group_id,
         generation_id=int(request.generation_id_or_member_epoch),
@@ -225,15 +231,36 @@ async def offset_commit(ctx: RequestContext, request) -> object:
         api_version=ctx.api_version,
     )
     coordinator = ctx.broker.coordinator
-    reply = await coordinator.execute(coordinator.state.commit, req, _partition_exists(ctx))
+    results = refused
+    if entries or not refused:
+        reply = await coordinator.execute(coordinator.state.commit, req, _partition_exists(ctx))
+        results = list(reply.partitions) + refused
     by_topic: dict[str, list] = {}
-    for topic, partition, error in reply.partitions:
+    for topic, partition, error in results:
         by_topic.setdefault(topic, []).append(make(Partition, partition_index=partition, error_code=error))
     return make(
         Response,
         throttle_time=ZERO,
         topics=tuple(make(Topic, name=name, partitions=tuple(parts)) for name, parts in by_topic.items()),
     )
+
+
+# An offset the principal may not see (no DESCRIBE on its topic): answered -1 with
+# TOPIC_AUTHORIZATION_FAILED when the partition was named, left out when all were asked for.
+UNAUTHORIZED = object()
+
+
+def describable_offsets(ctx: RequestContext, offsets: dict, *, named: bool) -> dict:
+    """`offsets` ((topic, partition) -> committed or None) as the principal may see them: the
+    partitions of topics without DESCRIBE left out of an all-topics fetch, and answered as
+    unauthorized (committed UNAUTHORIZED) when named, as Kafka does."""
+    denied = ctx.denied(acl.DESCRIBE, acl.TOPIC, (t for t, _ in offsets)) if named else \
+        {t for t, _ in offsets} - ctx.authorized(acl.DESCRIBE, acl.TOPIC, {t for t, _ in offsets}, audit=False)
+    if not denied:
+        return offsets
+    if named:
+        return {tp: UNAUTHORIZED if tp[0] in denied else c for tp, c in offsets.items()}
+    return {tp: c for tp, c in offsets.items() if tp[0] not in denied}
 
 
 @handler(api_key=9, min_version=1, max_version=9)
@@ -252,11 +279,17 @@ async def offset_fetch(ctx: RequestContext, request) -> object:
     if request.topics is not None:
         wanted = [(t.name, int(p)) for t in request.topics for p in t.partition_indexes]
     error, offsets = state.fetch_offsets(request.group_id, wanted)
+    offsets = describable_offsets(ctx, offsets, named=wanted is not None)
     # require_stable (v7): a partition with a transactional commit still open is retried later
     unstable = state.pending_txn_partitions(request.group_id) if getattr(request, "require_stable", False) else ()
     by_topic: dict[str, list] = {}
     if error == ErrorCode.none:
         for (topic, partition), committed in offsets.items():
+            if committed is UNAUTHORIZED:
+                by_topic.setdefault(topic, []).append(make(
+                    Partition, partition_index=partition, committed_offset=-1, committed_leader_epoch=-1, metadata="",
+                    error_code=ErrorCode.topic_authorization_failed))
+                continue
             by_topic.setdefault(topic, []).append(
                 make(
                     Partition,

@@ -243,6 +243,45 @@ def test_consumer_group_needs_read_on_group_and_topic(acl_broker, admin, alice):
     alice.delete_consumer_groups([group])[group].result(10)
 
 
+def test_offsets_need_read_or_describe_on_each_topic(acl_broker, admin, alice):
+    """OffsetCommit needs READ on each topic (a denied one's partitions get
+    TOPIC_AUTHORIZATION_FAILED, the others are committed); OffsetFetch needs DESCRIBE: a named
+    partition of a hidden topic gets TOPIC_AUTHORIZATION_FAILED, and a fetch of all the group's
+    offsets leaves that topic out."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    readable, hidden, group = topic(admin), topic(admin), _name("grp")
+    grant(admin, ResourceType.GROUP, group, AclOperation.READ)
+    grant(admin, ResourceType.TOPIC, readable, AclOperation.READ)
+    c = Consumer({**_settings(acl_broker, "alice"), "group.id": group, "enable.auto.commit": False})
+    try:
+        with pytest.raises(KafkaException):
+            c.commit(offsets=[TopicPartition(readable, 0, 5), TopicPartition(hidden, 0, 7)], asynchronous=False)
+        named = {tp.topic: tp for tp in c.committed([TopicPartition(readable, 0), TopicPartition(hidden, 0)],
+                                                     timeout=10)}
+        assert named[readable].offset == 5 and named[readable].error is None
+        assert named[hidden].error is not None and named[hidden].error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    finally:
+        c.close()
+    # what was stored, as the super user sees it: the readable topic's commit only
+    listing = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(10)
+    assert {(tp.topic, tp.offset) for tp in listing.topic_partitions} == {(readable, 5)}
+    grant(admin, ResourceType.TOPIC, hidden, AclOperation.READ)
+    c = Consumer({**_settings(acl_broker, "alice"), "group.id": group, "enable.auto.commit": False})
+    try:
+        c.commit(offsets=[TopicPartition(hidden, 0, 7)], asynchronous=False)
+    finally:
+        c.close()
+    for f in admin.delete_acls([AclBindingFilter(ResourceType.TOPIC, hidden, ResourcePatternType.LITERAL, ALICE, "*",
+                                                 AclOperation.ANY, AclPermissionType.ANY)]).values():
+        f.result(10)
+    # all of the group's offsets: the topic alice may no longer describe is left out
+    listing = alice.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(10)
+    assert {(tp.topic, tp.offset) for tp in listing.topic_partitions} == {(readable, 5)}
+    listing = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(10)
+    assert {(tp.topic, tp.offset) for tp in listing.topic_partitions} == {(readable, 5), (hidden, 7)}
+
+
 def test_list_groups_shows_only_describable_groups(acl_broker, admin, alice):
     name, group = topic(admin), _name("listed")
     c = Consumer({**_settings(acl_broker, "admin"), "group.id": group})
