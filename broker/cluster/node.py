@@ -110,7 +110,8 @@ class ClusterNode:
         self.endpoints: dict[int, dict[str, tuple[str, int]]] = {}
         self.controller_id = -1
         self.is_controller = False
-        self.controller_changes = 0
+        self.controller_changes = 0  # controller key changes applied (metrics)
+        self.leader_elections = 0  # leaders this broker wrote as controller (metrics)
         self.topics: dict[str, TopicRecord] = {}
         self.states: dict[tuple[str, int], PartitionState] = {}
         self.replicas = ReplicaManager(self)
@@ -468,6 +469,8 @@ class ClusterNode:
                     if new is not None:
                         result = await self.etcd.txn([cmp_mod_revision(key, state.mod_revision)], [op_put(key, new.encode())])
                         if result.succeeded:
+                            if new.leader != NO_LEADER and new.leader_epoch != state.leader_epoch:
+                                self.leader_elections += 1
                             log.info("%s-%d: leader %d epoch %d ISR %s (was leader %d, ISR %s)", name, p, new.leader,
                                      new.leader_epoch, list(new.isr), state.leader, list(state.isr),
                                      extra=event("leader_elected", topic=name, partition=p, leader=new.leader,

@@ -86,6 +86,22 @@ def test_paused_followers_leave_the_isr_and_come_back(shared_cluster):
     assert latest(leader) == (0, 1, 0)  # a new partition's first leader has epoch 0
     assert latest(f1)[0] == ErrorCode.not_leader_or_follower
 
+    # /metrics of a whole ISR: one controller, the leader leads the only partition, no laggards
+    wait_until(lambda: [cluster.metrics(n)["ringlog_controller"] for n in (1, 2, 3)].count(1) == 1,
+               what="exactly one broker reporting itself as the controller")
+    assert cluster.metrics(controller(cluster.bootstrap))["ringlog_controller"] == 1
+    wait_until(lambda: cluster.metrics(leader)["ringlog_under_replicated_partitions"] == 0, what="a whole ISR")
+    before = cluster.metrics(leader)
+    assert (before["ringlog_leader_partitions"], before["ringlog_replica_partitions"]) == (1, 1)
+    assert before["ringlog_under_min_isr_partitions"] == 0
+    assert before["ringlog_controller_changes_total"] >= 1
+    assert 'ringlog_replica_lag{partition="0",topic="isr"}' not in before  # a leader follows nothing
+    for f in (f1, f2):
+        m = cluster.metrics(f)
+        assert (m["ringlog_leader_partitions"], m["ringlog_replica_partitions"]) == (0, 1)
+    isr_lines = lambda: sum("isr-0: ISR is now" in line for line in cluster.brokers[leader].lines)  # noqa: E731
+    lines_before = isr_lines()
+
     cluster.brokers[f1].proc.send_signal(signal.SIGSTOP)
     try:
         wait_until(lambda: f1 not in describe(address(cluster, leader), "isr")[0][2], timeout=30,
@@ -97,6 +113,15 @@ def test_paused_followers_leave_the_isr_and_come_back(shared_cluster):
             wait_until(lambda: describe(address(cluster, leader), "isr")[0][2] == [leader], timeout=30,
                        what="the ISR down to the leader")
             assert produce(address(cluster, leader), "isr", b"refused")[0] == ErrorCode.not_enough_replicas
+            # the ISR below the replica list and below min.insync.replicas 2; the leader counted
+            # the shrinks it wrote itself (the controller removes a follower whose lease expired
+            # first, and that one is not the leader's shrink)
+            during = wait_until(lambda: (m := cluster.metrics(leader))["ringlog_under_min_isr_partitions"] == 1 and m,
+                                what="the leader's ISR below min.insync.replicas")
+            assert during["ringlog_under_replicated_partitions"] == 1
+            assert during["ringlog_isr_shrinks_total"] - before["ringlog_isr_shrinks_total"] == isr_lines() - lines_before
+            assert during["ringlog_isr_expands_total"] == before["ringlog_isr_expands_total"]
+            assert during["ringlog_leader_partitions"] == 1
             status = subprocess.run([sys.executable, "-m", "ringlog.client.cli", "cluster", "status", "--json",
                                      "--bootstrap", address(cluster, leader)], capture_output=True, text=True,
                                     timeout=60)
@@ -114,6 +139,19 @@ def test_paused_followers_leave_the_isr_and_come_back(shared_cluster):
     assert produce(address(cluster, leader), "isr", b"after")[0] == 0
     wait_until(lambda: len({digest(segment_bytes(cluster.partition_dir(n, "isr", 0))) for n in replicas}) == 1,
                timeout=30, what="byte-identical replicas")
+    # only a leader expands the ISR: it wrote at least one expansion, and the gauges are back
+    after = wait_until(lambda: (m := cluster.metrics(leader))["ringlog_under_replicated_partitions"] == 0
+                       and m["ringlog_isr_expands_total"] > during["ringlog_isr_expands_total"] and m,
+                       what="the leader's ISR whole again and its expansions counted")
+    assert after["ringlog_under_min_isr_partitions"] == 0
+    assert after["ringlog_isr_shrinks_total"] == during["ringlog_isr_shrinks_total"]
+    assert after["ringlog_leader_elections_total"] == before["ringlog_leader_elections_total"]  # no election
+    for f in (f1, f2):  # caught up: nothing behind the leader's high watermark of its last answer
+        m = wait_until(lambda: (m := cluster.metrics(f))['ringlog_replica_lag{partition="0",topic="isr"}'] == 0 and m,
+                       what="the follower's lag back to 0")
+        assert m["ringlog_replica_max_lag"] == 0
+    wait_until(lambda: [cluster.metrics(n)["ringlog_controller"] for n in (1, 2, 3)].count(1) == 1,
+               what="exactly one controller after the pauses")
 
 
 def test_returning_old_leader_truncates_what_the_new_leader_lacks(shared_cluster):
