@@ -238,6 +238,16 @@ def test_a_broker_back_with_a_wiped_data_dir_never_leads_what_it_lost(shared_clu
     wait_until(lambda: all(describe(address(cluster, n), topic)[0][2] == [] for n in (1, 2, 3)), timeout=30,
                what="every broker to see the ISR without the wiped replica")
     assert all(describe(address(cluster, n), topic)[0][0] == -1 for n in (1, 2, 3))
+    # the controller counts the cluster's partitions without a leader (this one, and any other the
+    # old leader was the last in-sync replica of); the other brokers say 0
+    from confluent_kafka.admin import AdminClient
+
+    md = AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(timeout=10)
+    offline = sum(p.leader == -1 for t in md.topics.values() for p in t.partitions.values())
+    assert offline >= 1
+    wait_until(lambda: sorted(cluster.metrics(n)["ringlog_offline_partitions"] for n in (1, 2, 3)) == [0, 0, offline],
+               what="the offline partitions in the controller's metrics")
+    assert cluster.metrics(controller(cluster.bootstrap))["ringlog_offline_partitions"] == offline
     for f in followers:
         assert produce(address(cluster, f), topic, b"refused")[0] == ErrorCode.not_leader_or_follower
         data = segment_bytes(cluster.partition_dir(f, topic, 0))
@@ -290,12 +300,22 @@ def test_controller_death_and_kafka_python_follows_the_leader(shared_cluster):
     producer.flush(30)
     # kill the controller, and the partition's leader if that is another broker
     victims = {old_controller, state[0][0]}
+    before = {n: cluster.metrics(n) for n in (1, 2, 3)}
     for node in victims:
         cluster.brokers[node].kill()
     survivors = [n for n in (1, 2, 3) if n not in victims]
     live = ",".join(address(cluster, n) for n in survivors)
     new_controller = wait_until(lambda: (c := controller(live)) in survivors and c, timeout=30,
                                 what="a new controller")
+    # the new controller elected the dead leader's successor; every survivor saw the controller
+    # key go and come back
+    wait_until(lambda: describe(live, "moves")[0][0] in survivors, timeout=30, what="a new leader")
+    elected = wait_until(lambda: (m := cluster.metrics(new_controller))["ringlog_leader_elections_total"]
+                         > before[new_controller]["ringlog_leader_elections_total"] and m,
+                         what="the new controller's elections counted")
+    assert elected["ringlog_controller"] == 1
+    for n in survivors:
+        assert cluster.metrics(n)["ringlog_controller_changes_total"] >= before[n]["ringlog_controller_changes_total"] + 2
     if len(victims) == 1:
         wait_until(lambda: describe(live, "moves")[0][0] in survivors, timeout=30, what="a new leader")
         # the same producer object follows the leader change
