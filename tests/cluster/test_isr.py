@@ -345,3 +345,67 @@ def test_controller_death_and_kafka_python_follows_the_leader(shared_cluster):
             break
     consumer.close()
     assert values == list(range(expected))
+
+
+def test_a_stalled_follower_is_shrunk_by_its_leader_and_counted(shared_cluster, tmp_path):
+    """A follower whose fetcher stops while the broker stays alive (its etcd lease renewed: the
+    controller sees nothing wrong) is taken out of the ISR by the leader after
+    replica.lag.time.max.ms, and put back by it once it fetches again; the leader's metrics count
+    the shrink and the expansion. Two brokers in this process on the module's etcd, cluster "stall"."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from ringlog.broker.config import BrokerConfig
+    from ringlog.broker.testing import BrokerThread
+
+    def config(node: int) -> BrokerConfig:
+        return BrokerConfig(listen_port=0, data_dir=str(tmp_path / f"b{node}"), node_id=node,
+                            etcd_endpoints=shared_cluster.etcd.url, cluster_name="stall",
+                            broker_session_timeout_ms=2000, replica_lag_time_max_ms=500,
+                            replica_fetch_wait_max_ms=100)
+
+    def metrics(b: BrokerThread) -> dict[str, float]:
+        async def render() -> bytes:
+            return b.broker.metrics.render()
+
+        out = {}
+        for family in text_string_to_metric_families(b.call(render).decode()):
+            for s in family.samples:
+                if not s.labels:
+                    out[s.name] = s.value
+        return out
+
+    with BrokerThread(config(1)) as one, BrokerThread(config(2)) as two:
+        brokers = {1: one, 2: two}
+        bootstrap = f"{one.bootstrap},{two.bootstrap}"
+        leader, replicas, _ = create_replicated(bootstrap, "stall", 1, rf=2, min_isr=2)[0]
+        follower = brokers[3 - leader]
+        lead = brokers[leader]
+        wait_until(lambda: metrics(lead)["ringlog_leader_partitions"] == 1
+                   and metrics(lead)["ringlog_under_replicated_partitions"] == 0, what="the leader's whole ISR")
+        before = metrics(lead)
+
+        async def stall() -> None:  # the fetcher stops; the broker and its lease go on
+            follower.broker.partition("stall", 0).replication.scope.cancel()
+
+        follower.call(stall)
+        shrunk = wait_until(lambda: (m := metrics(lead))["ringlog_under_replicated_partitions"] == 1 and m,
+                            timeout=15, what="the leader to shrink the ISR")
+        assert shrunk["ringlog_isr_shrinks_total"] == before["ringlog_isr_shrinks_total"] + 1
+        assert shrunk["ringlog_under_min_isr_partitions"] == 1
+        assert shrunk["ringlog_isr_expands_total"] == before["ringlog_isr_expands_total"]
+        assert describe(bootstrap, "stall")[0][2] == [leader]
+        assert metrics(follower)["ringlog_replica_partitions"] == 1  # still a live replica
+
+        async def resume() -> None:  # a new fetcher, as after a role change
+            broker = follower.broker
+            part = broker.partition("stall", 0)
+            part.replication.epoch = -1  # so that the same state counts as a new role
+            broker.cluster.replicas.become_follower(part, broker.cluster.states[("stall", 0)])
+
+        follower.call(resume)
+        grown = wait_until(lambda: (m := metrics(lead))["ringlog_under_replicated_partitions"] == 0 and m,
+                           timeout=15, what="the leader to expand the ISR")
+        assert grown["ringlog_isr_expands_total"] == before["ringlog_isr_expands_total"] + 1
+        assert grown["ringlog_isr_shrinks_total"] == shrunk["ringlog_isr_shrinks_total"]
+        assert grown["ringlog_under_min_isr_partitions"] == 0
+        assert sorted(describe(bootstrap, "stall")[0][2]) == sorted(replicas)
