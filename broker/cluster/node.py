@@ -393,6 +393,7 @@ class ClusterNode:
                         self.endpoints.pop(node, None)
                     membership = True
                 elif kind == "controller":
+                    was = self.controller_id
                     if ev.type == "PUT":
                         self.controller_id = int(ev.kv.json()["node_id"])
                         self.is_controller = self.controller_id == self.node_id and ev.kv.lease == self.lease
@@ -401,7 +402,8 @@ class ClusterNode:
                     else:
                         self.controller_id, self.is_controller = -1, False
                         campaign = True
-                    self.controller_changes += 1
+                    if self.controller_id != was:  # (a watch's re-read puts the same key again)
+                        self.controller_changes += 1
                 elif kind == "topics":
                     if ev.type == "PUT":
                         record = TopicRecord.decode(rest, ev.kv.value)
