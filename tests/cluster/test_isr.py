@@ -377,6 +377,10 @@ def test_a_stalled_follower_is_shrunk_by_its_leader_and_counted(shared_cluster, 
     with BrokerThread(config(1)) as one, BrokerThread(config(2)) as two:
         brokers = {1: one, 2: two}
         bootstrap = f"{one.bootstrap},{two.bootstrap}"
+        from confluent_kafka.admin import AdminClient
+
+        wait_until(lambda: all(len(AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10).brokers) == 2
+                               for b in (one, two)), what="both brokers to see each other")
         leader, replicas, _ = create_replicated(bootstrap, "stall", 1, rf=2, min_isr=2)[0]
         follower = brokers[3 - leader]
         lead = brokers[leader]
