@@ -40,6 +40,15 @@ Every metric, its type and labels (docs/operations.md explains what each means):
       ringlog_consumer_group_members{group}
       ringlog_disk_free_bytes / ringlog_disk_total_bytes{path}
       ringlog_ready                                    1 when /health answers 200
+    cluster mode only (read from broker.cluster at scrape time; the counters are plain ints the
+    cluster code bumps once per ISR write, controller change or election, never per request)
+      ringlog_leader_partitions / ringlog_replica_partitions          led / held here
+      ringlog_under_replicated_partitions / ringlog_under_min_isr_partitions   of those led here
+      ringlog_controller                               1 on the active controller, else 0
+      ringlog_offline_partitions                       no live leader (counted by the controller)
+      ringlog_replica_lag{topic,partition} / ringlog_replica_max_lag   partitions followed here
+      ringlog_isr_shrinks_total / ringlog_isr_expands_total            written by this leader
+      ringlog_controller_changes_total / ringlog_leader_elections_total
 """
 from __future__ import annotations
 
@@ -471,6 +480,71 @@ def _broker_gauges(broker: Any) -> Iterator[Any]:
         hwm.add_metric(labels, part.high_watermark)
     yield from (ring_used, ring_cap, start, end, hwm, size, segs)
     yield from _group_gauges(broker)
+    node = getattr(broker, "cluster", None)
+    if node is not None:
+        yield from _cluster_metrics(broker, node)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    fam = GaugeMetricFamily(name, doc)
+    fam.add_metric([], value)
+    return fam
+
+
+def _cluster_metrics(broker: Any, node: Any) -> Iterator[Any]:
+    """Cluster mode: this broker's replicas by role (from each Partition's `replication`, the
+    role broker.cluster.replica gives it), the controller's view of offline partitions, and the
+    counters the cluster code keeps. Kafka's names in docs/operations.md."""
+    leaders = replicas = under_replicated = under_min_isr = 0
+    lag = GaugeMetricFamily("ringlog_replica_lag",
+                            "Offsets this follower replica is behind the leader's high watermark (as of the "
+                            "leader's last Fetch answer).", labels=["topic", "partition"])
+    max_lag = 0
+    for (topic, p), part in list(broker.partitions.items()):
+        role = part.replication
+        if role is None or topic not in node.topics:
+            continue
+        replicas += 1
+        if role.is_leader:
+            leaders += 1
+            if len(role.isr) < len(role.replicas):
+                under_replicated += 1
+            if len(role.isr) < node.min_insync(topic):
+                under_min_isr += 1
+        elif role.leader_high_watermark >= 0:
+            try:
+                behind = max(0, role.leader_high_watermark - part.log.log_end_offset)
+            except Exception:  # a log closed under us (topic deleted meanwhile): skip it
+                continue
+            lag.add_metric([topic, str(p)], behind)
+            max_lag = max(max_lag, behind)
+    offline = 0
+    if node.is_controller:
+        live = set(node.brokers) | {node.node_id}
+        offline = sum(1 for state in list(node.states.values()) if state.leader not in live)
+    yield _gauge("ringlog_leader_partitions", "Partitions this broker leads.", leaders)
+    yield _gauge("ringlog_replica_partitions", "Replicas this broker holds (led and followed).", replicas)
+    yield _gauge("ringlog_under_replicated_partitions",
+                 "Partitions this broker leads whose ISR is smaller than their replica list.", under_replicated)
+    yield _gauge("ringlog_under_min_isr_partitions",
+                 "Partitions this broker leads whose ISR is below min.insync.replicas (acks=all is refused).",
+                 under_min_isr)
+    yield _gauge("ringlog_controller", "1 on the broker that is the active controller, else 0.",
+                 1 if node.is_controller else 0)
+    yield _gauge("ringlog_offline_partitions",
+                 "Partitions of the cluster without a live leader (counted by the controller, 0 elsewhere).", offline)
+    yield lag
+    yield _gauge("ringlog_replica_max_lag", "The largest ringlog_replica_lag of this broker (0 when it follows none).",
+                 max_lag)
+    manager = node.replicas
+    yield _counter("ringlog_isr_shrinks", "ISR shrinks this broker wrote as a partition's leader.", [],
+                   {(): manager.isr_shrinks})
+    yield _counter("ringlog_isr_expands", "ISR expansions this broker wrote as a partition's leader.", [],
+                   {(): manager.isr_expands})
+    yield _counter("ringlog_controller_changes", "Changes of the controller this broker has seen (elected or gone).",
+                   [], {(): node.controller_changes})
+    yield _counter("ringlog_leader_elections", "Partition leaders this broker elected as the controller.", [],
+                   {(): node.leader_elections})
 
 
 def _group_gauges(broker: Any) -> Iterator[Any]:

@@ -110,7 +110,8 @@ class ClusterNode:
         self.endpoints: dict[int, dict[str, tuple[str, int]]] = {}
         self.controller_id = -1
         self.is_controller = False
-        self.controller_changes = 0
+        self.controller_changes = 0  # controller key changes applied (metrics)
+        self.leader_elections = 0  # leaders this broker wrote as controller (metrics)
         self.topics: dict[str, TopicRecord] = {}
         self.states: dict[tuple[str, int], PartitionState] = {}
         self.replicas = ReplicaManager(self)
@@ -392,6 +393,7 @@ class ClusterNode:
                         self.endpoints.pop(node, None)
                     membership = True
                 elif kind == "controller":
+                    was = self.controller_id
                     if ev.type == "PUT":
                         self.controller_id = int(ev.kv.json()["node_id"])
                         self.is_controller = self.controller_id == self.node_id and ev.kv.lease == self.lease
@@ -400,7 +402,8 @@ class ClusterNode:
                     else:
                         self.controller_id, self.is_controller = -1, False
                         campaign = True
-                    self.controller_changes += 1
+                    if self.controller_id != was:  # (a watch's re-read puts the same key again)
+                        self.controller_changes += 1
                 elif kind == "topics":
                     if ev.type == "PUT":
                         record = TopicRecord.decode(rest, ev.kv.value)
@@ -468,6 +471,8 @@ class ClusterNode:
                     if new is not None:
                         result = await self.etcd.txn([cmp_mod_revision(key, state.mod_revision)], [op_put(key, new.encode())])
                         if result.succeeded:
+                            if new.leader != NO_LEADER and new.leader_epoch != state.leader_epoch:
+                                self.leader_elections += 1
                             log.info("%s-%d: leader %d epoch %d ISR %s (was leader %d, ISR %s)", name, p, new.leader,
                                      new.leader_epoch, list(new.isr), state.leader, list(state.isr),
                                      extra=event("leader_elected", topic=name, partition=p, leader=new.leader,

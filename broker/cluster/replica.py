@@ -126,6 +126,7 @@ class FollowerReplication:
         self.epoch = epoch
         self.scope = trio.CancelScope()
         self.fetches = 0
+        self.leader_high_watermark = -1  # from the last Fetch answer (the replica-lag metric)
 
     def stamp(self, batches: list[bytearray]) -> None:  # a follower's writer appends nothing
         pass
@@ -251,6 +252,7 @@ class Follower:
         batches = whole_batches(p.records or b"")
         if batches:
             await self.node.replicas.append(part, batches)
+        self.role.leader_high_watermark = int(p.high_watermark)
         hw = min(int(p.high_watermark), part.log.log_end_offset)
         if hw > part.high_watermark or hw < part.high_watermark and not batches:
             part.high_watermark = hw
@@ -266,6 +268,9 @@ class ReplicaManager:
         self.node = node
         self.broker = node.broker
         self.epochs: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        # ISR changes this broker wrote as leader (Kafka's IsrShrinksPerSec / IsrExpandsPerSec)
+        self.isr_shrinks = 0
+        self.isr_expands = 0
         self._nursery: trio.Nursery | None = None
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -435,7 +440,13 @@ class ReplicaManager:
             isr = {r for r in isr if r == self.node.node_id or r in self.node.brokers}  # never a dead one
             if isr == role.isr:
                 return
+            shrink = len(isr) < len(role.isr)  # (the watch may apply the new ISR before the txn returns)
             ok = await self.node.write_isr(part.tp, role.epoch, tuple(sorted(isr)))
+            if ok:
+                if shrink:
+                    self.isr_shrinks += 1
+                else:
+                    self.isr_expands += 1
             if ok and part.replication is role:
                 log.info("%s-%d: ISR is now %s", *part.tp, sorted(isr))
                 role.isr = set(isr)

@@ -16,6 +16,8 @@ def etcd(tmp_path):
 
 
 import hashlib  # noqa: E402
+import http.client  # noqa: E402
+import re  # noqa: E402
 import os  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -24,7 +26,8 @@ from ringlog.broker.testing import BrokerProcess  # noqa: E402
 
 # Short timeouts keep the fault tests bounded: a dead broker's lease ends within 2 s.
 CLUSTER_SETTINGS = ("--set", "broker.session.timeout.ms=2000", "--set", "replica.lag.time.max.ms=2000",
-                    "--set", "replica.fetch.wait.max.ms=200")
+                    "--set", "replica.fetch.wait.max.ms=200", "--set", "metrics.listen=127.0.0.1:0")
+_METRICS_RE = re.compile(r"metrics endpoint on http://(\S+):(\d+)/metrics")
 
 
 class Cluster:
@@ -73,6 +76,28 @@ class Cluster:
         for b in self.brokers.values():
             if b.proc is not None and b.proc.poll() is None:
                 b.stop()
+
+    def metrics(self, node: int) -> dict[str, float]:
+        """One scrape of broker `node`'s /metrics: sample name -> value, for the samples without
+        labels (and `name{label="v",...}` keys, labels sorted, for the others)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        m = _METRICS_RE.search(self.brokers[node].wait_line("metrics endpoint on", timeout=10))
+        assert m is not None
+        conn = http.client.HTTPConnection(m.group(1), int(m.group(2)), timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            body = resp.read().decode()
+            assert resp.status == 200, body
+        finally:
+            conn.close()
+        out = {}
+        for family in text_string_to_metric_families(body):
+            for s in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+        return out
 
     def partition_dir(self, node: int, topic: str, partition: int) -> str:
         return os.path.join(self.brokers[node].data_dir, f"{topic}-{partition}")

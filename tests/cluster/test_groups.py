@@ -263,6 +263,10 @@ def test_a_commit_is_acknowledged_only_once_the_isr_holds_it(etcd, tmp_path):
             assert offset_fetch(address, group)[1][0] == 5
             # once the leader has shrunk the ISR to itself (min.insync.replicas 1) commits go on
             wait_until(lambda: describe(address, OFFSETS)[0][2] == [leader], timeout=10, what="the ISR shrink")
+            # written by the leader (the paused brokers' leases are alive), so its counter has it
+            m = wait_until(lambda: (m := cluster.metrics(leader))["ringlog_isr_shrinks_total"] >= 1 and m,
+                           what="the leader's ISR shrinks counted")
+            assert m["ringlog_under_replicated_partitions"] >= 1
             assert commit(address, group, 11) == ErrorCode.none
             assert offset_fetch(address, group)[1][0] == 11
         finally:

@@ -86,6 +86,22 @@ def test_paused_followers_leave_the_isr_and_come_back(shared_cluster):
     assert latest(leader) == (0, 1, 0)  # a new partition's first leader has epoch 0
     assert latest(f1)[0] == ErrorCode.not_leader_or_follower
 
+    # /metrics of a whole ISR: one controller, the leader leads the only partition, no laggards
+    wait_until(lambda: [cluster.metrics(n)["ringlog_controller"] for n in (1, 2, 3)].count(1) == 1,
+               what="exactly one broker reporting itself as the controller")
+    assert cluster.metrics(controller(cluster.bootstrap))["ringlog_controller"] == 1
+    wait_until(lambda: cluster.metrics(leader)["ringlog_under_replicated_partitions"] == 0, what="a whole ISR")
+    before = cluster.metrics(leader)
+    assert (before["ringlog_leader_partitions"], before["ringlog_replica_partitions"]) == (1, 1)
+    assert before["ringlog_under_min_isr_partitions"] == 0
+    assert before["ringlog_controller_changes_total"] >= 1
+    assert 'ringlog_replica_lag{partition="0",topic="isr"}' not in before  # a leader follows nothing
+    for f in (f1, f2):
+        m = cluster.metrics(f)
+        assert (m["ringlog_leader_partitions"], m["ringlog_replica_partitions"]) == (0, 1)
+    isr_lines = lambda: sum("isr-0: ISR is now" in line for line in cluster.brokers[leader].lines)  # noqa: E731
+    lines_before = isr_lines()
+
     cluster.brokers[f1].proc.send_signal(signal.SIGSTOP)
     try:
         wait_until(lambda: f1 not in describe(address(cluster, leader), "isr")[0][2], timeout=30,
@@ -97,6 +113,15 @@ def test_paused_followers_leave_the_isr_and_come_back(shared_cluster):
             wait_until(lambda: describe(address(cluster, leader), "isr")[0][2] == [leader], timeout=30,
                        what="the ISR down to the leader")
             assert produce(address(cluster, leader), "isr", b"refused")[0] == ErrorCode.not_enough_replicas
+            # the ISR below the replica list and below min.insync.replicas 2; the leader counted
+            # the shrinks it wrote itself (the controller removes a follower whose lease expired
+            # first, and that one is not the leader's shrink)
+            during = wait_until(lambda: (m := cluster.metrics(leader))["ringlog_under_min_isr_partitions"] == 1 and m,
+                                what="the leader's ISR below min.insync.replicas")
+            assert during["ringlog_under_replicated_partitions"] == 1
+            assert during["ringlog_isr_shrinks_total"] - before["ringlog_isr_shrinks_total"] == isr_lines() - lines_before
+            assert during["ringlog_isr_expands_total"] == before["ringlog_isr_expands_total"]
+            assert during["ringlog_leader_partitions"] == 1
             status = subprocess.run([sys.executable, "-m", "ringlog.client.cli", "cluster", "status", "--json",
                                      "--bootstrap", address(cluster, leader)], capture_output=True, text=True,
                                     timeout=60)
@@ -114,6 +139,19 @@ def test_paused_followers_leave_the_isr_and_come_back(shared_cluster):
     assert produce(address(cluster, leader), "isr", b"after")[0] == 0
     wait_until(lambda: len({digest(segment_bytes(cluster.partition_dir(n, "isr", 0))) for n in replicas}) == 1,
                timeout=30, what="byte-identical replicas")
+    # only a leader expands the ISR: it wrote at least one expansion, and the gauges are back
+    after = wait_until(lambda: (m := cluster.metrics(leader))["ringlog_under_replicated_partitions"] == 0
+                       and m["ringlog_isr_expands_total"] > during["ringlog_isr_expands_total"] and m,
+                       what="the leader's ISR whole again and its expansions counted")
+    assert after["ringlog_under_min_isr_partitions"] == 0
+    assert after["ringlog_isr_shrinks_total"] == during["ringlog_isr_shrinks_total"]
+    assert after["ringlog_leader_elections_total"] == before["ringlog_leader_elections_total"]  # no election
+    for f in (f1, f2):  # caught up: nothing behind the leader's high watermark of its last answer
+        m = wait_until(lambda: (m := cluster.metrics(f))['ringlog_replica_lag{partition="0",topic="isr"}'] == 0 and m,
+                       what="the follower's lag back to 0")
+        assert m["ringlog_replica_max_lag"] == 0
+    wait_until(lambda: [cluster.metrics(n)["ringlog_controller"] for n in (1, 2, 3)].count(1) == 1,
+               what="exactly one controller after the pauses")
 
 
 def test_returning_old_leader_truncates_what_the_new_leader_lacks(shared_cluster):
@@ -200,6 +238,16 @@ def test_a_broker_back_with_a_wiped_data_dir_never_leads_what_it_lost(shared_clu
     wait_until(lambda: all(describe(address(cluster, n), topic)[0][2] == [] for n in (1, 2, 3)), timeout=30,
                what="every broker to see the ISR without the wiped replica")
     assert all(describe(address(cluster, n), topic)[0][0] == -1 for n in (1, 2, 3))
+    # the controller counts the cluster's partitions without a leader (this one, and any other the
+    # old leader was the last in-sync replica of); the other brokers say 0
+    from confluent_kafka.admin import AdminClient
+
+    md = AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(timeout=10)
+    offline = sum(p.leader == -1 for t in md.topics.values() for p in t.partitions.values())
+    assert offline >= 1
+    wait_until(lambda: sorted(cluster.metrics(n)["ringlog_offline_partitions"] for n in (1, 2, 3)) == [0, 0, offline],
+               what="the offline partitions in the controller's metrics")
+    assert cluster.metrics(controller(cluster.bootstrap))["ringlog_offline_partitions"] == offline
     for f in followers:
         assert produce(address(cluster, f), topic, b"refused")[0] == ErrorCode.not_leader_or_follower
         data = segment_bytes(cluster.partition_dir(f, topic, 0))
@@ -252,12 +300,22 @@ def test_controller_death_and_kafka_python_follows_the_leader(shared_cluster):
     producer.flush(30)
     # kill the controller, and the partition's leader if that is another broker
     victims = {old_controller, state[0][0]}
+    before = {n: cluster.metrics(n) for n in (1, 2, 3)}
     for node in victims:
         cluster.brokers[node].kill()
     survivors = [n for n in (1, 2, 3) if n not in victims]
     live = ",".join(address(cluster, n) for n in survivors)
     new_controller = wait_until(lambda: (c := controller(live)) in survivors and c, timeout=30,
                                 what="a new controller")
+    # the new controller elected the dead leader's successor; every survivor saw the controller
+    # key go and come back
+    wait_until(lambda: describe(live, "moves")[0][0] in survivors, timeout=30, what="a new leader")
+    elected = wait_until(lambda: (m := cluster.metrics(new_controller))["ringlog_leader_elections_total"]
+                         > before[new_controller]["ringlog_leader_elections_total"] and m,
+                         what="the new controller's elections counted")
+    assert elected["ringlog_controller"] == 1
+    for n in survivors:
+        assert cluster.metrics(n)["ringlog_controller_changes_total"] >= before[n]["ringlog_controller_changes_total"] + 2
     if len(victims) == 1:
         wait_until(lambda: describe(live, "moves")[0][0] in survivors, timeout=30, what="a new leader")
         # the same producer object follows the leader change
@@ -287,3 +345,71 @@ def test_controller_death_and_kafka_python_follows_the_leader(shared_cluster):
             break
     consumer.close()
     assert values == list(range(expected))
+
+
+def test_a_stalled_follower_is_shrunk_by_its_leader_and_counted(shared_cluster, tmp_path):
+    """A follower whose fetcher stops while the broker stays alive (its etcd lease renewed: the
+    controller sees nothing wrong) is taken out of the ISR by the leader after
+    replica.lag.time.max.ms, and put back by it once it fetches again; the leader's metrics count
+    the shrink and the expansion. Two brokers in this process on the module's etcd, cluster "stall"."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from ringlog.broker.config import BrokerConfig
+    from ringlog.broker.testing import BrokerThread
+
+    def config(node: int) -> BrokerConfig:
+        return BrokerConfig(listen_port=0, data_dir=str(tmp_path / f"b{node}"), node_id=node,
+                            etcd_endpoints=shared_cluster.etcd.url, cluster_name="stall",
+                            broker_session_timeout_ms=2000, replica_lag_time_max_ms=500,
+                            replica_fetch_wait_max_ms=100)
+
+    def metrics(b: BrokerThread) -> dict[str, float]:
+        async def render() -> bytes:
+            return b.broker.metrics.render()
+
+        out = {}
+        for family in text_string_to_metric_families(b.call(render).decode()):
+            for s in family.samples:
+                if not s.labels:
+                    out[s.name] = s.value
+        return out
+
+    with BrokerThread(config(1)) as one, BrokerThread(config(2)) as two:
+        brokers = {1: one, 2: two}
+        bootstrap = f"{one.bootstrap},{two.bootstrap}"
+        from confluent_kafka.admin import AdminClient
+
+        wait_until(lambda: all(len(AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10).brokers) == 2
+                               for b in (one, two)), what="both brokers to see each other")
+        leader, replicas, _ = create_replicated(bootstrap, "stall", 1, rf=2, min_isr=2)[0]
+        follower = brokers[3 - leader]
+        lead = brokers[leader]
+        wait_until(lambda: metrics(lead)["ringlog_leader_partitions"] == 1
+                   and metrics(lead)["ringlog_under_replicated_partitions"] == 0, what="the leader's whole ISR")
+        before = metrics(lead)
+
+        async def stall() -> None:  # the fetcher stops; the broker and its lease go on
+            follower.broker.partition("stall", 0).replication.scope.cancel()
+
+        follower.call(stall)
+        shrunk = wait_until(lambda: (m := metrics(lead))["ringlog_under_replicated_partitions"] == 1 and m,
+                            timeout=15, what="the leader to shrink the ISR")
+        assert shrunk["ringlog_isr_shrinks_total"] == before["ringlog_isr_shrinks_total"] + 1
+        assert shrunk["ringlog_under_min_isr_partitions"] == 1
+        assert shrunk["ringlog_isr_expands_total"] == before["ringlog_isr_expands_total"]
+        assert describe(bootstrap, "stall")[0][2] == [leader]
+        assert metrics(follower)["ringlog_replica_partitions"] == 1  # still a live replica
+
+        async def resume() -> None:  # a new fetcher, as after a role change
+            broker = follower.broker
+            part = broker.partition("stall", 0)
+            part.replication.epoch = -1  # so that the same state counts as a new role
+            broker.cluster.replicas.become_follower(part, broker.cluster.states[("stall", 0)])
+
+        follower.call(resume)
+        grown = wait_until(lambda: (m := metrics(lead))["ringlog_under_replicated_partitions"] == 0 and m,
+                           timeout=15, what="the leader to expand the ISR")
+        assert grown["ringlog_isr_expands_total"] == before["ringlog_isr_expands_total"] + 1
+        assert grown["ringlog_isr_shrinks_total"] == shrunk["ringlog_isr_shrinks_total"]
+        assert grown["ringlog_under_min_isr_partitions"] == 0
+        assert sorted(describe(bootstrap, "stall")[0][2]) == sorted(replicas)
