@@ -250,7 +250,13 @@ def test_a_commit_is_acknowledged_only_once_the_isr_holds_it(etcd, tmp_path):
             key=group, key_type=0))).error_code == 0 and (0, int(r.node_id)), what="a coordinator")
         address = cluster.brokers[leader].bootstrap
         wait_until(lambda: len(describe(address, OFFSETS)[0][2]) == 3, what="__consumer_offsets in sync")
-        assert commit(address, group, 5) == ErrorCode.none
+        # the broker FindCoordinator named may not have applied its leadership of the offsets
+        # partition, or loaded it, yet: NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS, which
+        # clients retry, until it serves the group
+        retriable = (ErrorCode.not_coordinator, ErrorCode.coordinator_load_in_progress)
+        first = wait_until(lambda: (code := commit(address, group, 5)) not in retriable and (code,), timeout=30,
+                           what="the coordinator to serve the group")
+        assert first == (ErrorCode.none,)
         followers = [n for n in cluster.brokers if n != leader]
         for n in followers:
             cluster.brokers[n].proc.send_signal(signal.SIGSTOP)
