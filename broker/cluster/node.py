@@ -22,6 +22,7 @@ call returns once this broker has applied the topic and the controller its parti
 `__consumer_offsets` is a cluster topic too (created by the group coordinator, see
 broker.coordinator_runtime; `coordinator_of` answers FindCoordinator); the leadership of its
 partitions is handed to the coordinator as it changes. `__transaction_state` stays local.
+ACLs, credentials and client quotas are documents under `security/` (broker.cluster.security).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ from ..logging_setup import event
 from ..metadata import TopicInfo, is_internal
 from .etcd import EtcdClient, EtcdError, KeyValue, WatchEvent, cmp_create_revision, cmp_mod_revision, op_put
 from .replica import LeaderReplication, ReplicaManager
+from .security import SharedSecurity
 from .state import NO_LEADER, PartitionState, TopicRecord, assign_replicas, decide, forget_replica, initial_state
 
 if TYPE_CHECKING:
@@ -116,6 +118,10 @@ class ClusterNode:
         self.states: dict[tuple[str, int], PartitionState] = {}
         self.replicas = ReplicaManager(self)
         self._changed = trio.Event()
+        # ACLs, credentials and client quotas live in etcd (broker.cluster.security)
+        self.security = SharedSecurity(self)
+        if broker.security is not None:
+            broker.security.shared = self.security
         # producer ids are unique cluster-wide (the Snowflake worker id is the node id), so a
         # new leader may re-initialise (KIP-360) an id another broker handed out
         broker.producer_state.allocator.accept_foreign_ids = True
@@ -234,6 +240,7 @@ class ClusterNode:
         try:
             await self._register()
             await self._claim_directory()
+            await self.security.seed()
             kvs, revision = await self.etcd.get_prefix(self.prefix)
         except EtcdError as exc:
             raise ClusterJoinError(f"cannot join cluster {self.broker.config.cluster_name!r}: {exc}") from None
@@ -418,6 +425,8 @@ class ClusterNode:
                     else:
                         self.states.pop(tp, None)
                     touched.add(tp)
+                elif kind == "security":
+                    await self.security.apply(rest, ev.kv, ev.type != "PUT")
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("ignoring a malformed etcd key %s: %r", ev.kv.key, exc)
         for tp in sorted(touched):

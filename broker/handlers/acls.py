@@ -4,7 +4,8 @@
 Kafka's rules: creating and deleting need ALTER on the cluster, describing DESCRIBE; without an
 authorizer (authorizer.enabled = false) every answer is SECURITY_DISABLED ("No Authorizer is
 configured on the broker"). The bindings are saved (security/acls.json, in a worker thread)
-before the answer leaves.
+before the answer leaves; in cluster mode they are written to etcd and applied by every broker
+(broker.cluster.security), and the answer leaves once this broker applied the change.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import logging
 
 from kio.schema.errors import ErrorCode
 
+from ..errors import KafkaError
 from ..logging_setup import event
 from ..security import authorizer as acl
 from ..security.authorizer import Acl, AclFilter, invalid_reason
@@ -59,8 +61,10 @@ async def create_acls(ctx: RequestContext, request) -> object:
         new.append(binding)
         answers.append(make(Result, error_code=ErrorCode.none, error_message=None))
     if new:
-        authorizer.add(new)
-        await ctx.broker.security.save_acls()
+        try:
+            await ctx.broker.security.change_acls(lambda acls: ([*acls, *new], None))
+        except KafkaError as exc:  # cluster mode: etcd did not take it (retriable)
+            return results(exc.code, exc.message)
         for binding in new:
             log.info("%s created ACL %s", ctx.principal, binding.describe(),
                      extra=event("acl_created", principal=ctx.principal, acl=binding.describe()))
@@ -113,9 +117,17 @@ async def delete_acls(ctx: RequestContext, request) -> object:
         return results(ErrorCode.cluster_authorization_failed, "Cluster authorization failed.")
     filters = [_filter(f) for f in request.filters]
     problems = [_filter_problem(f) for f in filters]
-    removed = authorizer.remove([f for f, p in zip(filters, problems) if p is None])
-    if any(removed):
-        await ctx.broker.security.save_acls()
+    valid = [f for f, p in zip(filters, problems) if p is None]
+
+    def edit(acls: list[Acl]) -> tuple[list[Acl] | None, list[list[Acl]]]:
+        matched = [[a for a in acls if f.matches(a)] for f in valid]
+        gone = {a for group in matched for a in group}
+        return ([a for a in acls if a not in gone] if gone else None), matched
+
+    try:
+        removed = await ctx.broker.security.change_acls(edit)
+    except KafkaError as exc:  # cluster mode: etcd did not take it (retriable)
+        return results(exc.code, exc.message)
     out, matched = [], iter(removed)
     for problem in problems:
         if problem:

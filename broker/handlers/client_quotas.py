@@ -7,7 +7,8 @@ request (INVALID_REQUEST, or UNSUPPORTED_VERSION for an unknown entity type); an
 checked per entity with Kafka's rules and messages (unknown or unenforced key, value not > 0,
 a fractional byte rate, empty or duplicate entity, a key twice), and an entity with a refused
 operation changes nothing. validate_only checks without changing. The changed table is saved to
-`security/quotas.json` in a worker thread before the answer leaves; a request_percentage quota
+`security/quotas.json` in a worker thread before the answer leaves (in cluster mode: written to
+etcd and applied here first, broker.cluster.security); a request_percentage quota
 installs the handler-time instrument (sync_task_time), the last one removed takes it out.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 
 from kio.schema.errors import ErrorCode
 
+from ..errors import KafkaError
 from ..logging_setup import event
 from ..quotas import QuotaError, UnsupportedEntity, check_value, make_entity
 from ..security import authorizer as acl
@@ -91,13 +93,20 @@ async def alter_client_quotas(ctx: RequestContext, request) -> object:
         accepted.append((entity, ops))
         results.append(answer(entry, ErrorCode.none, None))
     if accepted and not request.validate_only:
+        def edit(table) -> None:
+            for entity, ops in accepted:
+                table.alter(entity, ops)
+
+        try:
+            await ctx.broker.security.change_quotas(quotas, edit)
+        except KafkaError as exc:  # cluster mode: etcd did not take it (retriable)
+            return make(Response, throttle_time=ZERO, entries=tuple(
+                answer(e, exc.code, exc.message) for e in request.entries))
         for entity, ops in accepted:
-            quotas.alter(entity, ops)
             log.info("%s altered the client quotas of %s: %s", ctx.principal, _show(entity),
                      ", ".join(f"{k}={'removed' if v is None else f'{v:g}'}" for k, v in ops.items()),
                      extra=event("client_quotas_altered", principal=ctx.principal, entity=_show(entity)))
         sync_task_time(quotas)
-        await ctx.broker.security.save_quotas(quotas.snapshot())
     return make(Response, throttle_time=ZERO, entries=tuple(results))
 
 

@@ -2,7 +2,8 @@
 managed by Kafka admin clients. Describing needs DESCRIBE on the cluster, altering ALTER (when the
 authorizer is on). The broker never sees a password: an upsertion carries the salt, the
 iterations and the salted password, from which the stored keys are derived; the credentials file
-is saved in a worker thread before the answer leaves. Kafka's bounds and messages.
+is saved in a worker thread before the answer leaves (in cluster mode: written to etcd and
+applied here first, broker.cluster.security). Kafka's bounds and messages.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import logging
 
 from kio.schema.errors import ErrorCode
 
+from ..errors import KafkaError
 from ..logging_setup import event
 from ..security import authorizer as acl
 from ..security.scram import MAX_ITERATIONS, MIN_ITERATIONS, from_salted_password
@@ -89,19 +91,24 @@ async def alter_user_scram_credentials(ctx: RequestContext, request) -> object:
             refuse(u.name, ErrorCode.unacceptable_credential, "Too many iterations")
         elif not u.salt or not u.salted_password:
             refuse(u.name, ErrorCode.unacceptable_credential, "Salt and salted password must not be empty")
-    changed = False
-    # Kafka applies every operation of a user whose operations are all acceptable
-    for d in request.deletions:
-        if d.name not in errors:
-            changed |= creds.delete(d.name, MECHANISM_CODES[int(d.mechanism)])
-    for u in request.upsertions:
-        if u.name not in errors:
-            mechanism = MECHANISM_CODES[int(u.mechanism)]
-            credential = from_salted_password(mechanism, bytes(u.salted_password), bytes(u.salt), int(u.iterations))
-            creds.set(u.name, mechanism, credential.to_json())
-            changed = True
-    if changed:
-        await ctx.broker.security.save_credentials()
+    def edit(creds) -> tuple[bool, None]:
+        changed = False
+        # Kafka applies every operation of a user whose operations are all acceptable
+        for d in request.deletions:
+            if d.name not in errors:
+                changed |= creds.delete(d.name, MECHANISM_CODES[int(d.mechanism)])
+        for u in request.upsertions:
+            if u.name not in errors:
+                mechanism = MECHANISM_CODES[int(u.mechanism)]
+                credential = from_salted_password(mechanism, bytes(u.salted_password), bytes(u.salt), int(u.iterations))
+                creds.set(u.name, mechanism, credential.to_json())
+                changed = True
+        return changed, None
+
+    try:
+        await ctx.broker.security.change_credentials(edit)
+    except KafkaError as exc:  # cluster mode: etcd did not take it (retriable)
+        errors = {n: (exc.code, exc.message) for n in names}
     results = []
     for user in dict.fromkeys(names):
         code, message = errors.get(user, (ErrorCode.none, None))

@@ -4,8 +4,10 @@ it reads files), reached by handlers as `ctx.broker.security`.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -75,6 +77,8 @@ class SecurityState:
         # the client quota entities of quotas.json (broker.quotas), handed to broker.quotas at start
         self.quota_entities = quota_entities or {}
         self._save_lock = trio.Lock()
+        # cluster mode: broker.cluster.security.SharedSecurity (the state lives in etcd), else None
+        self.shared: Any = None
 
     @classmethod
     def open(cls, config: Any) -> SecurityState:
@@ -97,6 +101,50 @@ class SecurityState:
         """quotas.json from broker.quotas.ClientQuotas.snapshot(), in a worker thread."""
         async with self._save_lock:
             await trio.to_thread.run_sync(write_json, self.data_dir, QUOTAS, snapshot)
+
+    # --- changes (single node: the files; cluster mode: etcd, broker.cluster.security) ---------
+
+    async def change_acls(self, edit: Callable[[list[Acl]], tuple[list[Acl] | None, Any]]) -> Any:
+        """`edit(bindings)` -> (the new bindings or None for no change, a result to return)."""
+        assert self.authorizer is not None
+        authorizer = self.authorizer
+        if self.shared is not None:
+            def document() -> tuple[Any, Any]:
+                new, result = edit(list(authorizer.acls))
+                return (acls_json(new) if new is not None else None), result
+            return await self.shared.update("acls", document)
+        new, result = edit(list(authorizer.acls))
+        if new is not None:
+            authorizer.replace(new)
+            await self.save_acls()
+        return result
+
+    async def change_credentials(self, edit: Callable[[Credentials], tuple[bool, Any]]) -> Any:
+        """`edit(credentials)` changes them in place -> (changed, a result to return)."""
+        if self.shared is not None:
+            def document() -> tuple[Any, Any]:
+                draft = Credentials(copy.deepcopy(self.credentials.users))
+                changed, result = edit(draft)
+                return (draft.snapshot() if changed else None), result
+            return await self.shared.update("credentials", document)
+        changed, result = edit(self.credentials)
+        if changed:
+            await self.save_credentials()
+        return result
+
+    async def change_quotas(self, quotas: Any, edit: Callable[[Any], None]) -> None:
+        """`edit(table)` alters a broker.quotas.ClientQuotas in place (the broker's, or a draft
+        of it in cluster mode)."""
+        if self.shared is not None:
+            def document() -> tuple[Any, Any]:
+                draft = type(quotas)()
+                draft.load(quotas.entities)
+                edit(draft)
+                return draft.snapshot(), None
+            await self.shared.update("quotas", document)
+            return
+        edit(quotas)
+        await self.save_quotas(quotas.snapshot())
 
     async def save_acls(self) -> None:
         assert self.authorizer is not None
