@@ -5,6 +5,7 @@ ringlog's admin client), so "through broker 1" and "enforced by broker 2" mean w
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import trio
@@ -22,6 +23,7 @@ SECURED = ("--set", "listeners=SASL_PLAINTEXT://127.0.0.1:0", "--set", "authoriz
            "--set", "connection.failed.authentication.delay.ms=0")
 TOPIC = "secured"
 TOPIC_AUTHORIZATION_FAILED = 29
+REQUEST_TIMED_OUT = 7
 # ACL enums (Kafka's wire codes): topic, literal, describe, allow
 TOPIC_TYPE, LITERAL, DESCRIBE, ALLOW, ANY = 2, 3, 8, 3, 1
 
@@ -148,12 +150,41 @@ def test_a_quota_altered_through_one_broker_is_described_by_the_other(cluster):
                what="broker 2 to describe the quota")
 
 
-def test_a_malformed_etcd_value_is_skipped(cluster):
+def _alter_quota(cluster, node: int, user: str, rate: float):
+    return _run(cluster, node, "admin", "admin-pw", 49, lambda b: b(entries=[b(
+        "EntryData", entity=[b("EntityData", entity_type="user", entity_name=user)],
+        ops=[b("OpData", key="producer_byte_rate", value=rate, remove=False)])], validate_only=False))
+
+
+def test_a_malformed_etcd_value_is_logged_and_skipped(cluster):
     async def put_garbage() -> None:
         await EtcdClient(cluster.etcd.url).put("/ringlog/sec/security/quotas", b"{not json")
 
+    assert [int(e.error_code) for e in _alter_quota(cluster, 1, "erin", 10.0).entries] == [0]
     trio.run(put_garbage)
-    # both brokers keep serving; the next change through either replaces the bad document
-    resp = _run(cluster, 2, "admin", "admin-pw", 3, lambda b: b(topics=[], allow_auto_topic_creation=False))
-    assert len(resp.brokers) == 2
-    assert all(b.proc.poll() is None for b in cluster.brokers.values())
+    for b in cluster.brokers.values():
+        b.wait_line("ignoring a malformed etcd value of /ringlog/sec/security/quotas", timeout=10)
+        assert b.proc.poll() is None
+    # the state stayed; the next change through either broker replaces the bad document
+    resp = _alter_quota(cluster, 2, "carol", 2048.0)
+    assert [int(e.error_code) for e in resp.entries] == [0]
+    def users_on_1():
+        resp = _run(cluster, 1, "admin", "admin-pw", 48, lambda b: b(components=[], strict=False))
+        return sorted(e.entity_name for entry in resp.entries for e in entry.entity)
+
+    # erin's quota was kept through the bad document, carol's is added
+    wait_until(lambda: {"carol", "erin"} <= set(users_on_1()), timeout=10, what="broker 1 to apply the new quotas document")
+
+
+def test_etcd_unavailable_on_a_write_is_a_retriable_error(cluster):
+    """Last in the module: it stops etcd."""
+    cluster.etcd.stop()
+    started = time.monotonic()
+    resp = _alter_quota(cluster, 1, "dave", 1.0)
+    assert [int(e.error_code) for e in resp.entries] == [REQUEST_TIMED_OUT]
+    assert "etcd is unavailable" in resp.entries[0].error_message
+    resp = _run(cluster, 2, "admin", "admin-pw", 30, lambda b: b(creations=[b(
+        "AclCreation", resource_type=TOPIC_TYPE, resource_name=TOPIC, resource_pattern_type=LITERAL,
+        principal="User:dave", host="*", operation=DESCRIBE, permission_type=ALLOW)]))
+    assert [int(r.error_code) for r in resp.results] == [REQUEST_TIMED_OUT]
+    assert time.monotonic() - started < 25  # within the clients' request timeout, no hang
