@@ -7,6 +7,9 @@ etcd layout under /ringlog/<cluster name>/ (JSON values):
     controller                {"node_id"}               under the controller's lease
     topics/<name>             {"topic_id", "partitions", "configs", "replicas": [[id, ...], ...]}
     partitions/<topic>/<p>    {"leader", "leader_epoch", "isr", "replicas"}
+    security/acls             acls.json's document          (broker.cluster.security)
+    security/credentials      credentials.json's document
+    security/quotas           quotas.json's document
 
 A partition's state key is only ever changed with a compare-and-swap on its mod_revision (the
 ZooKeeper-era Kafka design: the controller elects leaders, the leader shrinks and expands the
