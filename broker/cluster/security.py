@@ -28,7 +28,7 @@ from ..errors import KafkaError
 from ..logging_setup import event
 from ..security.authorizer import Acl
 from ..security.state import acls_json
-from ..security.store import ACLS, CREDENTIALS, QUOTAS, Credentials, write_json
+from ..security.store import ACLS, CREDENTIALS, QUOTAS, write_json
 from .etcd import EtcdError, KeyValue, cmp_create_revision, cmp_mod_revision, op_get, op_put
 
 if TYPE_CHECKING:
@@ -38,6 +38,9 @@ log = logging.getLogger("ringlog.cluster")
 
 KINDS = ("acls", "credentials", "quotas")
 FILES = {"acls": ACLS, "credentials": CREDENTIALS, "quotas": QUOTAS}
+# a deleted document is the empty state (what the single-node files hold when empty)
+EMPTY = {"acls": {"version": 1, "acls": []}, "credentials": {"version": 1, "users": {}},
+         "quotas": {"version": 1, "quotas": []}}
 # a write that etcd did not accept (and this broker did not apply) within this long answers
 # REQUEST_TIMED_OUT; below the clients' default request timeout (30 s)
 WRITE_WAIT_S = 10.0
@@ -93,7 +96,7 @@ class SharedSecurity:
         self.seen[kind] = revision
         self.base[kind] = 0 if deleted else revision
         try:
-            document = {} if deleted else json.loads(kv.value)
+            document = copy.deepcopy(EMPTY[kind]) if deleted else json.loads(kv.value)
             self._install(kind, document)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.error("ignoring a malformed etcd value of %s (revision %d): %r", kv.key, revision, exc,
@@ -107,11 +110,11 @@ class SharedSecurity:
         """Decode fully first (ValueError & co. leave the state untouched), then replace."""
         security = self.broker.security
         if kind == "acls":
-            acls = [Acl.from_json(d) for d in document.get("acls", [])]
+            acls = [Acl.from_json(d) for d in document["acls"]]
             if security.authorizer is not None:
                 security.authorizer.replace(acls)
         elif kind == "credentials":
-            users = document.get("users", {})
+            users = document["users"]
             if not isinstance(users, dict) or not all(isinstance(m, dict) for m in users.values()):
                 raise ValueError('"users" is not a table of tables')
             security.credentials.users = users
@@ -119,8 +122,7 @@ class SharedSecurity:
             from ..handlers.client_quotas import sync_task_time
             from ..quotas import from_json
 
-            entries = from_json(document) if document else {}
-            self.broker.quotas.load(entries)
+            self.broker.quotas.load(from_json(document))
             sync_task_time(self.broker.quotas)
 
     async def _mirror(self, kind: str, document: Any) -> None:
@@ -163,9 +165,6 @@ class SharedSecurity:
                     await self.apply(kind, current[0], deleted=False)
                 else:
                     self.base[kind] = 0
-        raise KafkaError(ErrorCode.request_timed_out, f"the change of {kind} was not accepted by etcd and "
-                                                      f"applied within {WRITE_WAIT_S:g} s")
+        raise KafkaError(ErrorCode.request_timed_out, f"the change of {kind} was not confirmed by etcd and applied "
+                                                      f"here within {WRITE_WAIT_S:g} s (it may still apply)")
 
-
-def credentials_copy(credentials: Credentials) -> Credentials:
-    return Credentials(copy.deepcopy(credentials.users))

@@ -12,6 +12,7 @@ import trio
 
 from ringlog.broker.cluster.etcd import EtcdClient
 from ringlog.broker.security.scram import salted_password
+from ringlog.broker.security.state import load_quotas
 from ringlog.client.admin import NewTopic, open_admin
 from ringlog.client.connection import builder
 
@@ -148,6 +149,9 @@ def test_a_quota_altered_through_one_broker_is_described_by_the_other(cluster):
 
     wait_until(lambda: described_on_2() == [({"user": "alice"}, {"producer_byte_rate": 1024.0})], timeout=10,
                what="broker 2 to describe the quota")
+    # each broker keeps a copy in its data dir, readable as a single-node quotas.json
+    wait_until(lambda: load_quotas(cluster.brokers[2].data_dir) == {(("user", "alice"),): {"producer_byte_rate": 1024.0}},
+               timeout=10, what="broker 2's local copy of the quotas")
 
 
 def _alter_quota(cluster, node: int, user: str, rate: float):
