@@ -1,7 +1,9 @@
 """Cluster mode keeps ACLs, SCRAM credentials and client quotas in etcd: a change made through one
 broker is enforced and described by the other. Two brokers with a SASL_PLAINTEXT listener and
 the authorizer on; every request below is sent to one chosen broker (a pinned connection of
-ringlog's admin client), so "through broker 1" and "enforced by broker 2" mean what they say."""
+ringlog's admin client), so "through broker 1" and "enforced by broker 2" mean what they say.
+Also: concurrent changes through both brokers, a broker joining later (etcd's state wins over its
+files), a malformed document in etcd, and etcd down on a write (last: it stops etcd)."""
 from __future__ import annotations
 
 import os
@@ -13,11 +15,14 @@ import trio
 from ringlog.broker.cluster.etcd import EtcdClient
 from ringlog.broker.security.scram import salted_password
 from ringlog.broker.security.state import load_quotas
+from ringlog.broker.security.store import Credentials
+from ringlog.broker.testing import BrokerProcess
 from ringlog.client.admin import NewTopic, open_admin
 from ringlog.client.connection import builder
+from ringlog.client.errors import AuthenticationError
 
 from ..security.conftest import add_users
-from .conftest import Cluster, wait_until
+from .conftest import CLUSTER_SETTINGS, Cluster, wait_until
 
 SECURED = ("--set", "listeners=SASL_PLAINTEXT://127.0.0.1:0", "--set", "authorizer.enabled=true",
            "--set", "super.users=User:admin", "--set", "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256",
@@ -152,6 +157,62 @@ def test_a_quota_altered_through_one_broker_is_described_by_the_other(cluster):
     # each broker keeps a copy in its data dir, readable as a single-node quotas.json
     wait_until(lambda: load_quotas(cluster.brokers[2].data_dir) == {(("user", "alice"),): {"producer_byte_rate": 1024.0}},
                timeout=10, what="broker 2's local copy of the quotas")
+
+
+def test_concurrent_changes_through_both_brokers_are_all_kept(cluster):
+    """Compare-and-swap: ten CreateAcls on each broker at once; none is lost to another's write."""
+    names = {node: [f"race-{node}-{i}" for i in range(10)] for node in (1, 2)}
+
+    async def create_all() -> None:
+        async with open_admin(cluster.brokers[1].bootstrap, **_sasl("admin", "admin-pw")) as a1, \
+                open_admin(cluster.brokers[2].bootstrap, **_sasl("admin", "admin-pw")) as a2:
+            conns = {1: await a1.cluster.connection(1), 2: await a2.cluster.connection(2)}
+
+            async def one(node: int, name: str) -> None:
+                b = builder(30, 3)
+                resp = await conns[node].request(b(creations=[b(
+                    "AclCreation", resource_type=TOPIC_TYPE, resource_name=name, resource_pattern_type=LITERAL,
+                    principal="User:race", host="*", operation=DESCRIBE, permission_type=ALLOW)]))
+                assert [int(r.error_code) for r in resp.results] == [0]
+
+            async with trio.open_nursery() as nursery:
+                for node, wanted in names.items():
+                    for name in wanted:
+                        nursery.start_soon(one, node, name)
+
+    trio.run(create_all)
+    want = sorted(names[1] + names[2])
+
+    def listed(node: int) -> list[str]:
+        resp = _run(cluster, node, "admin", "admin-pw", 29, lambda b: b(
+            resource_type_filter=TOPIC_TYPE, resource_name_filter=None, pattern_type_filter=LITERAL,
+            principal_filter="User:race", host_filter=None, operation=ANY, permission_type=ANY))
+        return sorted(r.resource_name for r in resp.resources)
+
+    wait_until(lambda: listed(1) == want and listed(2) == want, timeout=10, what="both brokers to list all 20 bindings")
+
+
+def test_a_broker_joining_later_adopts_etcds_state_not_its_files(cluster, tmp_path):
+    """Its data dir has another user and no admin: etcd's users and ACLs win, and its local copy
+    is replaced by etcd's."""
+    data_dir = str(tmp_path / "broker-3")
+    os.makedirs(data_dir)
+    add_users(data_dir, {"zed": "zed-pw"})
+    late = BrokerProcess(data_dir, "--node-id", "3", "--etcd", cluster.etcd.url, "--cluster-name", "sec",
+                         *CLUSTER_SETTINGS, *SECURED)
+    late.start(timeout=90)
+    try:
+        async def list_topics(user: str, password: str) -> list[str]:
+            async with open_admin(late.bootstrap, **_sasl(user, password)) as admin:
+                return await admin.list_topics()
+
+        assert TOPIC in trio.run(list_topics, "admin", "admin-pw")  # etcd's admin, a super user
+        with pytest.raises(AuthenticationError):
+            trio.run(list_topics, "zed", "zed-pw")  # its own file's user was not adopted
+        wait_until(lambda: "admin" in Credentials.load(data_dir).users and "zed" not in Credentials.load(data_dir).users,
+                   timeout=10, what="broker 3's local copy of the credentials")
+    finally:
+        late.stop()
 
 
 def _alter_quota(cluster, node: int, user: str, rate: float):
