@@ -67,11 +67,7 @@ async def secure(state: SecurityState | None, spec: ListenerSpec, stream: trio.S
     if scope.cancelled_caught:
         reason = f"not finished within {timeout_s:.0f} s"
     if reason is not None:
-        log.info("Failed authentication with %s (SSL handshake failed: %s)", peer, reason,
-                 extra=event("authentication_failed", peer=peer, listener=spec.name, mechanism="SSL", reason=reason))
-        delay = state.failures.record(host)
-        if delay:
-            await trio.sleep(delay)  # the failed-authentication delay, as Kafka applies it
+        await _ssl_failed(state, spec, host, peer, f"SSL handshake failed: {reason}", reason)
         return None
     principal = ANONYMOUS
     if not spec.sasl:
@@ -80,12 +76,18 @@ async def secure(state: SecurityState | None, spec: ListenerSpec, stream: trio.S
             try:
                 principal = f"User:{principal_for(state.principal_rules, subject)}"
             except NoMatchingRule as exc:
-                log.info("Failed authentication with %s (SSL: %s)", peer, exc,
-                         extra=event("authentication_failed", peer=peer, listener=spec.name, mechanism="SSL",
-                                     reason=str(exc)))
-                delay = state.failures.record(host)
-                if delay:
-                    await trio.sleep(delay)
+                await _ssl_failed(state, spec, host, peer, f"SSL: {exc}", str(exc))
                 await trio.aclose_forcefully(tls_stream)
                 return None
     return tls_stream, Session(spec, state, host, principal)
+
+
+async def _ssl_failed(state: SecurityState, spec: ListenerSpec, host: str, peer: str, what: str,
+                      reason: str) -> None:
+    """A TLS connection that fails authentication: logged, then the failed-authentication delay
+    (as Kafka applies it) before the caller drops it."""
+    log.info("Failed authentication with %s (%s)", peer, what,
+             extra=event("authentication_failed", peer=peer, listener=spec.name, mechanism="SSL", reason=reason))
+    delay = state.failures.record(host)
+    if delay:
+        await trio.sleep(delay)
