@@ -379,10 +379,8 @@ def _validate(tp, records, max_size: int, full_check: bool, compacted: bool = Fa
         check_records(view, header, full=full_check, max_decompressed=max_decompressed)
         # Kafka's LogValidator: a compacted topic keeps the latest record per key, so every
         # record needs one.
-        if header.is_control:
-            pass
-        elif timestamps is not None or (compacted and not records_have_keys(view, header,
-                                                                              max_decompressed=max_decompressed)):
+        if not header.is_control and (timestamps is not None or (
+                compacted and not records_have_keys(view, header, max_decompressed=max_decompressed))):
             _refuse_records(tp, view, header, compacted, timestamps, max_decompressed)
         if target is not None and header.compression != target and not header.is_control:
             stored, header = _recompress(view, header, target, max_size, max_decompressed)
